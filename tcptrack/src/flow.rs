@@ -1,0 +1,96 @@
+//! What a source reports about a connection: [`FlowUpdate`], keyed by [`FlowKey`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A point in time as the sources report it: capture time in `-T` mode, monotonic time live.
+///
+/// Only differences between two timestamps of one source mean anything to the table.
+pub type Timestamp = Duration;
+
+/// The TCP flags tcptrack looks at, as they sit in the TCP header's flags byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+
+    #[must_use]
+    pub const fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    #[must_use]
+    pub const fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    #[must_use]
+    pub const fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    #[must_use]
+    pub const fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+    /// SYN without ACK: the first packet of a handshake.
+    #[must_use]
+    pub const fn bare_syn(self) -> bool {
+        self.syn() && !self.ack()
+    }
+    /// Neither SYN, FIN nor RST: a packet that may reveal a connection picked up mid-stream.
+    #[must_use]
+    pub const fn plain(self) -> bool {
+        self.0 & (Self::SYN | Self::FIN | Self::RST) == 0
+    }
+}
+
+/// A connection's identity: its two endpoints in a canonical order, so that both directions of a
+/// connection have the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// The lower endpoint (by address, then port).
+    pub lo: SocketAddr,
+    /// The higher endpoint.
+    pub hi: SocketAddr,
+}
+
+impl FlowKey {
+    /// The key of the connection between `src` and `dst`, and whether `src` is its `lo` end.
+    #[must_use]
+    pub fn new(src: SocketAddr, dst: SocketAddr) -> (Self, bool) {
+        if (src.ip(), src.port()) <= (dst.ip(), dst.port()) {
+            (Self { lo: src, hi: dst }, true)
+        } else {
+            (Self { lo: dst, hi: src }, false)
+        }
+    }
+}
+
+/// What a source saw of one connection in one direction: one packet (libpcap), or the packets
+/// counted since the last poll (kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowUpdate {
+    /// Sender of these packets.
+    pub src: SocketAddr,
+    /// Receiver of these packets.
+    pub dst: SocketAddr,
+    /// When the (last) packet was seen.
+    pub ts: Timestamp,
+    /// Flags of the packet (for a batch: of every packet, or-ed).
+    pub flags: TcpFlags,
+    /// Sequence number of the packet (for a batch: of the one that carried FIN).
+    pub seq: u32,
+    /// Acknowledgment number of the packet (for a batch: the highest seen).
+    pub ack: u32,
+    /// TCP payload length of the packet that `seq` belongs to (FIN matching needs it).
+    pub segment_len: u32,
+    /// TCP payload bytes, from the IP length fields (so snaplen does not shorten them).
+    pub payload_bytes: u64,
+    /// Bytes on the wire (frame length).
+    pub wire_bytes: u64,
+    /// Packets on the wire.
+    pub packets: u64,
+}

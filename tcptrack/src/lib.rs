@@ -1,0 +1,17 @@
+//! tcptrack: a top-like monitor of TCP connections.
+//!
+//! Data flows one way: sources ([`source`]) turn packets or kernel counters into
+//! [`FlowUpdate`](flow::FlowUpdate)s; the [`ConnectionTable`](table::ConnectionTable) keeps
+//! connections, their states, counters and speeds; outputs ([`output`]) write what it holds.
+
+pub mod app;
+pub mod cli;
+pub mod decode;
+pub mod ebpf;
+pub mod error;
+pub mod flow;
+pub mod format;
+pub mod output;
+pub mod rate;
+pub mod source;
+pub mod table;

@@ -1,0 +1,190 @@
+//! Speed: payload bytes per second over a window of time, kept in fixed buckets.
+
+use std::time::Duration;
+
+use crate::flow::Timestamp;
+
+/// Most buckets a window is cut into (the `-f` window: 1 s in tenths).
+pub const MAX_BUCKETS: usize = 10;
+
+/// How speed is averaged: a window of `buckets` buckets of `bucket` each, aligned to multiples of
+/// `bucket` from the clock's origin, so that a capture gives the same speeds every time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateConfig {
+    bucket_ns: u64,
+    buckets: u8,
+}
+
+impl RateConfig {
+    /// The classic default: the rate over the last completed second.
+    pub const CLASSIC: Self = Self {
+        bucket_ns: 1_000_000_000,
+        buckets: 1,
+    };
+    /// The classic `-f`: a 1 s window sliding in tenths of a second.
+    pub const FAST: Self = Self {
+        bucket_ns: 100_000_000,
+        buckets: 10,
+    };
+
+    /// A window of `window`, sliding in steps of `step` (at most [`MAX_BUCKETS`] steps; a step
+    /// that does not divide the window evenly is widened until it does within that limit).
+    ///
+    /// Returns `None` for a zero window or step.
+    #[must_use]
+    pub fn new(window: Duration, step: Duration) -> Option<Self> {
+        let window_ns = u64::try_from(window.as_nanos()).ok()?;
+        let step_ns = u64::try_from(step.as_nanos()).ok()?;
+        if window_ns == 0 || step_ns == 0 {
+            return None;
+        }
+        let wanted = (window_ns / step_ns).clamp(1, MAX_BUCKETS as u64);
+        let buckets = (1..=wanted).rev().find(|n| window_ns % n == 0).unwrap_or(1);
+        Some(Self {
+            bucket_ns: window_ns / buckets,
+            buckets: u8::try_from(buckets).ok()?,
+        })
+    }
+
+    /// Length of the whole window.
+    #[must_use]
+    pub fn window(self) -> Duration {
+        Duration::from_nanos(self.bucket_ns * u64::from(self.buckets))
+    }
+
+    fn bucket_of(self, t: Timestamp) -> u64 {
+        u64::try_from(t.as_nanos() / u128::from(self.bucket_ns)).unwrap_or(u64::MAX)
+    }
+}
+
+/// Bytes counted per bucket for the last few buckets of one connection: the window's completed
+/// buckets and the one being filled.
+#[derive(Clone, Debug, Default)]
+pub struct RateWindow {
+    /// Index (from the clock's origin) of the newest bucket that has been written.
+    newest: u64,
+    slots: [u64; MAX_BUCKETS + 1],
+}
+
+impl RateWindow {
+    /// Counts `bytes` at time `t`.
+    pub fn add(&mut self, cfg: RateConfig, t: Timestamp, bytes: u64) {
+        let n = u64::from(cfg.buckets) + 1;
+        let b = cfg.bucket_of(t);
+        if b > self.newest {
+            // Clear the slots of the buckets that were skipped, and the new one.
+            let stale = (b - self.newest).min(n);
+            for i in 0..stale {
+                self.slots[slot(b - i, n)] = 0;
+            }
+            self.newest = b;
+        }
+        // A packet older than the window (out-of-order timestamps) counts in totals only.
+        if self.newest - b < n {
+            let s = &mut self.slots[slot(b, n)];
+            *s = s.saturating_add(bytes);
+        }
+    }
+
+    /// Bytes per second over the last completed window before `now`.
+    #[must_use]
+    pub fn rate(&self, cfg: RateConfig, now: Timestamp) -> u64 {
+        let n = u64::from(cfg.buckets);
+        let ring = n + 1;
+        let current = cfg.bucket_of(now);
+        let first = current.saturating_sub(n);
+        let mut sum: u128 = 0;
+        for b in first..current {
+            // A slot holds bucket `b` only if `b` is among the newest written.
+            if b <= self.newest && self.newest - b < ring {
+                sum += u128::from(self.slots[slot(b, ring)]);
+            }
+        }
+        let window_ns = u128::from(cfg.bucket_ns) * u128::from(n);
+        u64::try_from(sum * 1_000_000_000 / window_ns).unwrap_or(u64::MAX)
+    }
+}
+
+fn slot(bucket: u64, n: u64) -> usize {
+    // n <= MAX_BUCKETS + 1, so the remainder always fits.
+    usize::try_from(bucket % n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn classic_rate_is_the_last_completed_second() {
+        let cfg = RateConfig::CLASSIC;
+        let mut w = RateWindow::default();
+        w.add(cfg, ms(10_100), 1000);
+        w.add(cfg, ms(10_900), 500);
+        // Still inside second 10: nothing completed yet.
+        assert_eq!(w.rate(cfg, ms(10_950)), 0);
+        // In second 11, second 10 is the last completed one.
+        assert_eq!(w.rate(cfg, ms(11_000)), 1500);
+        w.add(cfg, ms(11_500), 7);
+        assert_eq!(w.rate(cfg, ms(11_999)), 1500);
+        assert_eq!(w.rate(cfg, ms(12_000)), 7);
+        // A silent second shows zero.
+        assert_eq!(w.rate(cfg, ms(13_000)), 0);
+    }
+
+    #[test]
+    fn fast_rate_slides_in_tenths() {
+        let cfg = RateConfig::FAST;
+        let mut w = RateWindow::default();
+        for i in 0..10u64 {
+            w.add(cfg, ms(5_000 + i * 100 + 50), 100);
+        }
+        // At 6.0 s the window is [5.0, 6.0): ten buckets of 100 bytes.
+        assert_eq!(w.rate(cfg, ms(6_000)), 1000);
+        w.add(cfg, ms(6_020), 100);
+        // At 6.05 s the window is still [5.0, 6.0): the bucket being filled does not count.
+        assert_eq!(w.rate(cfg, ms(6_050)), 1000);
+        for i in 1..10u64 {
+            w.add(cfg, ms(6_000 + i * 100 + 50), 100);
+        }
+        // At 7.05 s the window is [6.0, 7.0).
+        assert_eq!(w.rate(cfg, ms(7_050)), 1000);
+        // At 7.55 s the window [6.5, 7.5) holds the last five buckets only.
+        assert_eq!(w.rate(cfg, ms(7_550)), 500);
+        assert_eq!(w.rate(cfg, ms(8_000)), 0);
+    }
+
+    #[test]
+    fn gaps_longer_than_the_window_clear_every_slot() {
+        let cfg = RateConfig::FAST;
+        let mut w = RateWindow::default();
+        w.add(cfg, ms(1_000), 999);
+        w.add(cfg, ms(60_000), 1);
+        assert_eq!(w.rate(cfg, ms(60_100)), 1);
+    }
+
+    #[test]
+    fn out_of_order_packets_within_the_window_still_count() {
+        let cfg = RateConfig::FAST;
+        let mut w = RateWindow::default();
+        w.add(cfg, ms(2_500), 10);
+        w.add(cfg, ms(2_250), 5);
+        w.add(cfg, ms(100), 1_000_000); // older than the window: totals only
+        assert_eq!(w.rate(cfg, ms(3_000)), 15);
+    }
+
+    #[test]
+    fn custom_windows_divide_evenly() {
+        let c = RateConfig::new(Duration::from_secs(3), ms(500)).expect("valid");
+        assert_eq!(c.window(), Duration::from_secs(3));
+        assert_eq!(c.buckets, 6);
+        let c = RateConfig::new(Duration::from_secs(5), ms(100)).expect("valid");
+        assert_eq!((c.buckets, c.bucket_ns), (10, 500_000_000));
+        let c = RateConfig::new(ms(700), ms(300)).expect("valid");
+        assert_eq!(c.window(), ms(700));
+        assert!(RateConfig::new(Duration::ZERO, ms(1)).is_none());
+    }
+}

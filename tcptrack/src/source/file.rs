@@ -1,0 +1,105 @@
+//! Capture files (`-T`): pcap, nanosecond pcap and pcapng, read through libpcap.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pcap::{Capture, Offline, Precision};
+
+use crate::decode::{decode, LinkType};
+use crate::error::Error;
+use crate::flow::{FlowUpdate, Timestamp};
+
+/// An open capture file, its filter applied.
+pub struct CaptureFile {
+    path: PathBuf,
+    cap: Capture<Offline>,
+    link: LinkType,
+    packets: u64,
+}
+
+/// What reading a file ended with.
+#[derive(Debug)]
+pub enum ReadEnd {
+    /// The whole file was read.
+    Complete,
+    /// The file was cut short (or damaged) after the packets read so far.
+    Truncated(Error),
+}
+
+fn reason(e: &pcap::Error) -> String {
+    match e {
+        pcap::Error::PcapError(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl CaptureFile {
+    /// Opens `path` (`-` for standard input) and applies `filter` (tcpdump syntax).
+    ///
+    /// # Errors
+    /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
+    /// filter does not compile.
+    pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
+        let mut cap = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
+            Error::OpenCapture {
+                path: path.to_owned(),
+                reason: reason(&e),
+            }
+        })?;
+        let dlt = cap.get_datalink();
+        let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::UnsupportedLinkType {
+            path: path.to_owned(),
+            name: dlt.get_name().unwrap_or_else(|_| "unknown".into()),
+            dlt: dlt.0,
+        })?;
+        if let Some(expr) = filter {
+            cap.filter(expr, true).map_err(|e| Error::Filter {
+                expr: expr.to_owned(),
+                reason: reason(&e),
+            })?;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            cap,
+            link,
+            packets: 0,
+        })
+    }
+
+    /// Reads every packet, handing each TCP packet's update to `sink` with its capture time.
+    /// Stops at the end of the file, or at the first damage (what came before is kept).
+    pub fn read_all(&mut self, mut sink: impl FnMut(&FlowUpdate)) -> ReadEnd {
+        loop {
+            match self.cap.next_packet() {
+                Ok(p) => {
+                    self.packets += 1;
+                    let ts = timestamp(p.header.ts);
+                    if let Some(u) = decode(self.link, p.data, p.header.len, ts) {
+                        sink(&u);
+                    }
+                }
+                Err(pcap::Error::NoMorePackets) => return ReadEnd::Complete,
+                Err(e) => {
+                    return ReadEnd::Truncated(Error::Truncated {
+                        path: self.path.clone(),
+                        packets: self.packets,
+                        reason: reason(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Packets read so far (TCP or not, after the filter).
+    #[must_use]
+    pub const fn packets(&self) -> u64 {
+        self.packets
+    }
+}
+
+/// A capture header's time (nanosecond precision: `tv_usec` holds nanoseconds).
+fn timestamp(tv: libc::timeval) -> Timestamp {
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999_999);
+    Duration::new(secs, nanos)
+}

@@ -1,0 +1,113 @@
+//! Live capture through libpcap: the path for hosts and filters the kernel side cannot serve.
+
+use std::io::Write;
+use std::time::{Instant, SystemTime};
+
+use pcap::{Active, Capture, Device};
+
+use crate::cli::{Config, OutputFormat, Source};
+use crate::decode::{decode, LinkType};
+use crate::error::Error;
+use crate::output::{self, ConnectionRecord, WallClock};
+use crate::table::ConnectionTable;
+
+/// Enough of each frame for the link, IP (with options or extension headers) and TCP headers.
+const SNAPLEN: i32 = 256;
+/// How long libpcap waits for packets before handing control back.
+const READ_TIMEOUT_MS: i32 = 50;
+
+/// The interface a source names, or the one libpcap picks by default.
+///
+/// # Errors
+/// No interface was named and libpcap knows of none.
+pub fn interface_name(source: &Source) -> Result<String, Error> {
+    match source {
+        Source::Interface(i) => Ok(i.clone()),
+        Source::DefaultInterface | Source::File(_) => match Device::lookup() {
+            Ok(Some(d)) => Ok(d.name),
+            Ok(None) => Err(Error::NoDefaultInterface(
+                "libpcap found no interface".into(),
+            )),
+            Err(e) => Err(Error::NoDefaultInterface(e.to_string())),
+        },
+    }
+}
+
+/// Opens `interface` for live capture with the configured promiscuity and filter.
+///
+/// # Errors
+/// The interface cannot be opened (no such interface, no privilege), or the filter is bad.
+pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType), Error> {
+    let capture_err = |e: pcap::Error| Error::Capture {
+        interface: interface.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut cap = Capture::from_device(interface)
+        .map_err(capture_err)?
+        .promisc(cfg.promiscuous)
+        .snaplen(SNAPLEN)
+        .timeout(READ_TIMEOUT_MS)
+        .immediate_mode(true)
+        .open()
+        .map_err(capture_err)?;
+    let dlt = cap.get_datalink();
+    let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::Capture {
+        interface: interface.to_owned(),
+        reason: format!(
+            "unsupported link type {}",
+            dlt.get_name().unwrap_or_default()
+        ),
+    })?;
+    if let Some(expr) = &cfg.filter {
+        cap.filter(expr, true).map_err(|e| Error::Filter {
+            expr: expr.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok((cap, link))
+}
+
+/// Captures live and writes the table at every interval, until the process is stopped.
+///
+/// # Errors
+/// The capture cannot be opened or fails, or output cannot be written.
+pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
+    let interface = interface_name(&cfg.source)?;
+    let (mut cap, link) = open(&interface, cfg)?;
+    let rate = cfg.table.rate;
+    let mut table = ConnectionTable::new(cfg.table.clone());
+    let start = Instant::now();
+    let clock = WallClock::new(start.elapsed(), SystemTime::now());
+    let format = cfg.output.unwrap_or(OutputFormat::Table);
+    let mut next_tick = cfg.interval;
+    loop {
+        match cap.next_packet() {
+            Ok(p) => {
+                if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
+                    table.apply(&u);
+                }
+            }
+            Err(pcap::Error::TimeoutExpired) => {}
+            Err(e) => {
+                return Err(Error::Capture {
+                    interface,
+                    reason: e.to_string(),
+                })
+            }
+        }
+        let now = start.elapsed();
+        if now >= next_tick {
+            table.expire(now);
+            let mut conns: Vec<_> = table.connections().collect();
+            conns.sort_by_key(|c| c.id());
+            let records: Vec<_> = conns
+                .into_iter()
+                .map(|c| ConnectionRecord::new(c, rate, now, clock))
+                .collect();
+            output::write(format, &records, out)?;
+            while next_tick <= now {
+                next_tick += cfg.interval;
+            }
+        }
+    }
+}
