@@ -1,1 +1,98 @@
-fn main() {}
+//! tcptrack's chores. `cargo xtask run -- ARGS` runs tcptrack, `cargo xtask test` runs every
+//! test; each first installs what is missing (see `setup`).
+
+mod bench;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "tcptrack's chores")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and running tcptrack needs (Debian packages, the nightly's rust-src, bpf-linker)
+    Setup {
+        /// Also what the tests need (tcpdump, tshark, tmux, iperf3, the classic tcptrack)
+        #[arg(long)]
+        tests: bool,
+    },
+    /// Build tcptrack (release) and run it with ARGS
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check formatting and lints, then run every test (eBPF and network-namespace tests included)
+    Test,
+    /// Measure tcptrack against a bare libpcap read loop and the classic tcptrack
+    Bench {
+        /// A smaller run (fewer packets)
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup { tests } => setup::ensure(if tests { setup::Need::Tests } else { setup::Need::Run }),
+        Task::Run { args } => run(&args),
+        Task::Test => test(),
+        Task::Bench { quick } => bench::run(quick),
+    }
+}
+
+/// The workspace's root folder.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace, failing if it fails.
+fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::ensure(setup::Need::Run)?;
+    step("building tcptrack (release)");
+    sh("cargo", &["build", "--quiet", "--release", "--package", "tcptrack", "--bin", "tcptrack"])?;
+    let bin = root().join("target/release/tcptrack");
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn test() -> Result<()> {
+    setup::ensure(setup::Need::Tests)?;
+    step("checking formatting (cargo fmt --check)");
+    sh("cargo", &["fmt", "--all", "--check"])?;
+    step("linting (cargo clippy -D warnings)");
+    sh("cargo", &["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    step("building tcptrack for the end-to-end tests");
+    sh("cargo", &["build", "--quiet", "--package", "tcptrack", "--bins"])?;
+    step("running every test");
+    sh("cargo", &["test", "--workspace", "--no-fail-fast"])
+}
