@@ -23,7 +23,7 @@ static PACKETS_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::S
 pub fn tcptrack_tc(ctx: TcContext) -> i32 {
     // Never change or drop a packet, whatever happens while looking at it.
     let _ = try_tcptrack_tc(&ctx);
-    TC_ACT_PIPE as i32
+    TC_ACT_PIPE
 }
 
 fn bump(slot: u32) {

@@ -14,10 +14,12 @@ use crate::table::ConnectionTable;
 /// How often, in capture time, a file's table forgets what has timed out.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
-/// Every connection a capture file holds, in its final state, first seen first.
-#[derive(Debug)]
+/// A capture file read to its end: the table holds every connection it had, in its final state.
 pub struct CaptureReport {
-    pub records: Vec<ConnectionRecord>,
+    /// The table after the last packet (with the connections that left it).
+    pub table: ConnectionTable,
+    /// The capture time of the last packet.
+    pub end: Timestamp,
     /// Packets read (after the filter).
     pub packets: u64,
     /// Set when the file was cut short: the records are those of the packets before the cut.
@@ -33,7 +35,6 @@ pub fn read_capture(path: &Path, cfg: &Config) -> Result<CaptureReport, Error> {
     let mut file = CaptureFile::open(path, cfg.filter.as_deref())?;
     let mut table_cfg = cfg.table.clone();
     table_cfg.keep_finished = true;
-    let rate = table_cfg.rate;
     let mut table = ConnectionTable::new(table_cfg);
     let mut now: Timestamp = Duration::ZERO;
     let mut next_expiry: Timestamp = Duration::ZERO;
@@ -45,13 +46,9 @@ pub fn read_capture(path: &Path, cfg: &Config) -> Result<CaptureReport, Error> {
             next_expiry = now + EXPIRE_EVERY;
         }
     });
-    let records = table
-        .into_all()
-        .iter()
-        .map(|c| ConnectionRecord::new(c, rate, now, WallClock::CAPTURE))
-        .collect();
     Ok(CaptureReport {
-        records,
+        table,
+        end: now,
         packets: file.packets(),
         truncated: match end {
             ReadEnd::Complete => None,
@@ -68,11 +65,13 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     match &cfg.source {
         Source::File(path) => {
             let report = read_capture(path, cfg)?;
-            output::write(
-                cfg.output.unwrap_or(OutputFormat::Table),
-                &report.records,
-                out,
-            )?;
+            let rate = report.table.config().rate;
+            let records = report
+                .table
+                .all_by_first_seen()
+                .into_iter()
+                .map(|c| ConnectionRecord::new(c, rate, report.end, WallClock::CAPTURE));
+            output::write(cfg.output.unwrap_or(OutputFormat::Table), records, out)?;
             report.truncated.map_or(Ok(()), Err)
         }
         Source::Interface(_) | Source::DefaultInterface => {

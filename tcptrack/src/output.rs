@@ -96,38 +96,38 @@ impl ConnectionRecord {
     }
 }
 
-/// Writes `records` in `format`.
+/// Writes `records` in `format`, one at a time (JSON and CSV hold no more than one in memory).
 ///
 /// # Errors
 /// Writing to `out` failed.
 pub fn write(
     format: OutputFormat,
-    records: &[ConnectionRecord],
+    records: impl IntoIterator<Item = ConnectionRecord>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     match format {
         OutputFormat::Json => {
             for r in records {
-                serde_json::to_writer(&mut *out, r)?;
+                serde_json::to_writer(&mut *out, &r)?;
                 out.write_all(b"\n")?;
             }
         }
         OutputFormat::Csv => {
-            let mut w = csv::Writer::from_writer(&mut *out);
-            if records.is_empty() {
-                w.write_record(CSV_HEADER)?;
-            }
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(&mut *out);
+            w.write_record(CSV_HEADER)?;
             for r in records {
-                w.serialize(r).map_err(std::io::Error::other)?;
+                w.serialize(&r).map_err(std::io::Error::other)?;
             }
             w.flush()?;
         }
-        OutputFormat::Table => write_table(records, out)?,
+        OutputFormat::Table => write_table(&records.into_iter().collect::<Vec<_>>(), out)?,
     }
     out.flush()
 }
 
-/// The CSV header (written alone when there is no connection to name the columns).
+/// The CSV header, the record's field names (written by hand, so that it is there with no rows).
 const CSV_HEADER: [&str; 16] = [
     "client",
     "server",
@@ -212,4 +212,103 @@ fn write_table(records: &[ConnectionRecord], out: &mut impl Write) -> std::io::R
         out,
     )?;
     writeln!(out, "{} connections", records.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> ConnectionRecord {
+        ConnectionRecord {
+            client: "198.18.0.1:40000".into(),
+            server: "[fd00::2]:80".into(),
+            state: "ESTABLISHED",
+            payload_bytes: 3,
+            bytes: 200,
+            packets: 4,
+            client_payload_bytes: 1,
+            server_payload_bytes: 2,
+            client_bytes: 100,
+            server_bytes: 100,
+            client_packets: 2,
+            server_packets: 2,
+            speed: 1536,
+            idle: 61.5,
+            first_seen: "2026-01-01T00:00:00.000000000Z".into(),
+            last_seen: "2026-01-01T00:01:00.000000000Z".into(),
+        }
+    }
+
+    fn written(format: OutputFormat, records: Vec<ConnectionRecord>) -> String {
+        let mut out = Vec::new();
+        write(format, records, &mut out).expect("write to memory");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn csv_header_names_the_record_fields() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(record()).expect("serialize");
+        let derived = String::from_utf8(w.into_inner().expect("flush")).expect("UTF-8");
+        let text = written(OutputFormat::Csv, vec![record()]);
+        assert_eq!(text, derived);
+        assert_eq!(
+            written(OutputFormat::Csv, vec![]),
+            derived.lines().next().expect("header").to_owned() + "\n"
+        );
+    }
+
+    #[test]
+    fn json_is_one_object_per_line() {
+        let text = written(OutputFormat::Json, vec![record(), record()]);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+        assert_eq!(v["server"], "[fd00::2]:80");
+        assert_eq!(v["state"], "ESTABLISHED");
+        assert_eq!(v["payload_bytes"], 3);
+    }
+
+    #[test]
+    fn table_has_header_rows_and_total() {
+        let text = written(OutputFormat::Table, vec![record(), record()]);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].starts_with("Client"));
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "198.18.0.1:40000",
+                "[fd00::2]:80",
+                "ESTABLISHED",
+                "1m",
+                "1",
+                "KB/s",
+                "3",
+                "4"
+            ]
+        );
+        assert!(
+            lines[3].starts_with("TOTAL") && lines[3].contains("3 KB/s"),
+            "{text}"
+        );
+        assert_eq!(lines[4], "2 connections");
+    }
+
+    #[test]
+    fn capture_times_are_rfc3339_in_utc() {
+        let c = WallClock::CAPTURE;
+        assert_eq!(
+            c.rfc3339(Duration::new(1_700_000_000, 5)),
+            "2023-11-14T22:13:20.000000005Z"
+        );
+        let live = WallClock::new(
+            Duration::from_secs(10),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+        );
+        assert_eq!(
+            live.rfc3339(Duration::from_secs(4)),
+            "1970-01-01T00:01:34.000000000Z"
+        );
+    }
 }

@@ -425,6 +425,7 @@ impl ConnectionTable {
 
         c.sent[side].add(u);
         c.rate.add(rate_cfg, u.ts, u.payload_bytes);
+        c.first_seen_ns = c.first_seen_ns.min(at);
         c.last_seen_ns = c.last_seen_ns.max(at);
         if c.unanswered {
             return;
@@ -497,18 +498,12 @@ impl ConnectionTable {
         }
     }
 
-    /// Every connection seen: those that left the table, then those still in it, in first-seen
-    /// order. Consumes the table (the end of a capture).
+    /// Every connection seen, first seen first: those that left the table (kept with
+    /// `keep_finished`) and those still in it.
     #[must_use]
-    pub fn into_all(self) -> Vec<Connection> {
-        let mut all = self.finished;
-        all.extend(
-            self.conns
-                .into_iter()
-                .map(|(_, c)| c)
-                .filter(|c| !c.unanswered),
-        );
-        all.sort_by_key(Connection::id);
+    pub fn all_by_first_seen(&self) -> Vec<&Connection> {
+        let mut all: Vec<&Connection> = self.finished.iter().chain(self.connections()).collect();
+        all.sort_by_key(|c| c.id);
         all
     }
 }
@@ -667,7 +662,14 @@ mod tests {
             t.apply(&u);
         }
         let got = states(&t);
-        assert_eq!(got[0], ("[fd00::1]:50000".into(), "[fd00::2]:443".into(), State::Closed));
+        assert_eq!(
+            got[0],
+            (
+                "[fd00::1]:50000".into(),
+                "[fd00::2]:443".into(),
+                State::Closed
+            )
+        );
     }
 
     #[test]
@@ -694,7 +696,10 @@ mod tests {
         let mut t = ConnectionTable::new(TableConfig::default());
         t.apply(&pkt(b, a, 0, ACK, 1, 1, 10));
         t.apply(&pkt(a, b, 1, ACK, 1, 11, 10));
-        assert_eq!(states(&t), vec![(b.to_owned(), a.to_owned(), State::Established)]);
+        assert_eq!(
+            states(&t),
+            vec![(b.to_owned(), a.to_owned(), State::Established)]
+        );
     }
 
     #[test]
@@ -738,8 +743,11 @@ mod tests {
         ] {
             t.apply(&u);
         }
-        assert_eq!(states(&t), vec![(C.to_owned(), S.to_owned(), State::Established)]);
-        let all = t.into_all();
+        assert_eq!(
+            states(&t),
+            vec![(C.to_owned(), S.to_owned(), State::Established)]
+        );
+        let all = t.all_by_first_seen();
         let summary: Vec<_> = all.iter().map(|c| (c.state(), c.total().packets)).collect();
         assert_eq!(summary, vec![(State::Reset, 3), (State::Established, 3)]);
     }
@@ -761,7 +769,12 @@ mod tests {
             closed_linger: Duration::from_secs(5),
             ..TableConfig::default()
         });
-        let (c1, c2, c3, c4) = ("198.18.0.1:1", "198.18.0.1:2", "198.18.0.1:3", "198.18.0.1:4");
+        let (c1, c2, c3, c4) = (
+            "198.18.0.1:1",
+            "198.18.0.1:2",
+            "198.18.0.1:3",
+            "198.18.0.1:4",
+        );
         t.apply(&pkt(c1, S, 0, SYN, 0, 0, 0)); // SYN_SENT
         t.apply(&pkt(c2, S, 0, SYN, 0, 0, 0));
         t.apply(&pkt(c2, S, 0, RST, 0, 0, 0)); // RESET
@@ -781,7 +794,11 @@ mod tests {
         t.expire(Duration::from_millis(60_001));
         assert_eq!(count(&t), 1, "CLOSING leaves after 60 s");
         t.expire(Duration::from_secs(1_000_000));
-        assert_eq!(states(&t)[0].2, State::Established, "ESTABLISHED stays while it lives");
+        assert_eq!(
+            states(&t)[0].2,
+            State::Established,
+            "ESTABLISHED stays while it lives"
+        );
     }
 
     #[test]
@@ -824,7 +841,11 @@ mod tests {
         for port in [9, 3, 7, 1] {
             t.apply(&pkt(&format!("198.18.0.1:{port}"), S, 0, SYN, 0, 0, 0));
         }
-        let ports: Vec<u16> = t.into_all().iter().map(|c| c.client().port()).collect();
+        let ports: Vec<u16> = t
+            .all_by_first_seen()
+            .iter()
+            .map(|c| c.client().port())
+            .collect();
         assert_eq!(ports, vec![9, 3, 7, 1]);
     }
 }

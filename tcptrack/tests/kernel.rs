@@ -23,8 +23,14 @@ fn tcp_v4() -> Vec<u8> {
 }
 
 fn tcp_v6() -> Vec<u8> {
-    let a = "fd00::1".parse::<std::net::Ipv6Addr>().expect("addr").octets();
-    let b = "fd00::2".parse::<std::net::Ipv6Addr>().expect("addr").octets();
+    let a = "fd00::1"
+        .parse::<std::net::Ipv6Addr>()
+        .expect("addr")
+        .octets();
+    let b = "fd00::2"
+        .parse::<std::net::Ipv6Addr>()
+        .expect("addr")
+        .octets();
     let mut v = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv6(a, b, 64)
@@ -60,7 +66,13 @@ fn kernel_program_passes_the_verifier_and_every_packet() {
         .expect("program present")
         .try_into()
         .expect("a TC program");
-    let frames = [tcp_v4(), tcp_v6(), udp_v4(), tcp_v4()[..34].to_vec(), vec![0xff; 64]];
+    let frames = [
+        tcp_v4(),
+        tcp_v6(),
+        udp_v4(),
+        tcp_v4()[..34].to_vec(),
+        vec![0xff; 64],
+    ];
     for frame in &frames {
         let mut out = vec![0u8; frame.len() + 64];
         let r = prog
@@ -71,7 +83,11 @@ fn kernel_program_passes_the_verifier_and_every_packet() {
             })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
         assert_eq!(r.return_value, TC_ACT_PIPE, "every packet passes");
-        assert_eq!(&out[..r.data_size_out as usize], frame.as_slice(), "packets are not changed");
+        assert_eq!(
+            &out[..r.data_size_out as usize],
+            frame.as_slice(),
+            "packets are not changed"
+        );
     }
     // Five packets seen; TCP by the IP protocol field: the IPv4 SYN, the IPv6 segment and the
     // IPv4 frame cut before its TCP header. UDP and garbage count as packets only. (The kernel's

@@ -6,11 +6,12 @@
 pub mod capture;
 pub mod expect;
 pub mod link;
+pub mod netns;
 pub mod run;
 pub mod session;
 
-pub use capture::{Capture, CaptureSpec, Format, Packet};
+pub use capture::{temp_file, Capture, CaptureSpec, Format, Packet};
 pub use expect::{assert_counts, rfc3339, Expected, Tally};
 pub use link::Link;
-pub use run::{json_records, tcptrack, Output, Record};
-pub use session::{Flags, Segment, Session, Side};
+pub use run::{json_of, json_records, tcptrack, tcptrack_bin, Output, Record};
+pub use session::{expected_of, Flags, Segment, Session, Side, EPOCH_BASE};

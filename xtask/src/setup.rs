@@ -18,7 +18,9 @@ pub enum Need {
 /// Debian packages for building and running tcptrack (libpcap and its headers).
 const RUN_PACKAGES: &[&str] = &["libpcap-dev", "pkg-config"];
 /// Debian packages the tests and benchmarks use.
-const TEST_PACKAGES: &[&str] = &["tcpdump", "tshark", "tmux", "iproute2", "iperf3", "tcptrack", "bpftool"];
+const TEST_PACKAGES: &[&str] = &[
+    "tcpdump", "tshark", "tmux", "iproute2", "iperf3", "tcptrack", "bpftool",
+];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -68,7 +70,8 @@ fn privileged(args: &[&str]) -> Result<()> {
 }
 
 fn installed(package: &str) -> bool {
-    output("dpkg-query", &["-W", "-f=${Status}", package]).is_some_and(|s| s.contains("install ok installed"))
+    output("dpkg-query", &["-W", "-f=${Status}", package])
+        .is_some_and(|s| s.contains("install ok installed"))
 }
 
 fn debian_packages(packages: &[&str]) -> Result<()> {
@@ -76,7 +79,10 @@ fn debian_packages(packages: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     privileged(&["apt-get", "update", "-q"])?;
     let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
     args.extend_from_slice(&missing);
@@ -100,13 +106,19 @@ fn nightly_llvm_major() -> Result<u32> {
 }
 
 fn rust_src() -> Result<()> {
-    let have = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
+    let have = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
     if have {
         return Ok(());
     }
     step("adding rust-src to the nightly toolchain (the eBPF build compiles core from source)");
-    crate::sh("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])
+    crate::sh(
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
 }
 
 /// The LLVM feature the installed bpf-linker was built with, from cargo's install records.
@@ -140,10 +152,25 @@ fn bpf_linker(llvm: u32) -> Result<()> {
     if !installed(&dev) {
         step(&format!("installing {dev} (the LLVM bpf-linker builds on)"));
         privileged(&["apt-get", "update", "-q"])?;
-        privileged(&["apt-get", "install", "-y", "-q", "--no-install-recommends", &dev])?;
+        privileged(&[
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            &dev,
+        ])?;
     }
     let status = Command::new("cargo")
-        .args(["install", "--force", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .args([
+            "install",
+            "--force",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{llvm}"))
         .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}"))
         .status()

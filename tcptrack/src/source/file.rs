@@ -98,8 +98,18 @@ impl CaptureFile {
 }
 
 /// A capture header's time (nanosecond precision: `tv_usec` holds nanoseconds).
+///
+/// pcap stores seconds as an unsigned 32-bit number (good until 2106), which libpcap hands over
+/// sign-extended: a negative value is such a time after 2038.
 fn timestamp(tv: libc::timeval) -> Timestamp {
-    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    // time_t is i64 on the 64-bit targets tcptrack builds for.
+    let secs: i64 = tv.tv_sec;
+    let secs = if (i64::from(i32::MIN)..0).contains(&secs) {
+        secs + (1 << 32)
+    } else {
+        secs
+    };
+    let secs = u64::try_from(secs).unwrap_or(0);
     let nanos = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999_999);
     Duration::new(secs, nanos)
 }

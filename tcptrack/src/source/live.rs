@@ -100,11 +100,10 @@ pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
             table.expire(now);
             let mut conns: Vec<_> = table.connections().collect();
             conns.sort_by_key(|c| c.id());
-            let records: Vec<_> = conns
+            let records = conns
                 .into_iter()
-                .map(|c| ConnectionRecord::new(c, rate, now, clock))
-                .collect();
-            output::write(format, &records, out)?;
+                .map(|c| ConnectionRecord::new(c, rate, now, clock));
+            output::write(format, records, out)?;
             while next_tick <= now {
                 next_tick += cfg.interval;
             }

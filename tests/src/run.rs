@@ -1,0 +1,190 @@
+//! Running the built `tcptrack` binary, and reading what it printed.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Longest a run may take before the test fails (a hang is a bug, not a slow machine).
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The binary under test: `$TCPTRACK_BIN`, else `target/<profile>/tcptrack` beside the test
+/// executable (`target/<profile>/deps/...`).
+///
+/// # Panics
+/// The binary is not there.
+#[must_use]
+pub fn tcptrack_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TCPTRACK_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "TCPTRACK_BIN={} is not a file", p.display());
+        return p;
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("tcptrack{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p tcptrack --bins` (with the same profile) before \
+         these tests, or set TCPTRACK_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// What a run of tcptrack gave.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// Exit status (`None`: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The JSON lines of stdout, parsed.
+    ///
+    /// # Panics
+    /// A line is not a connection record.
+    #[must_use]
+    pub fn records(&self) -> Vec<Record> {
+        json_records(&self.stdout)
+    }
+
+    /// Whether anything on stderr looks like a panic.
+    #[must_use]
+    pub fn panicked(&self) -> bool {
+        self.stderr.contains("panicked") || self.stderr.contains("RUST_BACKTRACE")
+    }
+
+    /// Non-empty lines of stderr.
+    #[must_use]
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+}
+
+/// Runs tcptrack with `args`, stdin closed, and waits for it (at most two minutes).
+///
+/// # Panics
+/// The binary is missing, cannot be started, or runs too long.
+pub fn tcptrack<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = Command::new(tcptrack_bin())
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcptrack starts");
+    let pid = child.id();
+    let (done, finished) = mpsc::channel::<()>();
+    // Kills a run that hangs; ends as soon as the run does.
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = finished.recv_timeout(RUN_LIMIT) == Err(mpsc::RecvTimeoutError::Timeout);
+        if timed_out {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        timed_out
+    });
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_to_end(&mut out)
+        .expect("stdout readable");
+    let status = child.wait().expect("tcptrack waited for");
+    let err = err_reader.join().expect("stderr reader");
+    let _ = done.send(());
+    let timed_out = watchdog.join().expect("watchdog");
+    assert!(!timed_out, "tcptrack ran longer than {RUN_LIMIT:?}");
+    Output {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+    }
+}
+
+/// One connection of `--output json`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Record {
+    pub client: String,
+    pub server: String,
+    pub state: String,
+    pub payload_bytes: u64,
+    pub bytes: u64,
+    pub packets: u64,
+    pub client_payload_bytes: u64,
+    pub server_payload_bytes: u64,
+    pub client_bytes: u64,
+    pub server_bytes: u64,
+    pub client_packets: u64,
+    pub server_packets: u64,
+    pub speed: u64,
+    pub idle: f64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// Parses `--output json` (one record per line).
+///
+/// # Panics
+/// A line is not a connection record.
+#[must_use]
+pub fn json_records(stdout: &str) -> Vec<Record> {
+    stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a connection record ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// Runs `tcptrack -T file --output json [extra...]`, asserts a clean exit (0, empty stderr) and
+/// returns the records.
+///
+/// # Panics
+/// The run failed or printed something else.
+#[track_caller]
+pub fn json_of(file: &std::path::Path, extra: &[&str]) -> Vec<Record> {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("-T"),
+        file.as_os_str(),
+        OsStr::new("--output"),
+        OsStr::new("json"),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let out = tcptrack(&args);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "tcptrack {args:?} failed; stderr: {}",
+        out.stderr
+    );
+    assert_eq!(out.stderr, "", "tcptrack {args:?} wrote to stderr");
+    out.records()
+}

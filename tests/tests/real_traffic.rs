@@ -1,0 +1,344 @@
+//! Real TCP stacks in two network namespaces, recorded with tcpdump: tcptrack's report of the
+//! capture equals tshark's view of the same file, connection by connection. Needs root (CI has
+//! it), python3, tcpdump and tshark (`cargo xtask test` installs them).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tcptrack_tests::netns::{wait_until, Background, HostPair, A4, A6, B4, B6};
+use tcptrack_tests::run::json_of;
+
+/// Per connection, as tshark counts it: frames, frame bytes, payload per sender.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    frames: u64,
+    bytes: u64,
+    payload_by_sender: BTreeMap<String, u64>,
+    /// Whether any packet carried RST.
+    reset: bool,
+}
+
+/// `a.b.c.d:port` or `[v6]:port`, as tcptrack writes endpoints.
+fn endpoint(addr: &str, port: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+fn conversation_key(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// tshark's per-packet fields summed per connection (exact bytes, where `-z conv` rounds).
+fn tshark_fields(file: &Path) -> BTreeMap<(String, String), Tally> {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args([
+            "-Y",
+            "tcp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "frame.len",
+            "-e",
+            "tcp.len",
+            "-e",
+            "tcp.flags.reset",
+        ])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut convs: BTreeMap<(String, String), Tally> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 9, "tshark line {line:?}");
+        let src = endpoint(if f[0].is_empty() { f[1] } else { f[0] }, f[2]);
+        let dst = endpoint(if f[3].is_empty() { f[4] } else { f[3] }, f[5]);
+        let t = convs.entry(conversation_key(&src, &dst)).or_default();
+        t.frames += 1;
+        t.bytes += f[6].parse::<u64>().expect("frame.len");
+        *t.payload_by_sender.entry(src).or_default() += f[7].parse::<u64>().expect("tcp.len");
+        t.reset |= matches!(f[8], "1" | "True");
+    }
+    convs
+}
+
+/// tshark's `-z conv,tcp`: total frames per conversation, and total bytes where it prints them
+/// unrounded (in `bytes`).
+fn tshark_conv(file: &Path) -> BTreeMap<(String, String), (u64, Option<u64>)> {
+    let out = Command::new("tshark")
+        .args(["-n", "-q", "-z", "conv,tcp", "-r"])
+        .arg(file)
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut convs = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        if t.len() < 12 || t[1] != "<->" {
+            continue;
+        }
+        // tshark writes `addr:port` without brackets for IPv6: the last colon ends the address.
+        let ep = |s: &str| {
+            let (addr, port) = s.rsplit_once(':').expect("addr:port");
+            endpoint(addr, port)
+        };
+        let frames: u64 = t[9].parse().expect("total frames");
+        let bytes = (t[11] == "bytes").then(|| t[10].parse().expect("total bytes"));
+        convs.insert(conversation_key(&ep(t[0]), &ep(t[2])), (frames, bytes));
+    }
+    convs
+}
+
+/// Serves one connection: reads until the client's FIN, counts, replies with N bytes, then
+/// closes (FIN) or aborts (RST).
+const SERVER: &str = r"
+import socket, struct, sys
+addr, port, reply, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port))
+s.listen(1)
+c, _ = s.accept()
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+c.sendall(b'x' * reply)
+if how == 'rst':
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+c.close()
+print(n)
+";
+
+/// Sends N bytes, half-closes, and reads the reply to its end.
+const CLIENT: &str = r"
+import socket, sys
+addr, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = socket.create_connection((addr, port))
+c.sendall(b'y' * size)
+c.shutdown(socket.SHUT_WR)
+n = 0
+try:
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        n += len(d)
+except ConnectionResetError:
+    pass
+c.close()
+print(n)
+";
+
+fn listening(ns: &str, port: u16) -> bool {
+    let out = HostPair::cmd(ns, "ss")
+        .args(["-Hltn"])
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} "))
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+#[test]
+fn capture_of_real_traffic_matches_tshark() {
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("real.pcap");
+
+    let dump_log = dir.path().join("tcpdump.log");
+    let mut dump = HostPair::cmd(&hosts.a, "tcpdump");
+    dump.args([
+        "-n",
+        "-U",
+        "--immediate-mode",
+        "-s",
+        "128",
+        "-i",
+        &hosts.a_if,
+        "-w",
+    ])
+    .arg(&file)
+    .arg("tcp")
+    .stderr(std::fs::File::create(&dump_log).expect("tcpdump log"));
+    let dump = Background::spawn_with_stderr(dump);
+    wait_until(
+        "tcpdump to write its file header",
+        Duration::from_secs(20),
+        || file_len(&file) >= 24,
+    );
+
+    // Three connections, each sending a known number of bytes both ways: two closed by FINs
+    // (IPv4 and IPv6), one by the server's RST (SO_LINGER 0).
+    let runs = [
+        (B4, 5201u16, 1_000_000u64, 200_000u64, false),
+        (B6, 5202, 300_000, 3_000_000, false),
+        (B4, 5203, 1_000, 5_000, true),
+    ];
+    for &(server, port, upload, reply, reset) in &runs {
+        let mut srv = HostPair::cmd(&hosts.b, "python3");
+        srv.args(["-c", SERVER, server, &port.to_string(), &reply.to_string()]);
+        srv.arg(if reset { "rst" } else { "fin" });
+        let mut srv = Background::spawn(srv);
+        wait_until("the server to listen", Duration::from_secs(20), || {
+            listening(&hosts.b, port)
+        });
+        let out = HostPair::cmd(&hosts.a, "python3")
+            .args(["-c", CLIENT, server, &port.to_string(), &upload.to_string()])
+            .output()
+            .expect("run the client");
+        assert!(
+            out.status.success(),
+            "client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until("the server to finish", Duration::from_secs(20), || {
+            srv.0.try_wait().is_ok_and(|s| s.is_some())
+        });
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !reset {
+            assert_eq!(got, reply.to_string(), "the client got the whole reply");
+        }
+    }
+    // Both ends closed (only TIME-WAIT sockets left in host a)...
+    wait_until("connections to close", Duration::from_secs(20), || {
+        let out = HostPair::cmd(&hosts.a, "ss")
+            .args(["-Htan"])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .all(|l| l.starts_with("TIME-WAIT"))
+    });
+    // ...and every packet tcpdump's filter took is in the file: it reports both counts on
+    // SIGUSR1 ("tcpdump: N packets captured, M packets received by filter, ...").
+    let number_before = |line: &str, what: &str| -> Option<u64> {
+        let head = &line[..line.find(what)?];
+        head.rsplit(|c: char| !c.is_ascii_digit())
+            .find(|t| !t.is_empty())?
+            .parse()
+            .ok()
+    };
+    wait_until(
+        "tcpdump to write every packet it took",
+        Duration::from_secs(20),
+        || {
+            dump.signal(libc::SIGUSR1);
+            let log = std::fs::read_to_string(&dump_log).unwrap_or_default();
+            log.lines()
+                .rev()
+                .find(|l| l.contains("packets received by filter"))
+                .is_some_and(|l| {
+                    let captured = number_before(l, " packets captured");
+                    captured.is_some_and(|c| c > 0)
+                        && captured == number_before(l, " packets received by filter")
+                })
+        },
+    );
+    drop(dump.interrupt());
+    let dumped_err = std::fs::read_to_string(&dump_log).unwrap_or_default();
+    assert!(
+        dumped_err.contains(" 0 packets dropped by kernel"),
+        "tcpdump lost packets: {dumped_err}"
+    );
+    let ours = json_of(&file, &[]);
+    let fields = tshark_fields(&file);
+    let conv = tshark_conv(&file);
+    assert_eq!(
+        ours.len(),
+        3,
+        "three connections: {ours:#?}\ntcpdump: {dumped_err}"
+    );
+    assert_eq!(fields.len(), 3, "{fields:#?}");
+    assert_eq!(conv.len(), 3, "{conv:#?}");
+
+    for r in &ours {
+        let key = conversation_key(&r.client, &r.server);
+        let t = fields
+            .get(&key)
+            .unwrap_or_else(|| panic!("tshark has no {key:?}"));
+        assert_eq!(r.packets, t.frames, "frames of {key:?}");
+        assert_eq!(r.bytes, t.bytes, "frame bytes of {key:?}");
+        assert_eq!(
+            r.client_payload_bytes,
+            t.payload_by_sender.get(&r.client).copied().unwrap_or(0),
+            "client payload of {key:?}"
+        );
+        assert_eq!(
+            r.server_payload_bytes,
+            t.payload_by_sender.get(&r.server).copied().unwrap_or(0),
+            "server payload of {key:?}"
+        );
+        assert_eq!(
+            r.payload_bytes,
+            t.payload_by_sender.values().sum::<u64>(),
+            "payload of {key:?}"
+        );
+        let (frames, bytes) = conv[&key];
+        assert_eq!(r.packets, frames, "-z conv,tcp frames of {key:?}");
+        if let Some(bytes) = bytes {
+            assert_eq!(r.bytes, bytes, "-z conv,tcp bytes of {key:?}");
+        }
+        // Every connection was opened and ended in the capture, from host a: by a RST where
+        // tshark saw one, else by FINs.
+        let ended = if t.reset { "RESET" } else { "CLOSED" };
+        assert_eq!(r.state, ended, "{r:?}");
+        assert!(
+            r.client.starts_with(A4) || r.client.starts_with(&format!("[{A6}]")),
+            "{r:?}"
+        );
+    }
+    // And what each side sent is what the programs wrote.
+    assert_eq!(ours.len(), runs.len(), "{ours:#?}");
+    for (r, &(server, port, upload, reply, reset)) in ours.iter().zip(&runs) {
+        assert!(
+            r.server.ends_with(&format!("{server}:{port}"))
+                || r.server.ends_with(&format!("{server}]:{port}")),
+            "{r:?}"
+        );
+        assert_eq!(r.client_payload_bytes, upload, "{r:?}");
+        if reset {
+            // An abortive close drops what was still unsent.
+            assert!(r.server_payload_bytes <= reply, "{r:?}");
+        } else {
+            assert_eq!(r.server_payload_bytes, reply, "{r:?}");
+        }
+        assert_eq!(r.state, if reset { "RESET" } else { "CLOSED" }, "{r:?}");
+    }
+}
