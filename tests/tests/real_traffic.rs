@@ -324,21 +324,17 @@ fn capture_of_real_traffic_matches_tshark() {
             "{r:?}"
         );
     }
-    // And what each side sent is what the programs wrote.
+    // And each side carried at least what its program wrote (retransmissions are on the wire,
+    // and counted, as tshark counts them); an abortive close may drop unsent data.
     assert_eq!(ours.len(), runs.len(), "{ours:#?}");
     for (r, &(server, port, upload, reply, reset)) in ours.iter().zip(&runs) {
+        let bracketed = format!("[{server}]:{port}");
         assert!(
-            r.server.ends_with(&format!("{server}:{port}"))
-                || r.server.ends_with(&format!("{server}]:{port}")),
+            r.server == format!("{server}:{port}") || r.server == bracketed,
             "{r:?}"
         );
-        assert_eq!(r.client_payload_bytes, upload, "{r:?}");
-        if reset {
-            // An abortive close drops what was still unsent.
-            assert!(r.server_payload_bytes <= reply, "{r:?}");
-        } else {
-            assert_eq!(r.server_payload_bytes, reply, "{r:?}");
-        }
+        assert!(r.client_payload_bytes >= upload, "{r:?}");
+        assert!(reset || r.server_payload_bytes >= reply, "{r:?}");
         assert_eq!(r.state, if reset { "RESET" } else { "CLOSED" }, "{r:?}");
     }
 }
