@@ -196,6 +196,12 @@ impl Connection {
         FlowKey::new(self.endpoints[0], self.endpoints[1]).0
     }
 
+    /// Whether this connection is the one `key` names (cheaper than making its key).
+    fn is(&self, key: &FlowKey) -> bool {
+        let [a, b] = self.endpoints;
+        (a == key.lo && b == key.hi) || (a == key.hi && b == key.lo)
+    }
+
     fn side_of(&self, src: SocketAddr) -> usize {
         if src == self.endpoints[CLIENT] {
             CLIENT
@@ -281,7 +287,7 @@ impl ConnectionTable {
     fn find(&self, key: &FlowKey) -> Option<usize> {
         let hash = self.hasher.hash_one(key);
         self.index
-            .find(hash, |&i| self.conns[i as usize].key() == *key)
+            .find(hash, |&i| self.conns[i as usize].is(key))
             .map(|&i| i as usize)
     }
 

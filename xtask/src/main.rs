@@ -2,6 +2,7 @@
 //! test; each first installs what is missing (see `setup`).
 
 mod bench;
+mod gen;
 mod setup;
 
 use std::path::{Path, PathBuf};
