@@ -57,11 +57,15 @@ pub fn read_capture(path: &Path, cfg: &Config) -> Result<CaptureReport, Error> {
     })
 }
 
-/// Runs tcptrack as configured, writing headless output to `out`.
+/// Runs tcptrack as configured: the screen when standard output is a terminal and no
+/// `--output` was asked for, else headless output to `out`.
 ///
 /// # Errors
-/// Any [`Error`]; for a capture cut short, after its report has been written.
+/// Any [`Error`]; for a capture cut short, after its report has been written (or shown).
 pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
+    if cfg.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return crate::tui::run(cfg);
+    }
     match &cfg.source {
         Source::File(path) => {
             let report = read_capture(path, cfg)?;

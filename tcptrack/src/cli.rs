@@ -64,6 +64,10 @@ pub struct Args {
     #[arg(long, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
 
+    /// With -T: play the capture at its recorded pace (times SPEED), to watch it as if live
+    #[arg(long, value_name = "SPEED", num_args = 0..=1, default_missing_value = "1", requires = "file", value_parser = parse_speed)]
+    pub replay: Option<f64>,
+
     /// Print version
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -103,7 +107,18 @@ pub struct Config {
     pub promiscuous: bool,
     pub interval: Duration,
     pub output: Option<OutputFormat>,
+    /// Play a capture file at its pace, times this factor (`--replay`).
+    pub replay: Option<f64>,
     pub table: TableConfig,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.001..=1e6).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a speed factor between 0.001 and 1000000"
+        )),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -161,6 +176,7 @@ impl Args {
             promiscuous: !self.no_promiscuous,
             interval,
             output: self.output,
+            replay: self.replay,
             table: TableConfig {
                 detect_midstream: !self.no_midstream,
                 closed_linger: self.linger,

@@ -15,3 +15,5 @@ pub mod output;
 pub mod rate;
 pub mod source;
 pub mod table;
+pub mod tui;
+pub mod view;

@@ -192,7 +192,9 @@ impl Connection {
         self.rate.rate(cfg, now)
     }
 
-    fn key(&self) -> FlowKey {
+    /// The connection's key.
+    #[must_use]
+    pub fn key(&self) -> FlowKey {
         FlowKey::new(self.endpoints[0], self.endpoints[1]).0
     }
 
@@ -282,6 +284,14 @@ impl ConnectionTable {
     #[must_use]
     pub fn finished(&self) -> &[Connection] {
         &self.finished
+    }
+
+    /// The connection (shown or not) that `key` names.
+    #[must_use]
+    pub fn get(&self, key: &FlowKey) -> Option<&Connection> {
+        self.find(key)
+            .map(|slot| &self.conns[slot])
+            .filter(|c| !c.unanswered)
     }
 
     fn find(&self, key: &FlowKey) -> Option<usize> {

@@ -9,6 +9,7 @@ pub mod link;
 pub mod netns;
 pub mod run;
 pub mod session;
+pub mod tmux;
 
 pub use capture::{temp_file, Capture, CaptureSpec, Format, Packet};
 pub use expect::{assert_counts, rfc3339, Expected, Tally};

@@ -113,3 +113,62 @@ fn timestamp(tv: libc::timeval) -> Timestamp {
     let nanos = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999_999);
     Duration::new(secs, nanos)
 }
+
+/// Plays `file` at its recorded pace times `speed` on a thread of its own, sending batches of
+/// updates (and, first, the clock that maps capture time to the wall clock) into `tx`.
+pub fn spawn_replay(
+    mut file: CaptureFile,
+    speed: f64,
+    tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
+) -> std::thread::JoinHandle<()> {
+    use super::{SourceMsg, BATCH_AGE, BATCH_MAX};
+    use std::time::Instant;
+    std::thread::spawn(move || {
+        let mut origin: Option<(Timestamp, Instant)> = None;
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        let mut sent_at = Instant::now();
+        let mut closed = false;
+        let end = file.read_all(|u| {
+            if closed {
+                return;
+            }
+            let (t0, w0) = *origin.get_or_insert_with(|| {
+                let o = (u.ts, Instant::now());
+                closed |= tx
+                    .blocking_send(SourceMsg::Clock {
+                        at: o.0,
+                        wall: o.1,
+                        speed,
+                    })
+                    .is_err();
+                o
+            });
+            // Wait until the packet is due, sending what is ready first.
+            let due = w0 + u.ts.saturating_sub(t0).div_f64(speed);
+            let now = Instant::now();
+            if due > now {
+                if !batch.is_empty() {
+                    closed |= tx
+                        .blocking_send(SourceMsg::Batch(std::mem::take(&mut batch)))
+                        .is_err();
+                    sent_at = Instant::now();
+                }
+                std::thread::sleep(due - now);
+            }
+            batch.push(*u);
+            if batch.len() >= BATCH_MAX || sent_at.elapsed() >= BATCH_AGE {
+                closed |= tx
+                    .blocking_send(SourceMsg::Batch(std::mem::take(&mut batch)))
+                    .is_err();
+                sent_at = Instant::now();
+            }
+        });
+        if !closed {
+            let _ = tx.blocking_send(SourceMsg::Batch(batch));
+            let _ = tx.blocking_send(SourceMsg::End(match end {
+                ReadEnd::Complete => None,
+                ReadEnd::Truncated(e) => Some(e),
+            }));
+        }
+    })
+}

@@ -110,3 +110,56 @@ pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         }
     }
 }
+
+/// Captures on a thread of its own, stamping each packet with the time since `start`, and sends
+/// batches into `tx`; batches that find the channel full are dropped and counted.
+pub fn spawn_reader(
+    mut cap: Capture<Active>,
+    link: LinkType,
+    interface: String,
+    start: Instant,
+    tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
+) -> std::thread::JoinHandle<()> {
+    use super::{SourceMsg, BATCH_AGE, BATCH_MAX};
+    use tokio::sync::mpsc::error::TrySendError;
+    std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        let mut sent_at = Instant::now();
+        let mut dropped: u64 = 0;
+        let mut pcap_dropped: u64 = 0;
+        loop {
+            match cap.next_packet() {
+                Ok(p) => {
+                    if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
+                        batch.push(u);
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(SourceMsg::End(Some(Error::Capture {
+                        interface,
+                        reason: e.to_string(),
+                    })));
+                    return;
+                }
+            }
+            if batch.len() >= BATCH_MAX || (!batch.is_empty() && sent_at.elapsed() >= BATCH_AGE) {
+                sent_at = Instant::now();
+                let n = batch.len() as u64;
+                match tx.try_send(SourceMsg::Batch(std::mem::take(&mut batch))) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => dropped += n,
+                    Err(TrySendError::Closed(_)) => return,
+                }
+                let kernel = cap
+                    .stats()
+                    .map_or(0, |s| u64::from(s.dropped) + u64::from(s.if_dropped));
+                let lost = dropped + kernel.saturating_sub(pcap_dropped);
+                if lost > 0 && tx.try_send(SourceMsg::Dropped(lost)).is_ok() {
+                    dropped = 0;
+                    pcap_dropped = kernel;
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,192 @@
+//! The screen driven by keys and time on ratatui's TestBackend, checked with insta snapshots.
+
+use std::time::Duration;
+
+use insta::assert_snapshot;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+use super::{Action, App, SourceLabel};
+use crate::flow::{FlowUpdate, TcpFlags};
+use crate::table::{ConnectionTable, TableConfig};
+
+const SYN: u8 = TcpFlags::SYN;
+const ACK: u8 = TcpFlags::ACK;
+const FIN: u8 = TcpFlags::FIN;
+const RST: u8 = TcpFlags::RST;
+
+fn pkt(src: &str, dst: &str, ms: u64, flags: u8, seq: u32, ack: u32, len: u32) -> FlowUpdate {
+    FlowUpdate {
+        src: src.parse().expect("addr"),
+        dst: dst.parse().expect("addr"),
+        ts: Duration::from_millis(ms),
+        flags: TcpFlags(flags),
+        seq,
+        ack,
+        segment_len: len,
+        payload_bytes: u64::from(len),
+        wire_bytes: u64::from(len) + 54,
+        packets: 1,
+    }
+}
+
+/// One connection in each state, IPv4 and IPv6, with traffic at different times.
+fn every_state() -> App {
+    let mut t = ConnectionTable::new(TableConfig::default());
+    let s4 = "198.18.0.2:80";
+    let s6 = "[fd00::2]:443";
+    let c = |p: u16| format!("198.18.0.1:{p}");
+    // SYN_SENT
+    t.apply(&pkt(&c(40001), s4, 1_000, SYN, 0, 0, 0));
+    // SYN|ACK-ACK
+    t.apply(&pkt(&c(40002), s4, 1_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s4, &c(40002), 1_001, SYN | ACK, 0, 1, 0));
+    // ESTABLISHED over IPv6, busy in the last second
+    t.apply(&pkt("[fd00::1]:50000", s6, 1_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s6, "[fd00::1]:50000", 1_001, SYN | ACK, 0, 1, 0));
+    t.apply(&pkt("[fd00::1]:50000", s6, 1_002, ACK, 1, 1, 0));
+    for i in 0..10 {
+        t.apply(&pkt(
+            s6,
+            "[fd00::1]:50000",
+            9_000 + i * 90,
+            ACK,
+            1 + u32::try_from(i).expect("small") * 100_000,
+            1,
+            100_000,
+        ));
+    }
+    // CLOSING
+    t.apply(&pkt(&c(40004), s4, 1_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s4, &c(40004), 1_001, SYN | ACK, 0, 1, 0));
+    t.apply(&pkt(&c(40004), s4, 1_002, FIN | ACK, 1, 1, 0));
+    // CLOSED
+    t.apply(&pkt(&c(40005), s4, 8_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s4, &c(40005), 8_001, SYN | ACK, 0, 1, 0));
+    t.apply(&pkt(&c(40005), s4, 8_002, ACK, 1, 1, 3_000));
+    t.apply(&pkt(&c(40005), s4, 9_500, FIN | ACK, 3_001, 1, 0));
+    t.apply(&pkt(s4, &c(40005), 9_501, FIN | ACK, 1, 3_002, 0));
+    t.apply(&pkt(&c(40005), s4, 9_502, ACK, 3_002, 2, 0));
+    // RESET
+    t.apply(&pkt(&c(40006), s4, 9_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s4, &c(40006), 9_001, RST | ACK, 0, 1, 0));
+    let mut app = App::new(t, SourceLabel::Libpcap("veth0".into()));
+    app.now = Duration::from_millis(10_000);
+    app
+}
+
+/// `n` established connections, connection i having sent i KiB in the last second.
+fn many(n: u16) -> App {
+    let mut t = ConnectionTable::new(TableConfig::default());
+    for i in 1..=n {
+        let c = format!("198.18.1.{}:{}", i % 250, 30_000 + i);
+        let s = "198.19.0.1:443";
+        t.apply(&pkt(&c, s, 0, SYN, 0, 0, 0));
+        t.apply(&pkt(s, &c, 1, SYN | ACK, 0, 1, 0));
+        t.apply(&pkt(&c, s, 2, ACK, 1, 1, 0));
+        t.apply(&pkt(s, &c, 1_500, ACK, 1, 1, u32::from(i) * 1024));
+    }
+    let mut app = App::new(t, SourceLabel::Libpcap("veth0".into()));
+    app.now = Duration::from_millis(2_000);
+    app
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    terminal.draw(|f| app.draw(f)).expect("draw");
+    terminal.backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) -> Action {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+#[test]
+fn every_state_ipv4_and_ipv6_wide() {
+    assert_snapshot!(render(&mut every_state(), 110, 12));
+}
+
+#[test]
+fn narrow_terminal_puts_the_server_under_the_client() {
+    assert_snapshot!(render(&mut every_state(), 64, 20));
+}
+
+#[test]
+fn too_small_gets_a_message() {
+    assert_snapshot!(render(&mut every_state(), 30, 3));
+}
+
+#[test]
+fn sort_modes_cycle_with_s() {
+    let mut app = every_state();
+    assert_eq!(key(&mut app, KeyCode::Char('s')), Action::Redraw);
+    assert_snapshot!("sorted_by_rate", render(&mut app, 110, 12));
+    key(&mut app, KeyCode::Char('s'));
+    assert_snapshot!("sorted_by_bytes", render(&mut app, 110, 12));
+    key(&mut app, KeyCode::Char('s'));
+    assert!(render(&mut app, 110, 12).contains("Unsorted"));
+}
+
+#[test]
+fn pause_keeps_the_list_while_values_go_on() {
+    let mut app = every_state();
+    key(&mut app, KeyCode::Char('p'));
+    // A new connection arrives and time passes: it is tracked, not listed; nothing expires.
+    app.table
+        .apply(&pkt("198.18.0.9:9", "198.18.0.2:80", 10_500, SYN, 0, 0, 0));
+    app.tick(Duration::from_millis(70_000));
+    assert_eq!(app.table.len(), 7);
+    assert_snapshot!("paused", render(&mut app, 110, 12));
+    key(&mut app, KeyCode::Char('p'));
+    app.tick(Duration::from_millis(70_000));
+    assert_snapshot!("unpaused_after_timeouts", render(&mut app, 110, 12));
+}
+
+#[test]
+fn scrolling_by_line_page_and_ends() {
+    let mut app = many(30);
+    // 10 lines: header, 7 rows, TOTAL, status.
+    render(&mut app, 90, 10);
+    key(&mut app, KeyCode::Down);
+    assert_snapshot!("down_one", render(&mut app, 90, 10));
+    key(&mut app, KeyCode::PageDown);
+    assert_snapshot!("page_down", render(&mut app, 90, 10));
+    key(&mut app, KeyCode::End);
+    assert_snapshot!("end", render(&mut app, 90, 10));
+    key(&mut app, KeyCode::PageUp);
+    key(&mut app, KeyCode::Up);
+    assert!(render(&mut app, 90, 10).contains("Connections 16-22 of 30"));
+    key(&mut app, KeyCode::Home);
+    assert!(render(&mut app, 90, 10).contains("Connections 1-7 of 30"));
+}
+
+#[test]
+fn help_overlay_opens_and_closes() {
+    let mut app = every_state();
+    key(&mut app, KeyCode::Char('?'));
+    assert_snapshot!("help", render(&mut app, 110, 14));
+    key(&mut app, KeyCode::Esc);
+    assert!(!render(&mut app, 110, 14).contains("tcptrack keys"));
+    key(&mut app, KeyCode::Char('h'));
+    assert!(render(&mut app, 110, 14).contains("tcptrack keys"));
+}
+
+#[test]
+fn end_of_capture_is_marked() {
+    let mut app = every_state();
+    app.source = SourceLabel::File("real.pcap".into());
+    app.ended = true;
+    assert_snapshot!(render(&mut app, 110, 12));
+}
+
+#[test]
+fn quit_keys() {
+    let mut app = every_state();
+    assert_eq!(key(&mut app, KeyCode::Char('q')), Action::Quit);
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Action::Quit
+    );
+    assert_eq!(key(&mut app, KeyCode::Char('x')), Action::Nothing);
+}

@@ -1,0 +1,302 @@
+//! What the screen shows, made from the table without drawing anything: order, pause, paging
+//! and formatted cells. Pause lives here, not in the table: the table keeps counting.
+
+use crate::flow::{FlowKey, Timestamp};
+use crate::format;
+use crate::table::{Connection, ConnectionTable};
+
+/// How rows are ordered; `s` cycles through them in this order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortMode {
+    /// First seen first (a stable order).
+    #[default]
+    Unsorted,
+    /// Fastest first.
+    Rate,
+    /// Most payload bytes (both directions) first.
+    Bytes,
+}
+
+impl SortMode {
+    /// The next mode, as `s` cycles.
+    #[must_use]
+    pub const fn next(self) -> Self {
+        match self {
+            Self::Unsorted => Self::Rate,
+            Self::Rate => Self::Bytes,
+            Self::Bytes => Self::Unsorted,
+        }
+    }
+
+    /// The name in the status line.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Unsorted => "Unsorted",
+            Self::Rate => "Sorted by rate",
+            Self::Bytes => "Sorted by bytes",
+        }
+    }
+}
+
+/// What the user chose to see: sort, pause, scroll position, help.
+#[derive(Clone, Debug, Default)]
+pub struct ViewState {
+    pub sort: SortMode,
+    /// While paused: the connections listed when the pause began, in their order.
+    frozen: Option<Vec<(FlowKey, u64)>>,
+    /// Index of the first row shown.
+    pub scroll: usize,
+    /// The help overlay is up.
+    pub help: bool,
+}
+
+/// One connection's cells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowView {
+    pub client: String,
+    pub server: String,
+    pub state: &'static str,
+    pub idle: String,
+    /// A packet in the last second (the classic's `A` column).
+    pub active: bool,
+    pub speed: String,
+}
+
+/// A screenful: the rows in the window and the lines around them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Screen {
+    pub rows: Vec<RowView>,
+    /// Connections listed in all (not only in the window).
+    pub total: usize,
+    /// 1-based index of the first row in the window (0 when there is none).
+    pub first: usize,
+    /// 1-based index of the last row in the window.
+    pub last: usize,
+    /// Summed speed of every listed connection.
+    pub total_speed: String,
+    pub paused: bool,
+    pub sort: SortMode,
+}
+
+impl ViewState {
+    #[must_use]
+    pub const fn is_paused(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Pauses (freezing which connections are listed, and their order) or unpauses (the view
+    /// catches up at once).
+    pub fn toggle_pause(&mut self, table: &ConnectionTable, now: Timestamp) {
+        self.frozen = match self.frozen {
+            Some(_) => None,
+            None => Some(
+                self.ordered(table, now)
+                    .iter()
+                    .map(|c| (c.key(), c.id()))
+                    .collect(),
+            ),
+        };
+    }
+
+    /// The listed connections, in display order.
+    #[must_use]
+    pub fn ordered<'t>(&self, table: &'t ConnectionTable, now: Timestamp) -> Vec<&'t Connection> {
+        if let Some(frozen) = &self.frozen {
+            return frozen
+                .iter()
+                .filter_map(|(key, id)| table.get(key).filter(|c| c.id() == *id))
+                .collect();
+        }
+        let rate = table.config().rate;
+        let mut v: Vec<&Connection> = table.connections().collect();
+        match self.sort {
+            SortMode::Unsorted => v.sort_unstable_by_key(|c| c.id()),
+            SortMode::Rate => {
+                let mut keyed: Vec<_> = v.into_iter().map(|c| (c.speed(rate, now), c)).collect();
+                keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.id().cmp(&b.1.id())));
+                v = keyed.into_iter().map(|(_, c)| c).collect();
+            }
+            SortMode::Bytes => v.sort_unstable_by(|a, b| {
+                b.total()
+                    .payload_bytes
+                    .cmp(&a.total().payload_bytes)
+                    .then(a.id().cmp(&b.id()))
+            }),
+        }
+        v
+    }
+
+    /// Moves the window by `delta` rows, within `total` rows shown `page` at a time.
+    pub fn scroll_by(&mut self, delta: isize, total: usize, page: usize) {
+        let max = total.saturating_sub(page.max(1));
+        self.scroll = self.scroll.saturating_add_signed(delta).min(max);
+    }
+
+    /// Makes a screenful of `page` rows.
+    #[must_use]
+    pub fn screen(&mut self, table: &ConnectionTable, now: Timestamp, page: usize) -> Screen {
+        let rate = table.config().rate;
+        let ordered = self.ordered(table, now);
+        let total = ordered.len();
+        self.scroll = self.scroll.min(total.saturating_sub(page.max(1)));
+        let window = ordered.iter().skip(self.scroll).take(page);
+        let rows: Vec<RowView> = window
+            .map(|c| {
+                let idle = c.idle(now);
+                RowView {
+                    client: c.client().to_string(),
+                    server: c.server().to_string(),
+                    state: c.state().name(),
+                    idle: format::idle(idle),
+                    active: idle.as_secs() < 1,
+                    speed: format::speed(c.speed(rate, now)),
+                }
+            })
+            .collect();
+        let total_speed = ordered
+            .iter()
+            .map(|c| c.speed(rate, now))
+            .fold(0, u64::saturating_add);
+        Screen {
+            first: if rows.is_empty() { 0 } else { self.scroll + 1 },
+            last: self.scroll + rows.len(),
+            rows,
+            total,
+            total_speed: format::speed(total_speed),
+            paused: self.is_paused(),
+            sort: self.sort,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FlowUpdate, TcpFlags};
+    use crate::table::TableConfig;
+    use std::time::Duration;
+
+    fn pkt(src: &str, dst: &str, ms: u64, flags: u8, len: u32) -> FlowUpdate {
+        FlowUpdate {
+            src: src.parse().expect("addr"),
+            dst: dst.parse().expect("addr"),
+            ts: Duration::from_millis(ms),
+            flags: TcpFlags(flags),
+            seq: 0,
+            ack: 0,
+            segment_len: len,
+            payload_bytes: u64::from(len),
+            wire_bytes: u64::from(len) + 54,
+            packets: 1,
+        }
+    }
+
+    /// Three connections: port 1 slow and big, port 2 fast in the last second, port 3 idle.
+    fn table() -> ConnectionTable {
+        let mut t = ConnectionTable::new(TableConfig::default());
+        let s = "198.18.0.2:80";
+        for (c, _) in [
+            ("198.18.0.1:1", 0),
+            ("198.18.0.1:2", 0),
+            ("198.18.0.1:3", 0),
+        ] {
+            t.apply(&pkt(c, s, 0, TcpFlags::SYN, 0));
+        }
+        t.apply(&pkt("198.18.0.1:1", s, 100, TcpFlags::ACK, 50_000));
+        t.apply(&pkt("198.18.0.1:2", s, 1_500, TcpFlags::ACK, 3_000));
+        t
+    }
+
+    fn ports(v: &ViewState, t: &ConnectionTable, now: u64) -> Vec<u16> {
+        v.ordered(t, Duration::from_millis(now))
+            .iter()
+            .map(|c| c.client().port())
+            .collect()
+    }
+
+    #[test]
+    fn sort_cycles_unsorted_rate_bytes() {
+        let t = table();
+        let mut v = ViewState::default();
+        assert_eq!(ports(&v, &t, 2_000), [1, 2, 3]);
+        v.sort = v.sort.next();
+        assert_eq!(v.sort, SortMode::Rate);
+        assert_eq!(ports(&v, &t, 2_000), [2, 1, 3]);
+        v.sort = v.sort.next();
+        assert_eq!(ports(&v, &t, 2_000), [1, 2, 3]);
+        assert_eq!(v.sort, SortMode::Bytes);
+        v.sort = v.sort.next();
+        assert_eq!(v.sort, SortMode::Unsorted);
+    }
+
+    #[test]
+    fn pause_freezes_membership_and_order_but_not_values() {
+        let mut t = table();
+        let mut v = ViewState {
+            sort: SortMode::Rate,
+            ..ViewState::default()
+        };
+        v.toggle_pause(&t, Duration::from_millis(2_000));
+        // New traffic would reorder and a new connection would appear: neither does.
+        t.apply(&pkt(
+            "198.18.0.1:3",
+            "198.18.0.2:80",
+            2_100,
+            TcpFlags::ACK,
+            900_000,
+        ));
+        t.apply(&pkt(
+            "198.18.0.1:4",
+            "198.18.0.2:80",
+            2_200,
+            TcpFlags::SYN,
+            0,
+        ));
+        let s = v.screen(&t, Duration::from_millis(3_000), 10);
+        assert!(s.paused);
+        let shown: Vec<_> = s.rows.iter().map(|r| r.client.as_str()).collect();
+        assert_eq!(shown, ["198.18.0.1:2", "198.18.0.1:1", "198.18.0.1:3"]);
+        // Values keep updating.
+        assert_eq!(s.rows[2].speed, "878 KB/s");
+        // Unpausing catches up at once.
+        v.toggle_pause(&t, Duration::from_millis(3_000));
+        assert_eq!(ports(&v, &t, 3_000), [3, 1, 2, 4]);
+    }
+
+    #[test]
+    fn scrolling_stays_within_the_list() {
+        let t = table();
+        let mut v = ViewState::default();
+        v.scroll_by(1, 3, 2);
+        assert_eq!(v.scroll, 1);
+        v.scroll_by(5, 3, 2);
+        assert_eq!(v.scroll, 1);
+        let s = v.screen(&t, Duration::from_millis(2_000), 2);
+        assert_eq!((s.first, s.last, s.total), (2, 3, 3));
+        v.scroll_by(-9, 3, 2);
+        assert_eq!(v.scroll, 0);
+        // A taller window pulls the scroll back.
+        v.scroll = 2;
+        let s = v.screen(&t, Duration::from_millis(2_000), 10);
+        assert_eq!((s.first, s.last), (1, 3));
+    }
+
+    #[test]
+    fn rows_are_formatted_and_totals_summed() {
+        let t = table();
+        let mut v = ViewState::default();
+        let s = v.screen(&t, Duration::from_millis(2_000), 10);
+        assert_eq!(s.total_speed, "2 KB/s");
+        let r = &s.rows[1];
+        assert_eq!(
+            (r.client.as_str(), r.server.as_str()),
+            ("198.18.0.1:2", "198.18.0.2:80")
+        );
+        assert_eq!(
+            (r.state, r.idle.as_str(), r.active, r.speed.as_str()),
+            ("SYN_SENT", "0s", true, "2 KB/s")
+        );
+        assert!(!s.rows[2].active);
+    }
+}
