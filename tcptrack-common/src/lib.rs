@@ -7,16 +7,139 @@
 
 /// Name of the kernel program attached to TC ingress and egress.
 pub const PROGRAM_TC: &str = "tcptrack_tc";
+/// Name of the kernel program attached to XDP (ingress, with `--xdp`).
+pub const PROGRAM_XDP: &str = "tcptrack_xdp";
 
-/// Name of the map counting packets the kernel program has seen (one `u64` per CPU, index 0).
-pub const MAP_PACKETS_SEEN: &str = "PACKETS_SEEN";
+/// Per-CPU counters of the kernel programs (`[u64; counter::SLOTS]` per CPU).
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Per-CPU LRU hash: [`FlowKey`] to [`FlowValue`].
+pub const MAP_FLOWS: &str = "FLOWS";
+/// Shared hash of the connections whose FIN has been seen: [`FlowKey`] to [`FinState`].
+pub const MAP_FINS: &str = "FINS";
+/// Ring buffer of [`FlowEvent`]s.
+pub const MAP_EVENTS: &str = "EVENTS";
 
-/// Per-CPU counters kept by the kernel program, indexes into [`MAP_PACKETS_SEEN`].
+/// Default number of connections the flow map holds (`--max-connections`).
+pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// Entries of the FIN map.
+pub const MAX_FINS: u32 = 16_384;
+/// Bytes of the event ring buffer (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Indexes into [`MAP_COUNTERS`].
 pub mod counter {
-    /// Every packet the program ran on.
+    /// Every packet the programs ran on.
     pub const PACKETS: u32 = 0;
-    /// Packets that were TCP over IPv4 or IPv6.
+    /// TCP packets counted in the flow map.
     pub const TCP: u32 = 1;
-    /// Number of slots in the counter map.
-    pub const SLOTS: u32 = 2;
+    /// Entries added to the flow map (userspace compares with what is there to count evictions).
+    pub const FLOWS_CREATED: u32 = 2;
+    /// Events that did not fit in the ring buffer.
+    pub const EVENTS_LOST: u32 = 3;
+    /// Packets that looked like TCP but could not be parsed (passed, not counted).
+    pub const UNPARSED: u32 = 4;
+    /// Number of slots.
+    pub const SLOTS: u32 = 5;
+}
+
+/// Address families in [`FlowKey::family`].
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// A connection: its two endpoints in canonical order (endpoint 0 is the lower, comparing
+/// address bytes then port), so both directions share one key. IPv4 addresses sit in the first
+/// four bytes, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub addr: [[u8; 16]; 2],
+    /// Ports in host byte order.
+    pub port: [u16; 2],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What one direction of a connection carried (direction 0: from endpoint 0 to endpoint 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirCounters {
+    /// TCP payload bytes, from the IP length fields.
+    pub payload_bytes: u64,
+    /// Bytes on the wire (GSO super-packets: each segment with its own headers).
+    pub wire_bytes: u64,
+    /// Packets on the wire (GSO super-packets count as their segments).
+    pub packets: u64,
+}
+
+/// One CPU's share of a connection's counters (userspace sums the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub dir: [DirCounters; 2],
+    /// Monotonic time (`bpf_ktime_get_ns`) of the first packet seen on this CPU; 0: none.
+    pub first_seen_ns: u64,
+    /// Monotonic time of the last packet seen on this CPU.
+    pub last_seen_ns: u64,
+    /// TCP flags seen in each direction, or-ed.
+    pub flags: [u8; 2],
+    pub _pad: [u8; 6],
+}
+
+/// The ACK numbers that acknowledge each direction's FIN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FinState {
+    /// FIN sequence number + payload + 1, per direction.
+    pub ack_expected: [u32; 2],
+    /// 1 once that direction's FIN was seen.
+    pub sent: [u8; 2],
+    /// 1 once that direction's FIN was acknowledged.
+    pub acked: [u8; 2],
+    pub _pad: [u8; 4],
+}
+
+/// Kinds of [`FlowEvent`].
+pub mod event {
+    /// A packet with SYN, FIN or RST (its flags, seq, ack and length are in the event).
+    pub const CONTROL: u8 = 1;
+    /// An ACK that acknowledges the other direction's FIN.
+    pub const FIN_ACKED: u8 = 2;
+}
+
+/// A control packet, sent to userspace through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// Monotonic time of the packet.
+    pub ts_ns: u64,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP payload length of the packet.
+    pub segment_len: u32,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// 0: from endpoint 0 to endpoint 1; 1: the other way.
+    pub dir: u8,
+    /// One of [`event`].
+    pub kind: u8,
+    pub _pad: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 72);
+const _: () = assert!(core::mem::size_of::<FinState>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] structs of integers with explicit padding: every bit pattern is
+    // valid and there are no hidden padding bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FinState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowEvent {}
 }

@@ -1,96 +1,248 @@
-//! The embedded kernel program loads (the verifier accepts it) and, run on crafted packets with
-//! BPF_PROG_TEST_RUN, passes every packet unchanged and counts what it should. Needs root, as CI
-//! has: without it this test fails, it does not skip.
+//! The embedded kernel programs load (the verifier accepts them) and, run on crafted packets
+//! with BPF_PROG_TEST_RUN, pass every packet unchanged and count exactly what they should. Needs
+//! root, as CI has: without it these tests fail, they do not skip.
 
-use aya::maps::PerCpuArray;
-use aya::programs::SchedClassifier;
+use std::net::Ipv6Addr;
+
 use aya::{TestRun, TestRunOptions};
-use etherparse::PacketBuilder;
-use tcptrack_common::{counter, MAP_PACKETS_SEEN, PROGRAM_TC};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, VlanId,
+};
+use tcptrack::ebpf::Kernel;
+use tcptrack_common::{counter, event, FlowEvent, FlowKey, FAMILY_IPV4, FAMILY_IPV6};
 
-/// TC_ACT_PIPE: the program hands every packet on.
+/// TC_ACT_PIPE and XDP_PASS: every packet goes on.
 const TC_ACT_PIPE: u32 = 3;
+const XDP_PASS: u32 = 2;
 
-fn tcp_v4() -> Vec<u8> {
+const C: [u8; 4] = [198, 18, 0, 1];
+const S: [u8; 4] = [198, 18, 0, 2];
+
+fn v4(from_client: bool, flags: &str, seq: u32, ack: u32, payload: usize, vlan: bool) -> Vec<u8> {
+    let (src, dst, sp, dp) = if from_client {
+        (C, S, 40000, 80)
+    } else {
+        (S, C, 80, 40000)
+    };
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let mut tcp = if vlan {
+        eth.single_vlan(VlanId::try_new(7).expect("vlan"))
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 1024)
+    } else {
+        eth.ipv4(src, dst, 64).tcp(sp, dp, seq, 1024)
+    };
+    for f in flags.chars() {
+        tcp = match f {
+            'S' => tcp.syn(),
+            'F' => tcp.fin(),
+            'R' => tcp.rst(),
+            'A' => tcp.ack(ack),
+            _ => tcp,
+        };
+    }
     let mut v = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-        .tcp(40000, 80, 1, 1024)
-        .syn()
-        .write(&mut v, &[])
+    tcp.write(&mut v, &vec![0xab; payload])
         .expect("build frame");
     v
 }
 
-fn tcp_v6() -> Vec<u8> {
-    let a = "fd00::1"
-        .parse::<std::net::Ipv6Addr>()
-        .expect("addr")
-        .octets();
-    let b = "fd00::2"
-        .parse::<std::net::Ipv6Addr>()
-        .expect("addr")
-        .octets();
+fn v6_with_extension(payload: usize) -> Vec<u8> {
+    let a = "fd00::1".parse::<Ipv6Addr>().expect("addr").octets();
+    let b = "fd00::2".parse::<Ipv6Addr>().expect("addr").octets();
+    let ip = IpHeaders::Ipv6(
+        Ipv6Header {
+            source: a,
+            destination: b,
+            hop_limit: 64,
+            ..Ipv6Header::default()
+        },
+        Ipv6Extensions {
+            hop_by_hop_options: Some(
+                Ipv6RawExtHeader::new_raw(IpNumber::TCP, &[0u8; 14]).expect("ext"),
+            ),
+            ..Ipv6Extensions::default()
+        },
+    );
     let mut v = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv6(a, b, 64)
-        .tcp(40000, 80, 1, 1024)
+        .ip(ip)
+        .tcp(50000, 443, 1, 1024)
         .ack(1)
-        .write(&mut v, &[0u8; 100])
+        .write(&mut v, &vec![1; payload])
         .expect("build frame");
     v
 }
 
-fn udp_v4() -> Vec<u8> {
+fn key4() -> FlowKey {
+    let mut addr = [[0u8; 16]; 2];
+    addr[0][..4].copy_from_slice(&C);
+    addr[1][..4].copy_from_slice(&S);
+    FlowKey {
+        addr,
+        port: [40000, 80],
+        family: FAMILY_IPV4,
+        _pad: [0; 3],
+    }
+}
+
+fn run_tc(k: &mut Kernel, frame: &[u8]) {
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = k
+        .tc()
+        .expect("tc program")
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
+    assert_eq!(r.return_value, TC_ACT_PIPE, "every packet passes");
+    assert_eq!(
+        &out[..r.data_size_out as usize],
+        frame,
+        "packets are not changed"
+    );
+}
+
+fn events(rb: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<FlowEvent> {
     let mut v = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-        .udp(53, 53)
-        .write(&mut v, &[1, 2, 3])
-        .expect("build frame");
+    while let Some(item) = rb.next() {
+        assert_eq!(item.len(), std::mem::size_of::<FlowEvent>());
+        // SAFETY: the kernel wrote a FlowEvent (size checked); read unaligned.
+        v.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
+    }
     v
-}
-
-fn counters(ebpf: &aya::Ebpf) -> [u64; 2] {
-    let map = ebpf.map(MAP_PACKETS_SEEN).expect("counter map present");
-    let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map).expect("per-CPU array");
-    [counter::PACKETS, counter::TCP].map(|i| arr.get(&i, 0).expect("read counter").iter().sum())
 }
 
 #[test]
-fn kernel_program_passes_the_verifier_and_every_packet() {
-    let mut ebpf = tcptrack::ebpf::load_and_verify()
-        .expect("the verifier accepts the embedded program (this test needs root)");
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROGRAM_TC)
-        .expect("program present")
-        .try_into()
-        .expect("a TC program");
-    let frames = [
-        tcp_v4(),
-        tcp_v6(),
-        udp_v4(),
-        tcp_v4()[..34].to_vec(),
-        vec![0xff; 64],
+fn tc_counts_each_direction_and_reports_control_packets() {
+    let mut k =
+        Kernel::load(1024).expect("the verifier accepts both programs (this test needs root)");
+    let mut rb = k.take_events().expect("ring buffer");
+    let packets = [
+        v4(true, "S", 100, 0, 0, false),
+        v4(false, "SA", 500, 101, 0, true), // VLAN tag in the packet data
+        v4(true, "A", 101, 501, 0, false),
+        v4(true, "A", 101, 501, 1000, false),
+        v4(false, "A", 501, 1101, 300, false),
+        v4(true, "FA", 1101, 801, 10, false), // FIN with 10 bytes: acknowledged by 1112
+        v4(false, "A", 801, 1111, 0, false),  // not the FIN's ACK
+        v4(false, "A", 801, 1112, 0, false),  // the FIN's ACK
     ];
-    for frame in &frames {
-        let mut out = vec![0u8; frame.len() + 64];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
-        assert_eq!(r.return_value, TC_ACT_PIPE, "every packet passes");
-        assert_eq!(
-            &out[..r.data_size_out as usize],
-            frame.as_slice(),
-            "packets are not changed"
-        );
+    for p in &packets {
+        run_tc(&mut k, p);
     }
-    // Five packets seen; TCP by the IP protocol field: the IPv4 SYN, the IPv6 segment and the
-    // IPv4 frame cut before its TCP header. UDP and garbage count as packets only. (The kernel's
-    // test harness refuses frames cut inside the IP header, so none is sent.)
-    assert_eq!(counters(&ebpf), [5, 3]);
+    let flows = k.flows().expect("flow map");
+    let values = flows
+        .get(&key4(), 0)
+        .expect("the connection is in the flow map");
+    let mut dir = [(0u64, 0u64, 0u64); 2];
+    let mut first = u64::MAX;
+    for v in values.iter() {
+        for (sum, d) in dir.iter_mut().zip(&v.dir) {
+            sum.0 += d.payload_bytes;
+            sum.1 += d.wire_bytes;
+            sum.2 += d.packets;
+        }
+        if v.first_seen_ns != 0 {
+            first = first.min(v.first_seen_ns);
+        }
+    }
+    let client_wire: u64 = [&packets[0], &packets[2], &packets[3], &packets[5]]
+        .iter()
+        .map(|p| p.len() as u64)
+        .sum();
+    let server_wire: u64 = [&packets[1], &packets[4], &packets[6], &packets[7]]
+        .iter()
+        .map(|p| p.len() as u64)
+        .sum();
+    assert_eq!(dir[0], (1010, client_wire, 4), "client to server");
+    assert_eq!(dir[1], (300, server_wire, 4), "server to client");
+    assert!(first > 0 && first != u64::MAX);
+
+    let ev = events(&mut rb);
+    let summary: Vec<(u8, u8, u8, u32, u32)> = ev
+        .iter()
+        .map(|e| (e.kind, e.dir, e.flags, e.seq, e.ack))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (event::CONTROL, 0, 0x02, 100, 0),
+            (event::CONTROL, 1, 0x12, 500, 101),
+            (event::CONTROL, 0, 0x11, 1101, 801),
+            (event::FIN_ACKED, 1, 0x10, 801, 1112),
+        ]
+    );
+    assert_eq!(ev[2].segment_len, 10);
+    assert!(ev.iter().all(|e| e.key == key4()));
+    let c = k.counters().expect("counters");
+    assert_eq!(
+        (
+            c[counter::PACKETS as usize],
+            c[counter::TCP as usize],
+            c[counter::FLOWS_CREATED as usize]
+        ),
+        (8, 8, 1)
+    );
+}
+
+#[test]
+fn ipv6_extension_headers_truncated_and_garbage() {
+    let mut k = Kernel::load(1024).expect("load (root)");
+    let v6 = v6_with_extension(700);
+    let cut = v4(true, "A", 1, 1, 500, false)[..40].to_vec(); // IPv4 header whole, TCP cut
+    let udp = {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(C, S, 64)
+            .udp(53, 53)
+            .write(&mut v, &[1, 2, 3])
+            .expect("udp");
+        v
+    };
+    for f in [&v6, &cut, &udp, &vec![0xff; 64]] {
+        run_tc(&mut k, f);
+    }
+    let c = k.counters().expect("counters");
+    assert_eq!(
+        (c[counter::PACKETS as usize], c[counter::TCP as usize]),
+        (4, 1),
+        "only the IPv6 segment counts"
+    );
+    let flows = k.flows().expect("flows");
+    let entries: Vec<_> = flows.iter().map(|r| r.expect("entry")).collect();
+    assert_eq!(entries.len(), 1);
+    let (key, values) = &entries[0];
+    assert_eq!((key.family, key.port), (FAMILY_IPV6, [50000, 443]));
+    let payload: u64 = values.iter().map(|v| v.dir[0].payload_bytes).sum();
+    assert_eq!(payload, 700, "payload counted past the extension header");
+}
+
+#[test]
+fn xdp_counts_like_tc() {
+    let mut k = Kernel::load(1024).expect("load (root)");
+    let frame = v4(true, "A", 1, 1, 1234, false);
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = k
+        .xdp()
+        .expect("xdp program")
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    assert_eq!(r.return_value, XDP_PASS);
+    let flows = k.flows().expect("flows");
+    let values = flows.get(&key4(), 0).expect("counted");
+    let (payload, wire, packets) = values.iter().fold((0, 0, 0), |a, v| {
+        (
+            a.0 + v.dir[0].payload_bytes,
+            a.1 + v.dir[0].wire_bytes,
+            a.2 + v.dir[0].packets,
+        )
+    });
+    assert_eq!((payload, wire, packets), (1234, frame.len() as u64, 1));
 }

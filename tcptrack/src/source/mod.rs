@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod live;
+pub mod sockets;
 
 use std::time::Instant;
 
