@@ -262,17 +262,21 @@ fn emit(pk: &Parsed, kind: u8, now: u64) {
 }
 
 /// Keeps each direction's FIN and reports the ACK that acknowledges it.
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys and values passed by reference stay off the 512-byte BPF stack"
+)]
 fn track_fins(pk: &Parsed, now: u64) {
     let d = usize::from(pk.dir & 1);
     let other = 1 - d;
     if pk.flags & TCP_RST != 0 {
-        let _ = FINS.remove(pk.key);
+        let _ = FINS.remove(&pk.key);
         return;
     }
-    if pk.flags & TCP_FIN != 0 && FINS.get_ptr_mut(pk.key).is_none() {
-        let _ = FINS.insert(pk.key, FinState::default(), BPF_NOEXIST.into());
+    if pk.flags & TCP_FIN != 0 && FINS.get_ptr_mut(&pk.key).is_none() {
+        let _ = FINS.insert(&pk.key, &FinState::default(), BPF_NOEXIST.into());
     }
-    let Some(fin) = FINS.get_ptr_mut(pk.key) else {
+    let Some(fin) = FINS.get_ptr_mut(&pk.key) else {
         return;
     };
     // SAFETY: a value of the shared FIN map; races between CPUs only repeat the same writes.
@@ -290,10 +294,14 @@ fn track_fins(pk: &Parsed, now: u64) {
         fin.sent[d] = 1;
     }
     if fin.acked[0] == 1 && fin.acked[1] == 1 {
-        let _ = FINS.remove(pk.key);
+        let _ = FINS.remove(&pk.key);
     }
 }
 
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys and values passed by reference stay off the 512-byte BPF stack"
+)]
 fn count<P: Packet>(p: &P) {
     bump(counter::PACKETS);
     let Some(pk) = parse(p) else {
@@ -304,7 +312,7 @@ fn count<P: Packet>(p: &P) {
     let now = unsafe { bpf_ktime_get_ns() };
     let segments = p.segments();
     let wire = p.len() as u64 + u64::from(segments - 1) * u64::from(pk.headers);
-    match FLOWS.get_ptr_mut(pk.key) {
+    match FLOWS.get_ptr_mut(&pk.key) {
         Some(v) => {
             // SAFETY: this CPU's value of a per-CPU map entry.
             let v = unsafe { &mut *v };
@@ -337,7 +345,7 @@ fn count<P: Packet>(p: &P) {
             v.last_seen_ns = now;
             // NOEXIST: another CPU may have made the entry meanwhile; replacing it would wipe
             // the other CPUs' slots. Losing this packet's counts in that race is the price.
-            if FLOWS.insert(pk.key, v, BPF_NOEXIST.into()).is_ok() {
+            if FLOWS.insert(&pk.key, &v, BPF_NOEXIST.into()).is_ok() {
                 bump(counter::FLOWS_CREATED);
             }
         }
