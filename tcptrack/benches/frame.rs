@@ -48,7 +48,7 @@ fn app() -> App {
         t.apply(&update(server, client, 1_500, TcpFlags::ACK, i % 5_000));
     }
     assert_eq!(t.len(), CONNECTIONS as usize);
-    let mut app = App::new(t, SourceLabel::Libpcap("bench0".into()));
+    let mut app = App::new(t, SourceLabel::Live("kernel on bench0".into()));
     app.now = Duration::from_millis(2_000);
     app
 }

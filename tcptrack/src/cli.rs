@@ -68,6 +68,19 @@ pub struct Args {
     #[arg(long, value_name = "SPEED", num_args = 0..=1, default_missing_value = "1", requires = "file", value_parser = parse_speed)]
     pub replay: Option<f64>,
 
+    /// Capture live through libpcap instead of counting in the kernel (eBPF)
+    #[arg(long)]
+    pub libpcap: bool,
+
+    /// Count ingress with XDP instead of TC (TC still counts egress)
+    #[arg(long, conflicts_with = "libpcap")]
+    pub xdp: bool,
+
+    /// Connections the kernel's flow map holds; beyond, the least recently seen are evicted
+    /// (and counted)
+    #[arg(long, value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
+    pub max_connections: u32,
+
     /// Print version
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -109,6 +122,12 @@ pub struct Config {
     pub output: Option<OutputFormat>,
     /// Play a capture file at its pace, times this factor (`--replay`).
     pub replay: Option<f64>,
+    /// Live capture through libpcap, not the kernel (`--libpcap`).
+    pub libpcap: bool,
+    /// Ingress through XDP (`--xdp`).
+    pub xdp: bool,
+    /// Size of the kernel's flow map (`--max-connections`).
+    pub max_connections: u32,
     pub table: TableConfig,
 }
 
@@ -177,6 +196,9 @@ impl Args {
             interval,
             output: self.output,
             replay: self.replay,
+            libpcap: self.libpcap,
+            xdp: self.xdp,
+            max_connections: self.max_connections,
             table: TableConfig {
                 detect_midstream: !self.no_midstream,
                 closed_linger: self.linger,

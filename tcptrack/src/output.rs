@@ -35,13 +35,27 @@ impl WallClock {
         }
     }
 
+    /// `t` as RFC 3339 UTC with nanoseconds; a time RFC 3339 cannot hold (a damaged capture's
+    /// year 40000, say) as seconds since the Unix epoch instead, never a panic.
     fn rfc3339(self, t: Timestamp) -> String {
+        use std::fmt::Write as _;
         let wall = if t >= self.origin {
-            self.origin_wall + (t - self.origin)
+            self.origin_wall.checked_add(t - self.origin)
         } else {
-            self.origin_wall - (self.origin - t)
+            self.origin_wall.checked_sub(self.origin - t)
         };
-        humantime::format_rfc3339_nanos(wall).to_string()
+        let mut out = String::new();
+        if let Some(wall) = wall {
+            if write!(out, "{}", humantime::format_rfc3339_nanos(wall)).is_ok() {
+                return out;
+            }
+        }
+        out.clear();
+        let since = wall
+            .and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .unwrap_or(t);
+        let _ = write!(out, "{}.{:09}", since.as_secs(), since.subsec_nanos());
+        out
     }
 }
 
@@ -69,6 +83,9 @@ pub struct ConnectionRecord {
     pub idle: f64,
     pub first_seen: String,
     pub last_seen: String,
+    /// When this was written, on the table's clock (the end of a capture; live, the refresh):
+    /// the records of one refresh share it.
+    pub time: String,
 }
 
 impl ConnectionRecord {
@@ -92,6 +109,7 @@ impl ConnectionRecord {
             idle: c.idle(now).as_secs_f64(),
             first_seen: clock.rfc3339(c.first_seen()),
             last_seen: clock.rfc3339(c.last_seen()),
+            time: clock.rfc3339(now),
         }
     }
 }
@@ -128,7 +146,7 @@ pub fn write(
 }
 
 /// The CSV header, the record's field names (written by hand, so that it is there with no rows).
-const CSV_HEADER: [&str; 16] = [
+const CSV_HEADER: [&str; 17] = [
     "client",
     "server",
     "state",
@@ -145,6 +163,7 @@ const CSV_HEADER: [&str; 16] = [
     "idle",
     "first_seen",
     "last_seen",
+    "time",
 ];
 
 fn write_table(records: &[ConnectionRecord], out: &mut impl Write) -> std::io::Result<()> {
@@ -236,6 +255,7 @@ mod tests {
             idle: 61.5,
             first_seen: "2026-01-01T00:00:00.000000000Z".into(),
             last_seen: "2026-01-01T00:01:00.000000000Z".into(),
+            time: "2026-01-01T00:02:01.500000000Z".into(),
         }
     }
 
@@ -293,6 +313,16 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines[4], "2 connections");
+    }
+
+    #[test]
+    fn times_beyond_rfc3339_are_seconds_not_panics() {
+        let far = Duration::from_secs(400_000_000_000);
+        assert_eq!(WallClock::CAPTURE.rfc3339(far), "400000000000.000000000");
+        assert_eq!(
+            WallClock::CAPTURE.rfc3339(Duration::MAX),
+            format!("{}.999999999", u64::MAX)
+        );
     }
 
     #[test]

@@ -103,6 +103,100 @@ impl Drop for HostPair {
     }
 }
 
+/// Serves one connection: reads until the client's FIN, counts, replies with N bytes, then
+/// closes (FIN) or aborts (RST).
+pub const SERVER: &str = r"
+import socket, struct, sys
+addr, port, reply, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port))
+s.listen(1)
+c, _ = s.accept()
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+c.sendall(b'x' * reply)
+if how == 'rst':
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+c.close()
+print(n)
+";
+
+/// Sends N bytes, half-closes, and reads the reply to its end.
+pub const CLIENT: &str = r"
+import socket, sys
+addr, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = socket.create_connection((addr, port))
+c.sendall(b'y' * size)
+c.shutdown(socket.SHUT_WR)
+n = 0
+try:
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        n += len(d)
+except ConnectionResetError:
+    pass
+c.close()
+print(n)
+";
+
+impl HostPair {
+    /// Whether something in namespace `ns` listens on TCP `port`.
+    #[must_use]
+    pub fn listening(ns: &str, port: u16) -> bool {
+        let out = Self::cmd(ns, "ss")
+            .args(["-Hltn"])
+            .output()
+            .expect("run ss");
+        String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} "))
+    }
+
+    /// One connection from host a to `server`:`port` in host b: the client sends `upload`
+    /// bytes and half-closes, the server replies `reply` bytes and closes (with a RST when
+    /// `reset`). Returns (bytes the client received, bytes the server received).
+    #[must_use]
+    pub fn transfer(
+        &self,
+        server: &str,
+        port: u16,
+        upload: u64,
+        reply: u64,
+        reset: bool,
+    ) -> (u64, u64) {
+        let mut srv = Self::cmd(&self.b, "python3");
+        srv.args(["-c", SERVER, server, &port.to_string(), &reply.to_string()]);
+        srv.arg(if reset { "rst" } else { "fin" });
+        let mut srv = Background::spawn(srv);
+        wait_until("the server to listen", Duration::from_secs(20), || {
+            Self::listening(&self.b, port)
+        });
+        let out = Self::cmd(&self.a, "python3")
+            .args(["-c", CLIENT, server, &port.to_string(), &upload.to_string()])
+            .output()
+            .expect("run the client");
+        assert!(
+            out.status.success(),
+            "client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until("the server to finish", Duration::from_secs(20), || {
+            srv.0.try_wait().is_ok_and(|s| s.is_some())
+        });
+        let mut server_out = String::new();
+        if let Some(mut o) = srv.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut server_out);
+        }
+        let num = |s: &str| s.trim().parse::<u64>().unwrap_or(u64::MAX);
+        (num(&String::from_utf8_lossy(&out.stdout)), num(&server_out))
+    }
+}
+
 /// A process that is killed and reaped on drop.
 pub struct Background(pub Child);
 
@@ -166,5 +260,141 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
             "timed out after {limit:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// tcpdump recording host a's side of the link into a pcap file.
+pub struct Recorder {
+    dump: Background,
+    log: std::path::PathBuf,
+}
+
+impl Recorder {
+    /// Starts recording TCP on host a's interface into `file` (headers only, 128 bytes), and
+    /// waits until the file is there.
+    #[must_use]
+    pub fn start(hosts: &HostPair, file: &std::path::Path) -> Self {
+        let log = file.with_extension("tcpdump.log");
+        let mut dump = HostPair::cmd(&hosts.a, "tcpdump");
+        dump.args([
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "128",
+            "-i",
+            &hosts.a_if,
+            "-w",
+        ])
+        .arg(file)
+        .arg("tcp")
+        .stderr(std::fs::File::create(&log).expect("tcpdump log"));
+        let dump = Background::spawn_with_stderr(dump);
+        wait_until(
+            "tcpdump to write its file header",
+            Duration::from_secs(20),
+            || std::fs::metadata(file).is_ok_and(|m| m.len() >= 24),
+        );
+        Self { dump, log }
+    }
+
+    /// Once every connection of host a has closed (only TIME-WAIT left) and tcpdump has
+    /// written every packet its filter took (it reports both counts on SIGUSR1), stops it.
+    /// Returns what tcpdump printed.
+    #[must_use]
+    pub fn finish(self, hosts: &HostPair) -> String {
+        wait_until("connections to close", Duration::from_secs(20), || {
+            let out = HostPair::cmd(&hosts.a, "ss")
+                .args(["-Htan"])
+                .output()
+                .expect("ss");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .all(|l| l.starts_with("TIME-WAIT"))
+        });
+        // "tcpdump: N packets captured, M packets received by filter, ..."
+        let number_before = |line: &str, what: &str| -> Option<u64> {
+            let head = &line[..line.find(what)?];
+            head.rsplit(|c: char| !c.is_ascii_digit())
+                .find(|t| !t.is_empty())?
+                .parse()
+                .ok()
+        };
+        wait_until(
+            "tcpdump to write every packet it took",
+            Duration::from_secs(20),
+            || {
+                self.dump.signal(libc::SIGUSR1);
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains("packets received by filter"))
+                    .is_some_and(|l| {
+                        let captured = number_before(l, " packets captured");
+                        captured.is_some_and(|c| c > 0)
+                            && captured == number_before(l, " packets received by filter")
+                    })
+            },
+        );
+        drop(self.dump.interrupt());
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Types of the links of tcptrack's kernel programs attached anywhere on this machine, from
+/// bpftool (Debian's bpftool 7.1 names tcx links only by their number, 11, and without their
+/// interface; tests that use this run one at a time).
+#[must_use]
+pub fn tcptrack_links() -> Vec<String> {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("run bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let progs = json(&["prog", "show"]);
+    let ours: Vec<u64> = progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("tcptrack_"))
+        })
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    let mut types: Vec<String> = json(&["link", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ours.contains(&id)))
+        .map(|l| match &l["type"] {
+            serde_json::Value::Number(n) if n.as_u64() == Some(11) => "tcx".to_owned(),
+            serde_json::Value::String(t) => t.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    types.sort();
+    types
+}
+
+impl HostPair {
+    /// How many holders keep host a's interface in promiscuous mode (`ip -d link`'s
+    /// `promiscuity`; packet sockets' memberships count there, not in the PROMISC flag).
+    #[must_use]
+    pub fn a_promiscuity(&self) -> u64 {
+        let out = Command::new("ip")
+            .args(["-d", "-n", &self.a, "link", "show", &self.a_if])
+            .output()
+            .expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "promiscuity")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("ip -d link shows promiscuity")
     }
 }

@@ -148,6 +148,8 @@ pub struct Record {
     pub idle: f64,
     pub first_seen: String,
     pub last_seen: String,
+    /// When the record was written, on the table's clock (the end of a capture).
+    pub time: String,
 }
 
 /// Parses `--output json` (one record per line).

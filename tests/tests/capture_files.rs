@@ -941,7 +941,8 @@ fn csv_output_has_a_header_and_one_row_per_connection() {
             "speed",
             "idle",
             "first_seen",
-            "last_seen"
+            "last_seen",
+            "time"
         ]
     );
     let rows: Vec<Record> = rd

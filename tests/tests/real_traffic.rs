@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use tcptrack_tests::netns::{wait_until, Background, HostPair, A4, A6, B4, B6};
+use tcptrack_tests::netns::{HostPair, Recorder, A4, A6, B4, B6};
 use tcptrack_tests::run::json_of;
 
 /// Per connection, as tshark counts it: frames, frame bytes, payload per sender.
@@ -121,88 +120,13 @@ fn tshark_conv(file: &Path) -> BTreeMap<(String, String), (u64, Option<u64>)> {
     convs
 }
 
-/// Serves one connection: reads until the client's FIN, counts, replies with N bytes, then
-/// closes (FIN) or aborts (RST).
-const SERVER: &str = r"
-import socket, struct, sys
-addr, port, reply, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-s = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((addr, port))
-s.listen(1)
-c, _ = s.accept()
-n = 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    n += len(d)
-c.sendall(b'x' * reply)
-if how == 'rst':
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-c.close()
-print(n)
-";
-
-/// Sends N bytes, half-closes, and reads the reply to its end.
-const CLIENT: &str = r"
-import socket, sys
-addr, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c = socket.create_connection((addr, port))
-c.sendall(b'y' * size)
-c.shutdown(socket.SHUT_WR)
-n = 0
-try:
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        n += len(d)
-except ConnectionResetError:
-    pass
-c.close()
-print(n)
-";
-
-fn listening(ns: &str, port: u16) -> bool {
-    let out = HostPair::cmd(ns, "ss")
-        .args(["-Hltn"])
-        .output()
-        .expect("run ss");
-    String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} "))
-}
-
-fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map_or(0, |m| m.len())
-}
-
 #[test]
 fn capture_of_real_traffic_matches_tshark() {
     let hosts = HostPair::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("real.pcap");
 
-    let dump_log = dir.path().join("tcpdump.log");
-    let mut dump = HostPair::cmd(&hosts.a, "tcpdump");
-    dump.args([
-        "-n",
-        "-U",
-        "--immediate-mode",
-        "-s",
-        "128",
-        "-i",
-        &hosts.a_if,
-        "-w",
-    ])
-    .arg(&file)
-    .arg("tcp")
-    .stderr(std::fs::File::create(&dump_log).expect("tcpdump log"));
-    let dump = Background::spawn_with_stderr(dump);
-    wait_until(
-        "tcpdump to write its file header",
-        Duration::from_secs(20),
-        || file_len(&file) >= 24,
-    );
+    let dump = Recorder::start(&hosts, &file);
 
     // Three connections, each sending a known number of bytes both ways: two closed by FINs
     // (IPv4 and IPv6), one by the server's RST (SO_LINGER 0).
@@ -212,67 +136,12 @@ fn capture_of_real_traffic_matches_tshark() {
         (B4, 5203, 1_000, 5_000, true),
     ];
     for &(server, port, upload, reply, reset) in &runs {
-        let mut srv = HostPair::cmd(&hosts.b, "python3");
-        srv.args(["-c", SERVER, server, &port.to_string(), &reply.to_string()]);
-        srv.arg(if reset { "rst" } else { "fin" });
-        let mut srv = Background::spawn(srv);
-        wait_until("the server to listen", Duration::from_secs(20), || {
-            listening(&hosts.b, port)
-        });
-        let out = HostPair::cmd(&hosts.a, "python3")
-            .args(["-c", CLIENT, server, &port.to_string(), &upload.to_string()])
-            .output()
-            .expect("run the client");
-        assert!(
-            out.status.success(),
-            "client: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_until("the server to finish", Duration::from_secs(20), || {
-            srv.0.try_wait().is_ok_and(|s| s.is_some())
-        });
-        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let got = hosts.transfer(server, port, upload, reply, reset);
         if !reset {
-            assert_eq!(got, reply.to_string(), "the client got the whole reply");
+            assert_eq!(got, (reply, upload), "each side got all the other sent");
         }
     }
-    // Both ends closed (only TIME-WAIT sockets left in host a)...
-    wait_until("connections to close", Duration::from_secs(20), || {
-        let out = HostPair::cmd(&hosts.a, "ss")
-            .args(["-Htan"])
-            .output()
-            .expect("ss");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .all(|l| l.starts_with("TIME-WAIT"))
-    });
-    // ...and every packet tcpdump's filter took is in the file: it reports both counts on
-    // SIGUSR1 ("tcpdump: N packets captured, M packets received by filter, ...").
-    let number_before = |line: &str, what: &str| -> Option<u64> {
-        let head = &line[..line.find(what)?];
-        head.rsplit(|c: char| !c.is_ascii_digit())
-            .find(|t| !t.is_empty())?
-            .parse()
-            .ok()
-    };
-    wait_until(
-        "tcpdump to write every packet it took",
-        Duration::from_secs(20),
-        || {
-            dump.signal(libc::SIGUSR1);
-            let log = std::fs::read_to_string(&dump_log).unwrap_or_default();
-            log.lines()
-                .rev()
-                .find(|l| l.contains("packets received by filter"))
-                .is_some_and(|l| {
-                    let captured = number_before(l, " packets captured");
-                    captured.is_some_and(|c| c > 0)
-                        && captured == number_before(l, " packets received by filter")
-                })
-        },
-    );
-    drop(dump.interrupt());
-    let dumped_err = std::fs::read_to_string(&dump_log).unwrap_or_default();
+    let dumped_err = dump.finish(&hosts);
     assert!(
         dumped_err.contains(" 0 packets dropped by kernel"),
         "tcpdump lost packets: {dumped_err}"

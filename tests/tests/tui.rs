@@ -182,7 +182,7 @@ fn live_capture_error_restores_the_terminal_and_exits_1() {
         &format!(
             "ip netns exec {} {}",
             hosts.a,
-            command(&format!("-i {}", hosts.a_if))
+            command(&format!("--libpcap -i {}", hosts.a_if))
         ),
         100,
         12,

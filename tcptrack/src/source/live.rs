@@ -67,45 +67,72 @@ pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType)
     Ok((cap, link))
 }
 
-/// Captures live and writes the table at every interval, until the process is stopped.
+/// Captures live (kernel or libpcap, see [`super::open_live`]) and writes the table at every
+/// interval, until the process is stopped.
 ///
 /// # Errors
 /// The capture cannot be opened or fails, or output cannot be written.
 pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
-    let interface = interface_name(&cfg.source)?;
-    let (mut cap, link) = open(&interface, cfg)?;
+    let (live, notice) = super::open_live(cfg)?;
+    if let Some(n) = notice {
+        eprintln!("tcptrack: {n}");
+    }
     let rate = cfg.table.rate;
-    let mut table = ConnectionTable::new(cfg.table.clone());
-    let start = Instant::now();
-    let clock = WallClock::new(start.elapsed(), SystemTime::now());
     let format = cfg.output.unwrap_or(OutputFormat::Table);
-    let mut next_tick = cfg.interval;
-    loop {
-        match cap.next_packet() {
-            Ok(p) => {
-                if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
-                    table.apply(&u);
-                }
-            }
-            Err(pcap::Error::TimeoutExpired) => {}
-            Err(e) => {
-                return Err(Error::Capture {
-                    interface,
+    let mut table = ConnectionTable::new(cfg.table.clone());
+    let mut write = |table: &mut ConnectionTable, now, clock| -> Result<(), Error> {
+        table.expire(now);
+        let mut conns: Vec<_> = table.connections().collect();
+        conns.sort_by_key(|c| c.id());
+        let records = conns
+            .into_iter()
+            .map(|c| ConnectionRecord::new(c, rate, now, clock));
+        output::write(format, records, out)?;
+        Ok(())
+    };
+    match live {
+        super::Live::Kernel { mut poller, .. } => {
+            let clock = WallClock::new(super::kernel::monotonic_now(), SystemTime::now());
+            loop {
+                std::thread::sleep(cfg.interval);
+                let poll = poller.poll().map_err(|e| Error::Capture {
+                    interface: "the kernel".into(),
                     reason: e.to_string(),
-                })
+                })?;
+                super::kernel::apply_poll(&mut table, &poll);
+                write(&mut table, super::kernel::monotonic_now(), clock)?;
             }
         }
-        let now = start.elapsed();
-        if now >= next_tick {
-            table.expire(now);
-            let mut conns: Vec<_> = table.connections().collect();
-            conns.sort_by_key(|c| c.id());
-            let records = conns
-                .into_iter()
-                .map(|c| ConnectionRecord::new(c, rate, now, clock));
-            output::write(format, records, out)?;
-            while next_tick <= now {
-                next_tick += cfg.interval;
+        super::Live::Libpcap {
+            mut cap,
+            link,
+            interface,
+        } => {
+            let start = Instant::now();
+            let clock = WallClock::new(start.elapsed(), SystemTime::now());
+            let mut next_tick = cfg.interval;
+            loop {
+                match cap.next_packet() {
+                    Ok(p) => {
+                        if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
+                            table.apply(&u);
+                        }
+                    }
+                    Err(pcap::Error::TimeoutExpired) => {}
+                    Err(e) => {
+                        return Err(Error::Capture {
+                            interface,
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+                let now = start.elapsed();
+                if now >= next_tick {
+                    write(&mut table, now, clock)?;
+                    while next_tick <= now {
+                        next_tick += cfg.interval;
+                    }
+                }
             }
         }
     }

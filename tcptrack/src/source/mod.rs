@@ -2,6 +2,7 @@
 //! network; what they see leaves them as [`FlowUpdate`](crate::flow::FlowUpdate)s.
 
 pub mod file;
+pub mod kernel;
 pub mod live;
 pub mod sockets;
 
@@ -24,6 +25,10 @@ pub enum SourceMsg {
     Batch(Vec<FlowUpdate>),
     /// Packets lost before they reached the table (a full channel, or the capture's own drops).
     Dropped(u64),
+    /// One poll of the kernel's maps.
+    Kernel(kernel::KernelPoll),
+    /// What the kernel could not keep, as of the last poll.
+    KernelStats(kernel::KernelStats),
     /// The source is done: the end of a file, or an error.
     End(Option<Error>),
 }
@@ -32,3 +37,130 @@ pub enum SourceMsg {
 pub const BATCH_MAX: usize = 512;
 /// How long a partial batch may wait before it is sent.
 pub const BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A live source, chosen.
+pub enum Live {
+    /// The kernel counts; `poller` reads it.
+    Kernel {
+        poller: Box<kernel::Poller>,
+        interfaces: Vec<String>,
+        /// Held for the life of the capture (`-p` not given).
+        promiscuous: Vec<kernel::Promiscuous>,
+    },
+    /// libpcap captures.
+    Libpcap {
+        cap: pcap::Capture<pcap::Active>,
+        link: crate::decode::LinkType,
+        interface: String,
+    },
+}
+
+impl Live {
+    /// How the status line names it.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self {
+            Self::Kernel { interfaces, .. } => format!("kernel on {}", interfaces.join(",")),
+            Self::Libpcap { interface, .. } => format!("libpcap on {interface}"),
+        }
+    }
+}
+
+/// Opens the live source `cfg` asks for: the kernel path unless `--libpcap` or a filter
+/// expression asks for libpcap, or the kernel path cannot be had. The second value says why
+/// libpcap was chosen over the kernel, if it was.
+///
+/// # Errors
+/// Neither path can capture on the interface (the error names why), or the filter is bad.
+pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Error> {
+    let interface = live::interface_name(&cfg.source)?;
+    let libpcap = |notice: Option<String>| -> Result<(Live, Option<String>), Error> {
+        let (cap, link) = live::open(&interface, cfg).map_err(|e| match (&notice, e) {
+            (Some(why), Error::Capture { interface, reason }) => Error::Capture {
+                interface,
+                reason: format!("{reason}; and the kernel path: {why}"),
+            },
+            (_, e) => e,
+        })?;
+        Ok((
+            Live::Libpcap {
+                cap,
+                link,
+                interface: interface.clone(),
+            },
+            notice,
+        ))
+    };
+    if cfg.libpcap {
+        return libpcap(None);
+    }
+    if cfg.filter.is_some() {
+        return libpcap(Some(
+            "the filter is applied by libpcap (the kernel path does not filter yet)".into(),
+        ));
+    }
+    match open_kernel(&interface, cfg) {
+        Ok(live) => Ok((live, None)),
+        Err(why) => libpcap(Some(format!(
+            "kernel path unavailable ({why}), using libpcap"
+        ))),
+    }
+}
+
+fn open_kernel(interface: &str, cfg: &crate::cli::Config) -> Result<Live, String> {
+    let interfaces = if interface == "any" {
+        kernel::interfaces_up()
+    } else {
+        vec![interface.to_owned()]
+    };
+    if interfaces.is_empty() {
+        return Err("no interface is up".into());
+    }
+    let mut k = crate::ebpf::Kernel::load(cfg.max_connections).map_err(|e| e.to_string())?;
+    for i in &interfaces {
+        k.attach(i, cfg.xdp).map_err(|e| e.to_string())?;
+    }
+    let mut promiscuous = Vec::new();
+    if cfg.promiscuous && interface != "any" {
+        for i in &interfaces {
+            promiscuous.push(
+                kernel::Promiscuous::enable(i)
+                    .map_err(|e| format!("promiscuous mode on {i}: {e}"))?,
+            );
+        }
+    }
+    let poller = Box::new(kernel::Poller::new(k).map_err(|e| e.to_string())?);
+    Ok(Live::Kernel {
+        poller,
+        interfaces,
+        promiscuous,
+    })
+}
+
+/// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`.
+pub fn spawn_kernel_poller(
+    mut poller: Box<kernel::Poller>,
+    interval: std::time::Duration,
+    tx: tokio::sync::mpsc::Sender<SourceMsg>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(interval);
+        let msg = match poller.poll() {
+            Ok(p) => SourceMsg::Kernel(p),
+            Err(e) => SourceMsg::End(Some(Error::Capture {
+                interface: "the kernel".into(),
+                reason: e.to_string(),
+            })),
+        };
+        let end = matches!(msg, SourceMsg::End(_));
+        if tx.blocking_send(msg).is_err() || end {
+            return;
+        }
+        if tx
+            .blocking_send(SourceMsg::KernelStats(poller.stats()))
+            .is_err()
+        {
+            return;
+        }
+    })
+}

@@ -209,7 +209,7 @@ impl App {
         let source = match &self.source {
             SourceLabel::File(f) => format!("file {f}"),
             SourceLabel::Replay(f) => format!("replay of {f}"),
-            SourceLabel::Libpcap(i) => format!("libpcap on {i}"),
+            SourceLabel::Live(l) => l.clone(),
         };
         out.push_str("  | ");
         out.push_str(&source);
@@ -219,6 +219,14 @@ impl App {
         let evicted = self.table.stats().unanswered_evicted;
         if self.dropped > 0 {
             out.push_str(&format!(" | dropped {}", self.dropped));
+        }
+        if let Some(k) = self.kernel {
+            if k.evicted > 0 {
+                out.push_str(&format!(" | evicted {}", k.evicted));
+            }
+            if k.events_lost > 0 {
+                out.push_str(&format!(" | events lost {}", k.events_lost));
+            }
         }
         if evicted > 0 {
             out.push_str(&format!(" | one-way flows forgotten {evicted}"));

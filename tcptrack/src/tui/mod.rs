@@ -24,8 +24,8 @@ pub enum SourceLabel {
     File(String),
     /// A capture file played at its pace.
     Replay(String),
-    /// libpcap on a live interface.
-    Libpcap(String),
+    /// A live interface (the kernel or libpcap, as `Live::label` says).
+    Live(String),
 }
 
 /// What a key asks of the loop.
@@ -51,6 +51,8 @@ pub struct App {
     pub pending_error: Option<crate::error::Error>,
     /// Packets the source had to drop (a full channel, the capture's own drops).
     pub dropped: u64,
+    /// What the kernel could not keep (kernel path only).
+    pub kernel: Option<crate::source::kernel::KernelStats>,
     /// Rows that fit in the last frame drawn (for paging).
     page: Cell<usize>,
 }
@@ -67,6 +69,7 @@ impl App {
             notice: None,
             pending_error: None,
             dropped: 0,
+            kernel: None,
             page: Cell::new(1),
         }
     }

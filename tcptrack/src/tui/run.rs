@@ -12,7 +12,7 @@ use crate::app::read_capture;
 use crate::cli::{Config, Source};
 use crate::error::Error;
 use crate::flow::Timestamp;
-use crate::source::{file::CaptureFile, live, SourceMsg};
+use crate::source::{file::CaptureFile, live, Live, SourceMsg};
 use crate::table::ConnectionTable;
 
 /// Batches waiting for the main loop; beyond this a live source drops (and counts).
@@ -57,6 +57,8 @@ fn file_name(p: &std::path::Path) -> String {
 pub fn run(cfg: &Config) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
     let mut clock = Clock::Stopped;
+    // Promiscuous mode lasts while this lives (to the end of the screen).
+    let mut held_promiscuous = Vec::new();
     let mut app = match &cfg.source {
         Source::File(path) if cfg.replay.is_none() => {
             let report = read_capture(path, cfg)?;
@@ -77,19 +79,42 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
             )
         }
         Source::Interface(_) | Source::DefaultInterface => {
-            let interface = live::interface_name(&cfg.source)?;
-            let (cap, link) = live::open(&interface, cfg)?;
-            let start = Instant::now();
-            clock = Clock::Running {
-                at: Duration::ZERO,
-                wall: start,
-                speed: 1.0,
-            };
-            live::spawn_reader(cap, link, interface.clone(), start, tx);
-            App::new(
+            let (source, notice) = crate::source::open_live(cfg)?;
+            let label = source.label();
+            match source {
+                Live::Kernel {
+                    poller,
+                    promiscuous,
+                    ..
+                } => {
+                    clock = Clock::Running {
+                        at: crate::source::kernel::monotonic_now(),
+                        wall: Instant::now(),
+                        speed: 1.0,
+                    };
+                    held_promiscuous = promiscuous;
+                    crate::source::spawn_kernel_poller(poller, cfg.interval, tx);
+                }
+                Live::Libpcap {
+                    cap,
+                    link,
+                    interface,
+                } => {
+                    let start = Instant::now();
+                    clock = Clock::Running {
+                        at: Duration::ZERO,
+                        wall: start,
+                        speed: 1.0,
+                    };
+                    live::spawn_reader(cap, link, interface, start, tx);
+                }
+            }
+            let mut app = App::new(
                 ConnectionTable::new(cfg.table.clone()),
-                SourceLabel::Libpcap(interface),
-            )
+                SourceLabel::Live(label),
+            );
+            app.notice = notice;
+            app
         }
     };
     let mut terminal = ratatui::try_init().map_err(Error::Output)?;
@@ -101,6 +126,7 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         Err(e) => Err(Error::Output(e)),
     };
     ratatui::restore();
+    drop(held_promiscuous);
     result?;
     app.pending_error.map_or(Ok(()), Err)
 }
@@ -149,6 +175,8 @@ async fn event_loop(
                     }
                 }
                 Some(SourceMsg::Dropped(n)) => app.dropped += n,
+                Some(SourceMsg::Kernel(poll)) => crate::source::kernel::apply_poll(&mut app.table, &poll),
+                Some(SourceMsg::KernelStats(s)) => app.kernel = Some(s),
                 Some(SourceMsg::End(err)) => {
                     source_open = false;
                     if matches!(app.source, SourceLabel::Replay(_)) {

@@ -71,7 +71,7 @@ fn every_state() -> App {
     // RESET
     t.apply(&pkt(&c(40006), s4, 9_000, SYN, 0, 0, 0));
     t.apply(&pkt(s4, &c(40006), 9_001, RST | ACK, 0, 1, 0));
-    let mut app = App::new(t, SourceLabel::Libpcap("veth0".into()));
+    let mut app = App::new(t, SourceLabel::Live("libpcap on veth0".into()));
     app.now = Duration::from_millis(10_000);
     app
 }
@@ -87,7 +87,7 @@ fn many(n: u16) -> App {
         t.apply(&pkt(&c, s, 2, ACK, 1, 1, 0));
         t.apply(&pkt(s, &c, 1_500, ACK, 1, 1, u32::from(i) * 1024));
     }
-    let mut app = App::new(t, SourceLabel::Libpcap("veth0".into()));
+    let mut app = App::new(t, SourceLabel::Live("libpcap on veth0".into()));
     app.now = Duration::from_millis(2_000);
     app
 }

@@ -1,0 +1,299 @@
+//! Live capture through the kernel: the programs count, this polls their maps at the refresh
+//! interval and turns counter deltas and control events into the same `FlowUpdate`s the
+//! libpcap path makes, for the same connection table.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use tcptrack_common::{counter, event, DirCounters, FlowEvent, FlowKey, FAMILY_IPV4};
+
+use crate::ebpf::{Kernel, KernelError};
+use crate::flow::{FlowUpdate, TcpFlags, Timestamp};
+
+/// The monotonic clock the kernel stamps packets with (`bpf_ktime_get_ns`), now.
+#[must_use]
+pub fn monotonic_now() -> Timestamp {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// An endpoint of a kernel flow key.
+fn endpoint(key: &FlowKey, i: usize) -> SocketAddr {
+    let a = key.addr[i];
+    let ip = if key.family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(a))
+    };
+    SocketAddr::new(ip, key.port[i])
+}
+
+/// The endpoints of `key` as (sender, receiver) for direction `dir`.
+fn ends(key: &FlowKey, dir: u8) -> (SocketAddr, SocketAddr) {
+    let (a, b) = (endpoint(key, 0), endpoint(key, 1));
+    if dir == 0 {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// What the kernel could not keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Connections the flow map had to evict (it was full).
+    pub evicted: u64,
+    /// Control events lost (the ring buffer was full).
+    pub events_lost: u64,
+    /// Entries in the flow map at the last poll.
+    pub flows: u64,
+}
+
+/// Reads the kernel's maps; every poll gives what changed since the last.
+pub struct Poller {
+    kernel: Kernel,
+    events: RingBuf<MapData>,
+    /// Totals per connection and direction at the last poll.
+    last: HashMap<FlowKey, [DirCounters; 2]>,
+    stats: KernelStats,
+}
+
+impl Poller {
+    /// Starts polling `kernel` (its programs already attached).
+    ///
+    /// # Errors
+    /// The event ring buffer cannot be taken.
+    pub fn new(mut kernel: Kernel) -> Result<Self, KernelError> {
+        let events = kernel.take_events()?;
+        Ok(Self {
+            kernel,
+            events,
+            last: HashMap::new(),
+            stats: KernelStats::default(),
+        })
+    }
+
+    #[must_use]
+    pub const fn stats(&self) -> KernelStats {
+        self.stats
+    }
+
+    /// What happened since the last poll: the control events, in the order the kernel saw
+    /// them (they carry no counts), and one counting update per connection and direction that
+    /// carried packets. Apply them with [`apply_poll`].
+    ///
+    /// # Errors
+    /// A map cannot be read.
+    pub fn poll(&mut self) -> Result<KernelPoll, KernelError> {
+        let mut poll = KernelPoll::default();
+        let out = &mut poll.events;
+        while let Some(item) = self.events.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a FlowEvent (size checked); read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            let (src, dst) = ends(&e.key, e.dir);
+            let flags = if e.kind == event::FIN_ACKED {
+                TcpFlags::ACK
+            } else {
+                e.flags
+            };
+            out.push(FlowUpdate {
+                src,
+                dst,
+                ts: Duration::from_nanos(e.ts_ns),
+                flags: TcpFlags(flags),
+                seq: e.seq,
+                ack: e.ack,
+                segment_len: e.segment_len,
+                payload_bytes: 0,
+                wire_bytes: 0,
+                packets: 0,
+            });
+        }
+        let out = &mut poll.counts;
+        let flows = self.kernel.flows()?;
+        let mut now_totals = HashMap::with_capacity(self.last.len());
+        for entry in flows.iter() {
+            // An entry evicted while iterating: the next poll sees what remains.
+            let Ok((key, per_cpu)) = entry else { continue };
+            let mut total = [DirCounters::default(); 2];
+            let mut flags = [0u8; 2];
+            let mut last_seen = 0u64;
+            for v in per_cpu.iter() {
+                for d in 0..2 {
+                    total[d].payload_bytes += v.dir[d].payload_bytes;
+                    total[d].wire_bytes += v.dir[d].wire_bytes;
+                    total[d].packets += v.dir[d].packets;
+                    flags[d] |= v.flags[d];
+                }
+                last_seen = last_seen.max(v.last_seen_ns);
+            }
+            let before = self.last.get(&key).copied().unwrap_or_default();
+            for d in 0..2u8 {
+                let (now, was) = (total[usize::from(d)], before[usize::from(d)]);
+                // A smaller total: the entry was evicted and made anew; count it from zero.
+                let was = if now.packets < was.packets {
+                    DirCounters::default()
+                } else {
+                    was
+                };
+                let packets = now.packets - was.packets;
+                if packets == 0 {
+                    continue;
+                }
+                let (src, dst) = ends(&key, d);
+                // Counting updates carry only ACK (no SYN, FIN, RST: the events carry those),
+                // so that the table can finish a handshake and pick up connections mid-stream.
+                let ack = if flags[usize::from(d)] & TcpFlags::ACK != 0 {
+                    TcpFlags::ACK
+                } else {
+                    0
+                };
+                out.push(FlowUpdate {
+                    src,
+                    dst,
+                    ts: Duration::from_nanos(last_seen),
+                    flags: TcpFlags(ack),
+                    seq: 0,
+                    ack: 0,
+                    segment_len: 0,
+                    payload_bytes: now.payload_bytes - was.payload_bytes.min(now.payload_bytes),
+                    wire_bytes: now.wire_bytes - was.wire_bytes.min(now.wire_bytes),
+                    packets,
+                });
+            }
+            now_totals.insert(key, total);
+        }
+        self.last = now_totals;
+        let c = self.kernel.counters()?;
+        let flows_now = self.last.len() as u64;
+        self.stats = KernelStats {
+            evicted: c[counter::FLOWS_CREATED as usize].saturating_sub(flows_now),
+            events_lost: c[counter::EVENTS_LOST as usize],
+            flows: flows_now,
+        };
+        Ok(poll)
+    }
+}
+
+/// One poll of the kernel's maps.
+#[derive(Clone, Debug, Default)]
+pub struct KernelPoll {
+    /// Control packets (SYN, FIN, RST, the ACK of a FIN), without counts.
+    pub events: Vec<FlowUpdate>,
+    /// Counts per connection and direction since the last poll.
+    pub counts: Vec<FlowUpdate>,
+}
+
+/// Applies a poll to the table: the events first (a handshake must open its connection before
+/// its counts arrive), then the counts, then again the events that found no connection (a FIN
+/// of a connection picked up mid-stream, which its counts create).
+pub fn apply_poll(table: &mut crate::table::ConnectionTable, poll: &KernelPoll) {
+    let mut late = Vec::new();
+    for e in &poll.events {
+        let known = table
+            .get(&crate::flow::FlowKey::new(e.src, e.dst).0)
+            .is_some();
+        if known || e.flags.bare_syn() {
+            table.apply(e);
+        } else {
+            late.push(e);
+        }
+    }
+    for c in &poll.counts {
+        table.apply(c);
+    }
+    for e in late {
+        table.apply(e);
+    }
+}
+
+/// Holds an interface in promiscuous mode while it lives, through a packet socket's
+/// membership: the kernel drops the membership when the socket closes, however the process
+/// ends (even by SIGKILL), so the interface is always restored.
+pub struct Promiscuous {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Promiscuous {
+    /// Puts `interface` into promiscuous mode.
+    ///
+    /// # Errors
+    /// No such interface, or no privilege (CAP_NET_RAW).
+    pub fn enable(interface: &str) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd as _;
+        let name = std::ffi::CString::new(interface).map_err(std::io::Error::other)?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Protocol 0: the socket receives no packets; it exists only for its membership.
+        // SAFETY: plain socket(2) call.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor we just opened and own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mreq = libc::packet_mreq {
+            mr_ifindex: i32::try_from(index).map_err(std::io::Error::other)?,
+            mr_type: u16::try_from(libc::PACKET_MR_PROMISC).map_err(std::io::Error::other)?,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: setsockopt with a valid packet_mreq and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&raw const mreq).cast(),
+                u32::try_from(std::mem::size_of::<libc::packet_mreq>())
+                    .map_err(std::io::Error::other)?,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { fd })
+    }
+}
+
+impl std::fmt::Debug for Promiscuous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promiscuous").field("fd", &self.fd).finish()
+    }
+}
+
+/// The interfaces `-i any` means: every interface that is up, loopback included.
+#[must_use]
+pub fn interfaces_up() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("flags"))
+                .ok()
+                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                .is_some_and(|flags| flags & 1 != 0) // IFF_UP
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}

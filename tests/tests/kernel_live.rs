@@ -1,0 +1,220 @@
+//! Live capture through the kernel, in network namespaces: the kernel path's table equals the
+//! `-T` table of a tcpdump recording of the same traffic, the traffic is unchanged by the
+//! monitor, and nothing of tcptrack stays attached however it ends. Needs root (CI has it).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
+use tcptrack_tests::run::{json_of, json_records, Record};
+use tcptrack_tests::tcptrack_bin;
+use tcptrack_tests::tmux::Tmux;
+
+/// tcptrack in kernel mode on host a's interface, writing JSON at every refresh into `out`.
+fn start_headless(hosts: &HostPair, out: &Path, extra: &[&str]) -> Background {
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.args([
+        "-i",
+        &hosts.a_if,
+        "--output",
+        "json",
+        "--interval",
+        "0.2",
+        "-r",
+        "600",
+    ])
+    .args(extra)
+    .stdout(std::fs::File::create(out).expect("output file"))
+    .stderr(Stdio::piped());
+    let bg = Background(cmd.spawn().expect("start tcptrack"));
+    wait_attached(2);
+    bg
+}
+
+/// The tests of this file attach programs and count the links of tcptrack's programs on the
+/// whole machine: they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until `n` links of tcptrack's programs are attached.
+fn wait_attached(n: usize) {
+    wait_until(
+        "tcptrack's programs to be attached",
+        Duration::from_secs(20),
+        || tcptrack_links().len() == n,
+    );
+}
+
+/// Waits until no link of tcptrack's programs is left.
+fn wait_detached(how: &str) {
+    wait_until(
+        &format!("tcptrack's links to go after {how}"),
+        Duration::from_secs(20),
+        || tcptrack_links().is_empty(),
+    );
+}
+
+/// The last refresh written into `out` (the records sharing the last `time`).
+fn last_refresh(out: &Path) -> Vec<Record> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    // A refresh may be half written: keep whole lines only.
+    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
+    let all = json_records(whole);
+    let Some(last) = all.last().map(|r| r.time.clone()) else {
+        return Vec::new();
+    };
+    all.into_iter().filter(|r| r.time == last).collect()
+}
+
+/// What must agree between the kernel's table and the capture's: ends, state, payload each way.
+fn essence(recs: &[Record]) -> BTreeMap<(String, String), (String, u64, u64)> {
+    recs.iter()
+        .map(|r| {
+            (
+                (r.client.clone(), r.server.clone()),
+                (
+                    r.state.clone(),
+                    r.client_payload_bytes,
+                    r.server_payload_bytes,
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_table_equals_the_capture_table_and_traffic_is_unchanged() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("live.pcap");
+    let out = dir.path().join("kernel.json");
+    let dump = Recorder::start(&hosts, &file);
+    let with_tcpdump = hosts.a_promiscuity();
+    let tcptrack = start_headless(&hosts, &out, &[]);
+    assert_eq!(
+        hosts.a_promiscuity(),
+        with_tcpdump + 1,
+        "promiscuous while tcptrack runs (no -p)"
+    );
+
+    let runs = [
+        (B4, 5301u16, 2_000_000u64, 300_000u64, false),
+        (B6, 5302, 100_000, 1_500_000, false),
+        (B4, 5303, 2_000, 9_000, true),
+    ];
+    for &(server, port, upload, reply, reset) in &runs {
+        let got = hosts.transfer(server, port, upload, reply, reset);
+        // The monitor changes nothing: each side received exactly what the other sent.
+        assert_eq!(got.1, upload, "the server got the whole upload");
+        if !reset {
+            assert_eq!(got.0, reply, "the client got the whole reply");
+        }
+    }
+    let log = dump.finish(&hosts);
+    assert!(
+        log.contains(" 0 packets dropped by kernel"),
+        "tcpdump lost packets: {log}"
+    );
+    let from_capture = essence(&json_of(&file, &["-r", "600"]));
+    assert_eq!(from_capture.len(), 3, "{from_capture:#?}");
+
+    let mut seen = BTreeMap::new();
+    let agreed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the kernel's table to show the capture's",
+            Duration::from_secs(20),
+            || {
+                seen = essence(&last_refresh(&out));
+                seen == from_capture
+            },
+        );
+    }));
+    assert!(
+        agreed.is_ok(),
+        "kernel table:\n{seen:#?}\ncapture table:\n{from_capture:#?}"
+    );
+
+    drop(tcptrack.interrupt());
+    wait_detached("SIGINT");
+    assert_eq!(hosts.a_promiscuity(), 0, "promiscuous mode is given back");
+}
+
+#[test]
+fn nothing_stays_attached_after_any_exit() {
+    let _serial = serial();
+    wait_detached("the tests before");
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let bg = start_headless(&hosts, &dir.path().join("out.json"), &["-p"]);
+        assert_eq!(hosts.a_promiscuity(), 0, "-p: not promiscuous");
+        bg.signal(signal);
+        drop(bg);
+        wait_detached(&format!("signal {signal}"));
+    }
+    // XDP on ingress, TC on egress.
+    let bg = start_headless(&hosts, &dir.path().join("xdp.json"), &["--xdp"]);
+    let kinds = tcptrack_links();
+    assert_eq!(kinds, ["tcx", "xdp"]);
+    bg.signal(libc::SIGKILL);
+    drop(bg);
+    wait_detached("SIGKILL with --xdp");
+    // The screen, left with q.
+    let t = Tmux::start(
+        &format!(
+            "ip netns exec {} {} -i {}",
+            hosts.a,
+            tcptrack_bin().display(),
+            hosts.a_if
+        ),
+        100,
+        12,
+    );
+    t.wait_for(&format!("kernel on {}", hosts.a_if));
+    wait_attached(2);
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0);
+    wait_detached("q");
+    let (before, after) = t.stty();
+    assert_eq!(before, after, "the terminal is restored");
+}
+
+#[test]
+fn a_filter_falls_back_to_libpcap_and_says_so() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let t = Tmux::start(
+        &format!(
+            "ip netns exec {} {} -i {} port 5401",
+            hosts.a,
+            tcptrack_bin().display(),
+            hosts.a_if
+        ),
+        160,
+        12,
+    );
+    let s = t.wait_for(&format!("libpcap on {}", hosts.a_if));
+    assert!(s.contains("filter is applied by libpcap"), "{s}");
+    let got = hosts.transfer(B4, 5401, 1_000, 2_000, false);
+    assert_eq!(got, (2_000, 1_000));
+    t.wait_for("198.18.0.2:5401");
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0);
+    // A bad filter is an error before anything is drawn or attached.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &hosts.a])
+        .arg(tcptrack_bin())
+        .args(["-i", &hosts.a_if, "--output", "json", "port"])
+        .output()
+        .expect("run tcptrack");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad filter expression `port`"));
+}
