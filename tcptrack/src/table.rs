@@ -232,6 +232,9 @@ pub struct ConnectionTable {
     unanswered_live: usize,
     finished: Vec<Connection>,
     stats: TableStats,
+    /// The host's listening sockets (live only): they name the server of a connection picked up
+    /// mid-stream when one end is local.
+    listening: Option<crate::source::sockets::ListeningSockets>,
 }
 
 fn ns(t: Timestamp) -> u64 {
@@ -251,7 +254,14 @@ impl ConnectionTable {
             unanswered_live: 0,
             finished: Vec::new(),
             stats: TableStats::default(),
+            listening: None,
         }
+    }
+
+    /// Gives the table the host's listening sockets, to name the server of connections picked
+    /// up mid-stream (the lower-port guess only when neither end is a local listener).
+    pub fn set_listening(&mut self, listening: crate::source::sockets::ListeningSockets) {
+        self.listening = Some(listening);
     }
 
     #[must_use]
@@ -424,11 +434,20 @@ impl ConnectionTable {
 
         if c.unanswered {
             if side == SERVER && flags.plain() {
-                // Both directions seen: a connection picked up mid-stream. The classic rule makes
-                // the lower port the server; on equal ports the side seen first stays the client.
+                // Both directions seen: a connection picked up mid-stream. A local listening
+                // socket names the server; else the classic rule makes the lower port the server,
+                // and on equal ports the side seen first stays the client.
                 c.unanswered = false;
                 self.unanswered_live -= 1;
-                if c.endpoints[CLIENT].port() < c.endpoints[SERVER].port() {
+                let listener = self
+                    .listening
+                    .as_ref()
+                    .and_then(|l| l.server_of(c.endpoints[CLIENT], c.endpoints[SERVER]));
+                let swap = match listener {
+                    Some(server) => server == c.endpoints[CLIENT],
+                    None => c.endpoints[CLIENT].port() < c.endpoints[SERVER].port(),
+                };
+                if swap {
                     c.endpoints.swap(CLIENT, SERVER);
                     c.sent.swap(CLIENT, SERVER);
                     side = CLIENT;
@@ -703,6 +722,40 @@ mod tests {
         assert_eq!(c.server_sent().payload_bytes, 200);
         assert_eq!(c.server_sent().packets, 2);
         assert_eq!(c.client_sent().packets, 1);
+    }
+
+    #[test]
+    fn a_local_listener_names_the_server_over_the_lower_port() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:9C40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n";
+        let listening = crate::source::sockets::ListeningSockets::parse(
+            tcp,
+            "",
+            ["127.0.0.1".parse().expect("ip")],
+        );
+        let mut t = ConnectionTable::new(TableConfig::default());
+        t.set_listening(listening);
+        // 127.0.0.1:40000 listens: it serves, though the other end has the lower port.
+        t.apply(&pkt("127.0.0.1:40000", "127.0.0.2:5000", 0, ACK, 1, 1, 10));
+        t.apply(&pkt("127.0.0.2:5000", "127.0.0.1:40000", 1, ACK, 1, 11, 10));
+        assert_eq!(
+            states(&t),
+            vec![(
+                "127.0.0.2:5000".to_owned(),
+                "127.0.0.1:40000".to_owned(),
+                State::Established
+            )]
+        );
+        // Neither end listening: the lower port serves.
+        t.apply(&pkt("127.0.0.3:40000", "127.0.0.2:5000", 2, ACK, 1, 1, 10));
+        t.apply(&pkt("127.0.0.2:5000", "127.0.0.3:40000", 3, ACK, 1, 11, 10));
+        assert_eq!(
+            states(&t)[1],
+            (
+                "127.0.0.3:40000".to_owned(),
+                "127.0.0.2:5000".to_owned(),
+                State::Established
+            )
+        );
     }
 
     #[test]

@@ -218,3 +218,73 @@ fn a_filter_falls_back_to_libpcap_and_says_so() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad filter expression `port`"));
 }
+
+/// Listens on host a, port 40000, and reads until the peer closes.
+const LONG_SERVER: &str = r"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('198.18.0.1', 40000))
+s.listen(1)
+c, _ = s.accept()
+while c.recv(65536):
+    pass
+";
+
+/// From host b, port 5000 (lower than the server's), sends 100 bytes every 50 ms for a minute.
+const LONG_CLIENT: &str = r"
+import socket, time
+c = socket.socket()
+c.bind(('198.18.0.2', 5000))
+c.connect(('198.18.0.1', 40000))
+for _ in range(1200):
+    c.sendall(b'z' * 100)
+    time.sleep(0.05)
+";
+
+#[test]
+fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let mut server = HostPair::cmd(&hosts.a, "python3");
+    server.args(["-c", LONG_SERVER]);
+    let _server = Background::spawn(server);
+    wait_until("the server to listen", Duration::from_secs(20), || {
+        HostPair::listening(&hosts.a, 40000)
+    });
+    let mut client = HostPair::cmd(&hosts.b, "python3");
+    client.args(["-c", LONG_CLIENT]);
+    let _client = Background::spawn(client);
+    wait_until("the connection to be up", Duration::from_secs(20), || {
+        let out = HostPair::cmd(&hosts.a, "ss")
+            .args(["-Htn", "state", "established"])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout).contains("198.18.0.2:5000")
+    });
+    // tcptrack starts on host a after the handshake: it picks the connection up mid-stream.
+    // The lower port (5000) would make host b the server; host a's listening socket says
+    // otherwise.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.json");
+    let tcptrack = start_headless(&hosts, &out, &[]);
+    let mut seen = Vec::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the connection on screen", Duration::from_secs(20), || {
+            seen = last_refresh(&out);
+            !seen.is_empty()
+        });
+    }));
+    assert!(found.is_ok(), "nothing shown");
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(
+        (
+            seen[0].client.as_str(),
+            seen[0].server.as_str(),
+            seen[0].state.as_str()
+        ),
+        ("198.18.0.2:5000", "198.18.0.1:40000", "ESTABLISHED")
+    );
+    drop(tcptrack.interrupt());
+    wait_detached("SIGINT");
+}

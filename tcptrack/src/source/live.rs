@@ -80,7 +80,13 @@ pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     let rate = cfg.table.rate;
     let format = cfg.output.unwrap_or(OutputFormat::Table);
     let mut table = ConnectionTable::new(cfg.table.clone());
+    let mut listening_read = Instant::now();
+    super::refresh_listening(&mut table);
     let mut write = |table: &mut ConnectionTable, now, clock| -> Result<(), Error> {
+        if listening_read.elapsed() >= super::LISTENING_REFRESH {
+            super::refresh_listening(table);
+            listening_read = Instant::now();
+        }
         table.expire(now);
         let mut conns: Vec<_> = table.connections().collect();
         conns.sort_by_key(|c| c.id());

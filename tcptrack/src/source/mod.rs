@@ -164,3 +164,14 @@ pub fn spawn_kernel_poller(
         }
     })
 }
+
+/// How often a live source re-reads the host's listening sockets.
+pub const LISTENING_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Gives `table` the host's listening sockets, if they can be read (they only sharpen the
+/// client/server guess for connections picked up mid-stream).
+pub fn refresh_listening(table: &mut crate::table::ConnectionTable) {
+    if let Ok(l) = sockets::ListeningSockets::read() {
+        table.set_listening(l);
+    }
+}

@@ -113,6 +113,7 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
                 ConnectionTable::new(cfg.table.clone()),
                 SourceLabel::Live(label),
             );
+            crate::source::refresh_listening(&mut app.table);
             app.notice = notice;
             app
         }
@@ -158,12 +159,17 @@ async fn event_loop(
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Output)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Error::Output)?;
     let mut source_open = true;
+    let mut listening_read = Instant::now();
     loop {
         let mut redraw = false;
         tokio::select! {
             _ = ticker.tick() => {
                 if let Some(now) = clock.now() {
                     app.tick(now);
+                }
+                if matches!(app.source, SourceLabel::Live(_)) && listening_read.elapsed() >= crate::source::LISTENING_REFRESH {
+                    crate::source::refresh_listening(&mut app.table);
+                    listening_read = Instant::now();
                 }
                 redraw = true;
             }
