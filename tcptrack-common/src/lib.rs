@@ -7,6 +7,8 @@
 
 /// Name of the kernel program attached to TC ingress and egress.
 pub const PROGRAM_TC: &str = "tcptrack_tc";
+/// Name of a TC program that only passes packets: the benchmarks' baseline.
+pub const PROGRAM_EMPTY: &str = "tcptrack_empty";
 /// Name of the kernel program attached to XDP (ingress, with `--xdp`).
 pub const PROGRAM_XDP: &str = "tcptrack_xdp";
 
@@ -14,15 +16,11 @@ pub const PROGRAM_XDP: &str = "tcptrack_xdp";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Per-CPU LRU hash: [`FlowKey`] to [`FlowValue`].
 pub const MAP_FLOWS: &str = "FLOWS";
-/// Shared hash of the connections whose FIN has been seen: [`FlowKey`] to [`FinState`].
-pub const MAP_FINS: &str = "FINS";
 /// Ring buffer of [`FlowEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
 
 /// Default number of connections the flow map holds (`--max-connections`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
-/// Entries of the FIN map.
-pub const MAX_FINS: u32 = 16_384;
 /// Bytes of the event ring buffer (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
@@ -80,30 +78,18 @@ pub struct FlowValue {
     pub first_seen_ns: u64,
     /// Monotonic time of the last packet seen on this CPU.
     pub last_seen_ns: u64,
+    /// The acknowledgment number of the last packet with ACK in each direction, on this CPU
+    /// (userspace matches it against FINs: no lookup per packet in the kernel).
+    pub ack: [u32; 2],
     /// TCP flags seen in each direction, or-ed.
     pub flags: [u8; 2],
     pub _pad: [u8; 6],
-}
-
-/// The ACK numbers that acknowledge each direction's FIN.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FinState {
-    /// FIN sequence number + payload + 1, per direction.
-    pub ack_expected: [u32; 2],
-    /// 1 once that direction's FIN was seen.
-    pub sent: [u8; 2],
-    /// 1 once that direction's FIN was acknowledged.
-    pub acked: [u8; 2],
-    pub _pad: [u8; 4],
 }
 
 /// Kinds of [`FlowEvent`].
 pub mod event {
     /// A packet with SYN, FIN or RST (its flags, seq, ack and length are in the event).
     pub const CONTROL: u8 = 1;
-    /// An ACK that acknowledges the other direction's FIN.
-    pub const FIN_ACKED: u8 = 2;
 }
 
 /// A control packet, sent to userspace through the ring buffer.
@@ -127,8 +113,7 @@ pub struct FlowEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 72);
-const _: () = assert!(core::mem::size_of::<FinState>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
 
 #[cfg(feature = "user")]
@@ -138,8 +123,6 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowValue {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::FinState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowEvent {}
 }

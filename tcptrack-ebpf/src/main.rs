@@ -7,14 +7,14 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST, TC_ACT_PIPE},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use tcptrack_common::{
-    counter, event, FinState, FlowEvent, FlowKey, FlowValue, DEFAULT_MAX_FLOWS, EVENTS_BYTES,
-    FAMILY_IPV4, FAMILY_IPV6, MAX_FINS,
+    counter, event, FlowEvent, FlowKey, FlowValue, DEFAULT_MAX_FLOWS, EVENTS_BYTES, FAMILY_IPV4,
+    FAMILY_IPV6,
 };
 
 #[map(name = "COUNTERS")]
@@ -23,9 +23,6 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS
 #[map(name = "FLOWS")]
 static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
-
-#[map(name = "FINS")]
-static FINS: HashMap<FlowKey, FinState> = HashMap::with_max_entries(MAX_FINS, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -91,10 +88,6 @@ fn be16<P: Packet>(p: &P, off: usize) -> Option<u16> {
     p.load::<u16>(off).map(u16::from_be)
 }
 
-fn be32<P: Packet>(p: &P, off: usize) -> Option<u32> {
-    p.load::<u32>(off).map(u32::from_be)
-}
-
 /// One TCP packet, parsed.
 struct Parsed {
     key: FlowKey,
@@ -115,18 +108,68 @@ fn bump(slot: u32) {
     }
 }
 
-/// Orders two endpoints: address bytes, then port.
+/// Orders two endpoints: address bytes (as two big-endian halves), then port.
 fn lower(a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16) -> bool {
-    let mut i = 0;
-    while i < 16 {
-        if a[i] != b[i] {
-            return a[i] < b[i];
-        }
-        i += 1;
-    }
-    ap <= bp
+    let half = |x: &[u8; 16], i: usize| {
+        u64::from_be_bytes([
+            x[i],
+            x[i + 1],
+            x[i + 2],
+            x[i + 3],
+            x[i + 4],
+            x[i + 5],
+            x[i + 6],
+            x[i + 7],
+        ])
+    };
+    (half(a, 0), half(a, 8), ap) <= (half(b, 0), half(b, 8), bp)
 }
 
+/// The IPv4 header without options, as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Header {
+    version_ihl: u8,
+    tos: u8,
+    total_len: u16,
+    id: u16,
+    frag: u16,
+    ttl: u8,
+    protocol: u8,
+    checksum: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+/// The IPv6 fixed header, as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Header {
+    version_class_flow: u32,
+    payload_len: u16,
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+/// The TCP fixed header, as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TcpHeader {
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    data_offset: u8,
+    flags: u8,
+    window: u16,
+    checksum: u16,
+    urgent: u16,
+}
+
+/// Parses a packet. Headers are read whole, one helper call each: the calls, not the
+/// arithmetic, are what a packet costs here.
 fn parse<P: Packet>(p: &P) -> Option<Parsed> {
     let mut off = 14usize;
     let mut ether_type = be16(p, 12)?;
@@ -141,20 +184,19 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
     let mut dst = [0u8; 16];
     let (family, l4, l4_len) = match ether_type {
         0x0800 => {
-            let vihl: u8 = p.load(off)?;
-            let ihl = usize::from(vihl & 0x0f) * 4;
-            if vihl >> 4 != 4 || ihl < 20 {
-                return None;
-            }
+            let ip: Ipv4Header = p.load(off)?;
+            let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
             // Fragments carry no (or not all of the) TCP header: not counted.
-            if be16(p, off + 6)? & 0x3fff != 0 || p.load::<u8>(off + 9)? != 6 {
+            if ip.version_ihl >> 4 != 4
+                || ihl < 20
+                || u16::from_be(ip.frag) & 0x3fff != 0
+                || ip.protocol != 6
+            {
                 return None;
             }
-            let total = usize::from(be16(p, off + 2)?);
-            let s: [u8; 4] = p.load(off + 12)?;
-            let d: [u8; 4] = p.load(off + 16)?;
-            src[..4].copy_from_slice(&s);
-            dst[..4].copy_from_slice(&d);
+            let total = usize::from(u16::from_be(ip.total_len));
+            src[..4].copy_from_slice(&ip.src);
+            dst[..4].copy_from_slice(&ip.dst);
             let l4 = off + ihl;
             // Zero: a big-TCP super-packet; its length is the packet's.
             let len = if total >= ihl {
@@ -165,30 +207,28 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
             (FAMILY_IPV4, l4, len)
         }
         0x86dd => {
-            let declared = usize::from(be16(p, off + 4)?);
-            let mut next: u8 = p.load(off + 6)?;
-            src = p.load(off + 8)?;
-            dst = p.load(off + 24)?;
+            let ip: Ipv6Header = p.load(off)?;
+            let declared = usize::from(u16::from_be(ip.payload_len));
+            let mut next = ip.next_header;
+            src = ip.src;
+            dst = ip.dst;
             let mut l4 = off + 40;
             let mut ext = 0;
             while ext < 6 {
-                match next {
+                let scale = match next {
                     // Hop-by-hop, routing, destination options: (length + 1) * 8 bytes.
-                    0 | 43 | 60 => {
-                        let n: u8 = p.load(l4)?;
-                        let len: u8 = p.load(l4 + 1)?;
-                        next = n;
-                        l4 += (usize::from(len) + 1) * 8;
-                    }
+                    0 | 43 | 60 => 8,
                     // Authentication header: (length + 2) * 4 bytes.
-                    51 => {
-                        let n: u8 = p.load(l4)?;
-                        let len: u8 = p.load(l4 + 1)?;
-                        next = n;
-                        l4 += (usize::from(len) + 2) * 4;
-                    }
+                    51 => 4,
                     _ => break,
-                }
+                };
+                let h: [u8; 2] = p.load(l4)?;
+                next = h[0];
+                l4 += if scale == 8 {
+                    (usize::from(h[1]) + 1) * 8
+                } else {
+                    (usize::from(h[1]) + 2) * 4
+                };
                 ext += 1;
             }
             if next != 6 {
@@ -204,16 +244,12 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
         }
         _ => return None,
     };
-    let sport = be16(p, l4)?;
-    let dport = be16(p, l4 + 2)?;
-    let seq = be32(p, l4 + 4)?;
-    let ack = be32(p, l4 + 8)?;
-    let doff: u8 = p.load(l4 + 12)?;
-    let flags: u8 = p.load(l4 + 13)?;
-    let tcp_header = usize::from(doff >> 4) * 4;
+    let tcp: TcpHeader = p.load(l4)?;
+    let tcp_header = usize::from(tcp.data_offset >> 4) * 4;
     if tcp_header < 20 {
         return None;
     }
+    let (sport, dport) = (u16::from_be(tcp.sport), u16::from_be(tcp.dport));
     let from_lower = lower(&src, sport, &dst, dport);
     let key = if from_lower {
         FlowKey {
@@ -233,9 +269,9 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
     Some(Parsed {
         key,
         dir: u8::from(!from_lower),
-        flags: flags & 0x1f,
-        seq,
-        ack,
+        flags: tcp.flags & 0x1f,
+        seq: u32::from_be(tcp.seq),
+        ack: u32::from_be(tcp.ack),
         payload: l4_len.saturating_sub(tcp_header) as u32,
         headers: (l4 + tcp_header) as u32,
     })
@@ -261,43 +297,6 @@ fn emit(pk: &Parsed, kind: u8, now: u64) {
     }
 }
 
-/// Keeps each direction's FIN and reports the ACK that acknowledges it.
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "keys and values passed by reference stay off the 512-byte BPF stack"
-)]
-fn track_fins(pk: &Parsed, now: u64) {
-    let d = usize::from(pk.dir & 1);
-    let other = 1 - d;
-    if pk.flags & TCP_RST != 0 {
-        let _ = FINS.remove(&pk.key);
-        return;
-    }
-    if pk.flags & TCP_FIN != 0 && FINS.get_ptr_mut(&pk.key).is_none() {
-        let _ = FINS.insert(&pk.key, &FinState::default(), BPF_NOEXIST.into());
-    }
-    let Some(fin) = FINS.get_ptr_mut(&pk.key) else {
-        return;
-    };
-    // SAFETY: a value of the shared FIN map; races between CPUs only repeat the same writes.
-    let fin = unsafe { &mut *fin };
-    if pk.flags & TCP_ACK != 0
-        && fin.sent[other] == 1
-        && fin.acked[other] == 0
-        && pk.ack == fin.ack_expected[other]
-    {
-        fin.acked[other] = 1;
-        emit(pk, event::FIN_ACKED, now);
-    }
-    if pk.flags & TCP_FIN != 0 && fin.sent[d] == 0 {
-        fin.ack_expected[d] = pk.seq.wrapping_add(pk.payload).wrapping_add(1);
-        fin.sent[d] = 1;
-    }
-    if fin.acked[0] == 1 && fin.acked[1] == 1 {
-        let _ = FINS.remove(&pk.key);
-    }
-}
-
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "keys and values passed by reference stay off the 512-byte BPF stack"
@@ -308,8 +307,10 @@ fn count<P: Packet>(p: &P) {
         return;
     };
     bump(counter::TCP);
+    // Counters carry the coarse clock (a tick's resolution, a fraction of the precise clock's
+    // cost); control events the precise one.
     // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let segments = p.segments();
     let wire = p.len() as u64 + u64::from(segments - 1) * u64::from(pk.headers);
     match FLOWS.get_ptr_mut(&pk.key) {
@@ -326,8 +327,14 @@ fn count<P: Packet>(p: &P) {
             dir.packets += u64::from(segments);
             if pk.dir == 0 {
                 v.flags[0] |= pk.flags;
+                if pk.flags & TCP_ACK != 0 {
+                    v.ack[0] = pk.ack;
+                }
             } else {
                 v.flags[1] |= pk.flags;
+                if pk.flags & TCP_ACK != 0 {
+                    v.ack[1] = pk.ack;
+                }
             }
             if v.first_seen_ns == 0 {
                 v.first_seen_ns = now;
@@ -341,6 +348,7 @@ fn count<P: Packet>(p: &P) {
             v.dir[d].wire_bytes = wire;
             v.dir[d].packets = u64::from(segments);
             v.flags[d] = pk.flags;
+            v.ack[d] = pk.ack;
             v.first_seen_ns = now;
             v.last_seen_ns = now;
             // NOEXIST: another CPU may have made the entry meanwhile; replacing it would wipe
@@ -351,10 +359,8 @@ fn count<P: Packet>(p: &P) {
         }
     }
     if pk.flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
-        emit(&pk, event::CONTROL, now);
-    }
-    if pk.flags & (TCP_FIN | TCP_ACK | TCP_RST) != 0 {
-        track_fins(&pk, now);
+        // SAFETY: a helper without arguments.
+        emit(&pk, event::CONTROL, unsafe { bpf_ktime_get_ns() });
     }
 }
 
@@ -368,6 +374,13 @@ pub fn tcptrack_tc(ctx: TcContext) -> i32 {
 pub fn tcptrack_xdp(ctx: XdpContext) -> u32 {
     count(&ctx);
     xdp_action::XDP_PASS
+}
+
+/// Does nothing but pass the packet: the baseline the benchmarks measure the counting program
+/// against (never attached by tcptrack).
+#[classifier]
+pub fn tcptrack_empty(_ctx: TcContext) -> i32 {
+    TC_ACT_PIPE
 }
 
 #[cfg(not(test))]

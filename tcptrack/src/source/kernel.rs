@@ -104,16 +104,14 @@ impl Poller {
             // SAFETY: the kernel wrote a FlowEvent (size checked); read unaligned.
             let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
             let (src, dst) = ends(&e.key, e.dir);
-            let flags = if e.kind == event::FIN_ACKED {
-                TcpFlags::ACK
-            } else {
-                e.flags
-            };
+            if e.kind != event::CONTROL {
+                continue;
+            }
             out.push(FlowUpdate {
                 src,
                 dst,
                 ts: Duration::from_nanos(e.ts_ns),
-                flags: TcpFlags(flags),
+                flags: TcpFlags(e.flags),
                 seq: e.seq,
                 ack: e.ack,
                 segment_len: e.segment_len,
@@ -130,6 +128,9 @@ impl Poller {
             let Ok((key, per_cpu)) = entry else { continue };
             let mut total = [DirCounters::default(); 2];
             let mut flags = [0u8; 2];
+            // The newest acknowledgment number each way, over the CPUs (sequence space wraps:
+            // newer is ahead by less than half of it).
+            let mut ack: [Option<u32>; 2] = [None; 2];
             let mut last_seen = 0u64;
             for v in per_cpu.iter() {
                 for d in 0..2 {
@@ -137,6 +138,12 @@ impl Poller {
                     total[d].wire_bytes += v.dir[d].wire_bytes;
                     total[d].packets += v.dir[d].packets;
                     flags[d] |= v.flags[d];
+                    if v.flags[d] & TcpFlags::ACK != 0 {
+                        ack[d] = Some(match ack[d] {
+                            Some(a) if v.ack[d].wrapping_sub(a).cast_signed() <= 0 => a,
+                            _ => v.ack[d],
+                        });
+                    }
                 }
                 last_seen = last_seen.max(v.last_seen_ns);
             }
@@ -154,9 +161,10 @@ impl Poller {
                     continue;
                 }
                 let (src, dst) = ends(&key, d);
-                // Counting updates carry only ACK (no SYN, FIN, RST: the events carry those),
-                // so that the table can finish a handshake and pick up connections mid-stream.
-                let ack = if flags[usize::from(d)] & TcpFlags::ACK != 0 {
+                // Counting updates carry only ACK (no SYN, FIN, RST: the events carry those), and
+                // the newest acknowledgment number: enough for the table to finish a handshake,
+                // pick up a connection mid-stream, and see a FIN acknowledged.
+                let ack_flag = if flags[usize::from(d)] & TcpFlags::ACK != 0 {
                     TcpFlags::ACK
                 } else {
                     0
@@ -165,9 +173,9 @@ impl Poller {
                     src,
                     dst,
                     ts: Duration::from_nanos(last_seen),
-                    flags: TcpFlags(ack),
+                    flags: TcpFlags(ack_flag),
                     seq: 0,
-                    ack: 0,
+                    ack: ack[usize::from(d)].unwrap_or(0),
                     segment_len: 0,
                     payload_bytes: now.payload_bytes - was.payload_bytes.min(now.payload_bytes),
                     wire_bytes: now.wire_bytes - was.wire_bytes.min(now.wire_bytes),
@@ -191,7 +199,7 @@ impl Poller {
 /// One poll of the kernel's maps.
 #[derive(Clone, Debug, Default)]
 pub struct KernelPoll {
-    /// Control packets (SYN, FIN, RST, the ACK of a FIN), without counts.
+    /// Control packets (SYN, FIN, RST), without counts.
     pub events: Vec<FlowUpdate>,
     /// Counts per connection and direction since the last poll.
     pub counts: Vec<FlowUpdate>,

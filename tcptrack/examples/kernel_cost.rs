@@ -1,0 +1,83 @@
+//! Kernel cost per packet, from BPF_PROG_TEST_RUN (the kernel's own timing): the TC counting
+//! program on a packet of an existing connection and on packets of new connections, beside a
+//! TC program that does nothing. Prints one JSON object. `cargo xtask bench` runs it.
+
+use aya::programs::SchedClassifier;
+use aya::{EbpfLoader, TestRun, TestRunOptions};
+use etherparse::PacketBuilder;
+use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY, PROGRAM_TC};
+
+fn frame(client_port: u16, third_octet: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 18, third_octet, 1], [198, 19, 0, 1], 64)
+        .tcp(client_port, 443, 1, 1024)
+        .ack(1)
+        .write(&mut v, &[0u8; 1000])
+        .expect("build frame");
+    v
+}
+
+/// Mean ns per run: `repeat` runs of one packet.
+fn repeated(prog: &mut SchedClassifier, data: &[u8], repeat: u32) -> f64 {
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    r.duration.as_secs_f64() * 1e9
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let repeat: u32 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let fresh: u16 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_FLOWS, 262_144)
+        .load(tcptrack::ebpf::OBJECT)
+        .expect("load the eBPF object (root)");
+    let existing = frame(40_000, 0);
+    let mut run = |name: &str, frames: &mut dyn Iterator<Item = Vec<u8>>, repeat: u32| -> f64 {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("TC program");
+        if prog.fd().is_err() {
+            prog.load().expect("load program");
+        }
+        let (mut sum, mut n) = (0.0, 0u32);
+        for f in frames {
+            sum += repeated(prog, &f, repeat);
+            n += 1;
+        }
+        sum / f64::from(n.max(1))
+    };
+    let empty_ns = run(
+        PROGRAM_EMPTY,
+        &mut std::iter::once(existing.clone()),
+        repeat,
+    );
+    // The first run makes the entry; the repeats count into it.
+    let existing_ns = run(PROGRAM_TC, &mut std::iter::once(existing.clone()), repeat);
+    // Each frame a connection the map has not seen: one run each.
+    let new_ns = run(
+        PROGRAM_TC,
+        &mut (0..fresh).map(|i| {
+            frame(
+                1024 + (i % 60_000),
+                u8::try_from(i / 60_000 + 1).unwrap_or(255),
+            )
+        }),
+        1,
+    );
+    let empty_single_ns = run(PROGRAM_EMPTY, &mut (0..fresh).map(|_| existing.clone()), 1);
+    println!(
+        "{{\"repeat\":{repeat},\"new_connections\":{fresh},\"empty_ns\":{empty_ns:.1},\"existing_ns\":{existing_ns:.1},\"new_ns\":{new_ns:.1},\"empty_single_ns\":{empty_single_ns:.1}}}"
+    );
+}
