@@ -222,6 +222,165 @@ fn idle_cpu(program: &Path, span: Duration) -> Result<f64> {
     result
 }
 
+/// Kernel cost per packet, from `examples/kernel_cost` (BPF_PROG_TEST_RUN).
+fn kernel_cost(bin: &Path, repeat: u32, fresh: u32) -> Result<serde_json::Value> {
+    let out = Command::new(bin)
+        .args([repeat.to_string(), fresh.to_string()])
+        .output()
+        .context("run kernel_cost")?;
+    if !out.status.success() {
+        bail!(
+            "kernel_cost failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("kernel_cost output")
+}
+
+/// One live case: receiver throughput of an iperf3 run across a veth pair, and the CPU the
+/// monitor (if any) used meanwhile, in percent of one core.
+struct LiveCase {
+    name: &'static str,
+    gbits: f64,
+    monitor_cpu: Option<f64>,
+}
+
+/// iperf3 from one namespace to another across a veth pair, `span` long, with each monitor in
+/// turn watching host a's interface (in a tmux pane, as people run them).
+fn live_overhead(ours: &Path, span: Duration) -> Result<Vec<LiveCase>> {
+    let pid = std::process::id();
+    let (a, b) = (
+        format!("tcptrack-bench-a-{pid}"),
+        format!("tcptrack-bench-b-{pid}"),
+    );
+    sh("ip", &["netns", "add", &a])?;
+    let result = (|| {
+        sh("ip", &["netns", "add", &b])?;
+        sh(
+            "ip",
+            &[
+                "-n", &a, "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b",
+                "netns", &b,
+            ],
+        )?;
+        for (ns, dev, addr) in [
+            (&a, "veth-a", "198.18.0.1/24"),
+            (&b, "veth-b", "198.18.0.2/24"),
+        ] {
+            sh("ip", &["-n", ns, "addr", "add", addr, "dev", dev])?;
+            sh("ip", &["-n", ns, "link", "set", dev, "up"])?;
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &b, "iperf3", "-s", "-B", "198.18.0.2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start iperf3 server")?;
+        let cases = [
+            ("unmonitored", None),
+            (
+                "tcptrack (kernel)",
+                Some(format!("{} -i veth-a", ours.display())),
+            ),
+            (
+                "tcptrack --libpcap",
+                Some(format!("{} --libpcap -i veth-a", ours.display())),
+            ),
+            (
+                "classic tcptrack 1.4.3",
+                Some("/usr/bin/tcptrack -i veth-a".to_owned()),
+            ),
+        ];
+        let mut out = Vec::new();
+        let run = (|| -> Result<()> {
+            // Let the server come up.
+            std::thread::sleep(Duration::from_millis(500));
+            for (name, monitor) in cases {
+                let session = format!("tcptrack-bench-live-{pid}");
+                let pane = match &monitor {
+                    Some(cmd) => {
+                        let o = Command::new("tmux")
+                            .args([
+                                "new-session",
+                                "-d",
+                                "-s",
+                                &session,
+                                "-x",
+                                "120",
+                                "-y",
+                                "40",
+                                "-P",
+                                "-F",
+                                "#{pane_pid}",
+                            ])
+                            .arg(format!("exec ip netns exec {a} {cmd}"))
+                            .output()
+                            .context("start tmux")?;
+                        // Let it load and attach before measuring.
+                        std::thread::sleep(Duration::from_secs(2));
+                        Some(
+                            String::from_utf8_lossy(&o.stdout)
+                                .trim()
+                                .parse::<u32>()
+                                .context("pane pid")?,
+                        )
+                    }
+                    None => None,
+                };
+                let before = pane.map(proc_cost).transpose()?;
+                let iperf = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &a,
+                        "iperf3",
+                        "-J",
+                        "-c",
+                        "198.18.0.2",
+                        "-t",
+                    ])
+                    .arg(span.as_secs().to_string())
+                    .output()
+                    .context("run iperf3")?;
+                let after = pane.map(proc_cost).transpose()?;
+                let _ = Command::new("tmux")
+                    .args(["kill-session", "-t", &session])
+                    .stderr(Stdio::null())
+                    .status();
+                let report: serde_json::Value =
+                    serde_json::from_slice(&iperf.stdout).context("iperf3 -J output")?;
+                let bps = report["end"]["sum_received"]["bits_per_second"]
+                    .as_f64()
+                    .with_context(|| {
+                        format!(
+                            "iperf3 gave no result: {}",
+                            String::from_utf8_lossy(&iperf.stdout)
+                        )
+                    })?;
+                let monitor_cpu = match (before, after) {
+                    (Some(b), Some(a)) => {
+                        Some((a.0 - b.0).as_secs_f64() * 100.0 / span.as_secs_f64())
+                    }
+                    _ => None,
+                };
+                out.push(LiveCase {
+                    name,
+                    gbits: bps / 1e9,
+                    monitor_cpu,
+                });
+            }
+            Ok(())
+        })();
+        let _ = server.kill();
+        let _ = server.wait();
+        run.map(|()| out)
+    })();
+    let _ = Command::new("ip").args(["netns", "del", &a]).status();
+    let _ = Command::new("ip").args(["netns", "del", &b]).status();
+    result
+}
+
 fn median(mut v: Vec<Cost>) -> Cost {
     v.sort_by_key(|c| c.cpu);
     v[v.len() / 2]
@@ -253,6 +412,8 @@ pub fn run(quick: bool) -> Result<()> {
             "tcptrack",
             "--example",
             "pcap_read_loop",
+            "--example",
+            "kernel_cost",
         ],
     )?;
     let root = root();
@@ -328,6 +489,44 @@ pub fn run(quick: bool) -> Result<()> {
         m.peak_rss_kib.saturating_sub(base.peak_rss_kib) * 1024 / many_conns.max(1)
     };
 
+    step("kernel cost per packet (BPF_PROG_TEST_RUN)");
+    let (repeat, fresh) = if quick {
+        (200_000, 5_000)
+    } else {
+        (1_000_000, 20_000)
+    };
+    let costs = (0..runs)
+        .map(|_| {
+            kernel_cost(
+                &root.join("target/release/examples/kernel_cost"),
+                repeat,
+                fresh,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let med = |field: &str| -> f64 {
+        let mut v: Vec<f64> = costs.iter().filter_map(|c| c[field].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (empty_ns, existing_ns, new_ns, empty_single_ns) = (
+        med("empty_ns"),
+        med("existing_ns"),
+        med("new_ns"),
+        med("empty_single_ns"),
+    );
+
+    let live_span = if quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    step(&format!(
+        "live overhead: iperf3 across a veth pair for {} s, unmonitored and under each monitor",
+        live_span.as_secs()
+    ));
+    let live = live_overhead(&ours_bin, live_span)?;
+
     let span = if quick {
         Duration::from_secs(5)
     } else {
@@ -398,6 +597,51 @@ pub fn run(quick: bool) -> Result<()> {
     writeln!(md, "|---|---:|")?;
     writeln!(md, "| tcptrack | {idle_ours:.2} |")?;
     writeln!(md, "| classic tcptrack 1.4.3 | {idle_classic:.2} |")?;
+    writeln!(
+        md,
+        "\n## Kernel cost per packet (BPF_PROG_TEST_RUN, TC, 1000-byte TCP segments)\n"
+    )?;
+    writeln!(md, "| program | ns per packet |")?;
+    writeln!(md, "|---|---:|")?;
+    writeln!(
+        md,
+        "| empty TC program ({repeat} repeats) | {empty_ns:.0} |"
+    )?;
+    writeln!(
+        md,
+        "| tcptrack, existing connection ({repeat} repeats) | {existing_ns:.0} |"
+    )?;
+    writeln!(
+        md,
+        "| empty TC program, one run each ({fresh} runs) | {empty_single_ns:.0} |"
+    )?;
+    writeln!(
+        md,
+        "| tcptrack, new connection, one run each ({fresh} runs) | {new_ns:.0} |"
+    )?;
+    writeln!(
+        md,
+        "\n## Live overhead: iperf3 across a veth pair, {} s each\n",
+        live_span.as_secs()
+    )?;
+    writeln!(
+        md,
+        "| monitor | receiver Gbit/s | vs unmonitored | monitor CPU, % of a core |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    let base = live.first().map_or(f64::NAN, |c| c.gbits);
+    for c in &live {
+        let cpu = c
+            .monitor_cpu
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.1}% | {cpu} |",
+            c.name,
+            c.gbits,
+            c.gbits * 100.0 / base
+        )?;
+    }
     let ratio_bare = pps(packets, t_bare.cpu) / ours_pps;
     let ratio_classic = ours_pps / pps(packets, t_classic.cpu);
     writeln!(md, "\nTargets: within 3x of the bare loop (measured {ratio_bare:.2}x), at least 10x the classic (measured {ratio_classic:.1}x), under 300 bytes per connection (measured {}), idle screen under 1% of a core (measured {idle_ours:.2}%).", per_conn(m_ours, m_ours_base))?;
@@ -426,6 +670,14 @@ pub fn run(quick: bool) -> Result<()> {
     });
     let json = {
         let mut json = json;
+        json["kernel_cost_ns"] = serde_json::json!({
+            "empty": empty_ns, "existing_connection": existing_ns, "new_connection": new_ns,
+            "empty_single_run": empty_single_ns, "repeat": repeat, "new_connections": fresh,
+        });
+        json["live"] = live
+            .iter()
+            .map(|c| serde_json::json!({"monitor": c.name, "gbits": c.gbits, "monitor_cpu_percent": c.monitor_cpu}))
+            .collect();
         json["idle_screen"] = serde_json::json!({
             "seconds": span.as_secs(), "tcptrack_cpu_percent": idle_ours, "classic_cpu_percent": idle_classic,
         });
