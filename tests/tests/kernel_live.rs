@@ -288,3 +288,134 @@ fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }
+
+/// Sends `count` TCP ACKs from distinct spoofed tuples (198.19.x.y, ports 1024..) to host a,
+/// from host b's interface through a packet socket. Host a has no route back to 198.19/16, so
+/// nothing answers.
+const FLOOD: &str = r"
+import socket, struct, sys
+ifname, dst_mac, count = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+src_mac = s.getsockname()[4]
+for i in range(count):
+    src = bytes([198, 19, (i >> 8) & 255, i & 255])
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 0, 0, 64, 6, 0, src, bytes([198, 18, 0, 1]))
+    tcp = struct.pack('!HHIIBBHHH', 1024 + (i >> 16), 9, 1, 1, 0x50, 0x10, 1024, 0, 0)
+    s.send(dst_mac + src_mac + b'\x08\x00' + ip + tcp)
+";
+
+/// From host b, 40 packets of 500 bytes, one every 10 ms, to host a's port 40000; then closes.
+const STEADY_CLIENT: &str = r"
+import socket, time
+c = socket.create_connection(('198.18.0.1', 40000))
+for _ in range(400):
+    c.sendall(b's' * 500)
+    time.sleep(0.01)
+c.close()
+";
+
+#[test]
+fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let mut server = HostPair::cmd(&hosts.a, "python3");
+    server.args(["-c", LONG_SERVER]);
+    let _server = Background::spawn(server);
+    wait_until("the server to listen", Duration::from_secs(20), || {
+        HostPair::listening(&hosts.a, 40000)
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.json");
+    let errors = dir.path().join("err.txt");
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.args([
+        "-i",
+        &hosts.a_if,
+        "--output",
+        "json",
+        "--interval",
+        "0.2",
+        "-r",
+        "600",
+    ])
+    .args(["--max-connections", "16384"])
+    .stdout(std::fs::File::create(&out).expect("output file"))
+    .stderr(std::fs::File::create(&errors).expect("stderr file"));
+    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
+    wait_attached(2);
+
+    let mut client = HostPair::cmd(&hosts.b, "python3");
+    client.args(["-c", STEADY_CLIENT]);
+    let mut client = Background::spawn(client);
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", hosts.a_if));
+    let mac = match mac {
+        Ok(m) => m,
+        Err(_) => {
+            let o = HostPair::cmd(&hosts.a, "cat")
+                .arg(format!("/sys/class/net/{}/address", hosts.a_if))
+                .output()
+                .expect("read MAC");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+    };
+    let flood = HostPair::cmd(&hosts.b, "python3")
+        .args(["-c", FLOOD, &hosts.b_if, mac.trim(), "200000"])
+        .output()
+        .expect("run the flood");
+    assert!(
+        flood.status.success(),
+        "flood: {}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    wait_until(
+        "the steady client to finish",
+        Duration::from_secs(30),
+        || client.0.try_wait().is_ok_and(|s| s.is_some()),
+    );
+
+    // Losses are reported, never silent.
+    let mut reported = String::new();
+    let evictions = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("evictions to be reported", Duration::from_secs(20), || {
+            reported = std::fs::read_to_string(&errors).unwrap_or_default();
+            reported
+                .lines()
+                .last()
+                .and_then(|l| l.strip_prefix("tcptrack: kernel losses so far: "))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 150_000)
+        });
+    }));
+    assert!(evictions.is_ok(), "stderr: {reported}");
+    // The real connection, through it all: exact.
+    let mut seen = Vec::new();
+    let exact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the real connection, closed and exact",
+            Duration::from_secs(20),
+            || {
+                seen = last_refresh(&out)
+                    .into_iter()
+                    .filter(|r| r.server == "198.18.0.1:40000")
+                    .collect();
+                seen.len() == 1
+                    && seen[0].state == "CLOSED"
+                    && seen[0].client_payload_bytes == 200_000
+            },
+        );
+    }));
+    assert!(exact.is_ok(), "{seen:#?}");
+    // Memory stays bounded: the kernel map is fixed; one-way flows in the table are capped.
+    let pid = tcptrack.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    assert!(hwm_kib < 120 * 1024, "peak memory {hwm_kib} KiB");
+    drop(tcptrack.interrupt());
+    wait_detached("SIGINT");
+}

@@ -126,6 +126,11 @@ impl Poller {
         for entry in flows.iter() {
             // An entry evicted while iterating: the next poll sees what remains.
             let Ok((key, per_cpu)) = entry else { continue };
+            // Iterating a map that changes under it (evictions) may restart from its first key:
+            // a key already counted in this poll is not counted again.
+            if now_totals.contains_key(&key) {
+                continue;
+            }
             let mut total = [DirCounters::default(); 2];
             let mut flags = [0u8; 2];
             // The newest acknowledgment number each way, over the CPUs (sequence space wraps:
@@ -188,7 +193,11 @@ impl Poller {
         let c = self.kernel.counters()?;
         let flows_now = self.last.len() as u64;
         self.stats = KernelStats {
-            evicted: c[counter::FLOWS_CREATED as usize].saturating_sub(flows_now),
+            // Entries made minus entries there: what the LRU pushed out (never less than
+            // counted before, as the map's size moves while it is read).
+            evicted: c[counter::FLOWS_CREATED as usize]
+                .saturating_sub(flows_now)
+                .max(self.stats.evicted),
             events_lost: c[counter::EVENTS_LOST as usize],
             flows: flows_now,
         };

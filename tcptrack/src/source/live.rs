@@ -99,6 +99,7 @@ pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     match live {
         super::Live::Kernel { mut poller, .. } => {
             let clock = WallClock::new(super::kernel::monotonic_now(), SystemTime::now());
+            let mut reported = (0, 0);
             loop {
                 std::thread::sleep(cfg.interval);
                 let poll = poller.poll().map_err(|e| Error::Capture {
@@ -107,6 +108,15 @@ pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
                 })?;
                 super::kernel::apply_poll(&mut table, &poll);
                 write(&mut table, super::kernel::monotonic_now(), clock)?;
+                // Losses are never silent: one line on stderr whenever they grow.
+                let stats = poller.stats();
+                if (stats.evicted, stats.events_lost) != reported {
+                    reported = (stats.evicted, stats.events_lost);
+                    eprintln!(
+                        "tcptrack: kernel losses so far: {} connections evicted from the full flow map (see --max-connections), {} control events",
+                        stats.evicted, stats.events_lost
+                    );
+                }
             }
         }
         super::Live::Libpcap {
