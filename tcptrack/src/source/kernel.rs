@@ -96,30 +96,8 @@ impl Poller {
     /// A map cannot be read.
     pub fn poll(&mut self) -> Result<KernelPoll, KernelError> {
         let mut poll = KernelPoll::default();
-        let out = &mut poll.events;
-        while let Some(item) = self.events.next() {
-            if item.len() < std::mem::size_of::<FlowEvent>() {
-                continue;
-            }
-            // SAFETY: the kernel wrote a FlowEvent (size checked); read unaligned.
-            let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
-            let (src, dst) = ends(&e.key, e.dir);
-            if e.kind != event::CONTROL {
-                continue;
-            }
-            out.push(FlowUpdate {
-                src,
-                dst,
-                ts: Duration::from_nanos(e.ts_ns),
-                flags: TcpFlags(e.flags),
-                seq: e.seq,
-                ack: e.ack,
-                segment_len: e.segment_len,
-                payload_bytes: 0,
-                wire_bytes: 0,
-                packets: 0,
-            });
-        }
+        // The map first, then the ring: an event is then never behind the counts of a later
+        // packet (a FIN whose ACK is already counted), as the table needs them in order.
         let out = &mut poll.counts;
         let flows = self.kernel.flows()?;
         let mut now_totals = HashMap::with_capacity(self.last.len());
@@ -190,6 +168,30 @@ impl Poller {
             now_totals.insert(key, total);
         }
         self.last = now_totals;
+        let out = &mut poll.events;
+        while let Some(item) = self.events.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a FlowEvent (size checked); read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            let (src, dst) = ends(&e.key, e.dir);
+            if e.kind != event::CONTROL {
+                continue;
+            }
+            out.push(FlowUpdate {
+                src,
+                dst,
+                ts: Duration::from_nanos(e.ts_ns),
+                flags: TcpFlags(e.flags),
+                seq: e.seq,
+                ack: e.ack,
+                segment_len: e.segment_len,
+                payload_bytes: 0,
+                wire_bytes: 0,
+                packets: 0,
+            });
+        }
         let c = self.kernel.counters()?;
         let flows_now = self.last.len() as u64;
         self.stats = KernelStats {
