@@ -114,3 +114,31 @@ pub struct FlowUpdate {
     /// Packets on the wire.
     pub packets: u64,
 }
+
+#[cfg(test)]
+impl FlowUpdate {
+    /// One packet from `src` to `dst` at `ms` milliseconds, with `len` payload bytes behind 54
+    /// header bytes (tests).
+    pub(crate) fn test_packet(
+        src: &str,
+        dst: &str,
+        ms: u64,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        len: u32,
+    ) -> Self {
+        Self {
+            src: src.parse().expect("test address"),
+            dst: dst.parse().expect("test address"),
+            ts: Duration::from_millis(ms),
+            flags: TcpFlags(flags),
+            seq,
+            ack,
+            segment_len: len,
+            payload_bytes: u64::from(len),
+            wire_bytes: u64::from(len) + 54,
+            packets: 1,
+        }
+    }
+}

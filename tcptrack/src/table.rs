@@ -559,18 +559,7 @@ mod tests {
 
     /// One packet: from `src` to `dst` at `ms` milliseconds, with flags, seq, ack and payload.
     fn pkt(src: &str, dst: &str, ms: u64, flags: u8, seq: u32, ack: u32, len: u32) -> FlowUpdate {
-        FlowUpdate {
-            src: addr(src),
-            dst: addr(dst),
-            ts: Duration::from_millis(ms),
-            flags: TcpFlags(flags),
-            seq,
-            ack,
-            segment_len: len,
-            payload_bytes: u64::from(len),
-            wire_bytes: u64::from(len) + 54,
-            packets: 1,
-        }
+        FlowUpdate::test_packet(src, dst, ms, flags, seq, ack, len)
     }
 
     const C: &str = "198.18.0.1:40000";

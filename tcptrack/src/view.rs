@@ -178,18 +178,7 @@ mod tests {
     use std::time::Duration;
 
     fn pkt(src: &str, dst: &str, ms: u64, flags: u8, len: u32) -> FlowUpdate {
-        FlowUpdate {
-            src: src.parse().expect("addr"),
-            dst: dst.parse().expect("addr"),
-            ts: Duration::from_millis(ms),
-            flags: TcpFlags(flags),
-            seq: 0,
-            ack: 0,
-            segment_len: len,
-            payload_bytes: u64::from(len),
-            wire_bytes: u64::from(len) + 54,
-            packets: 1,
-        }
+        FlowUpdate::test_packet(src, dst, ms, flags, 0, 0, len)
     }
 
     /// Three connections: port 1 slow and big, port 2 fast in the last second, port 3 idle.

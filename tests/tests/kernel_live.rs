@@ -12,8 +12,14 @@ use tcptrack_tests::run::{json_of, json_records, Record};
 use tcptrack_tests::tcptrack_bin;
 use tcptrack_tests::tmux::Tmux;
 
-/// tcptrack in kernel mode on host a's interface, writing JSON at every refresh into `out`.
-fn start_headless(hosts: &HostPair, out: &Path, extra: &[&str]) -> Background {
+/// tcptrack in kernel mode on host a's interface, writing JSON at every refresh into `out`
+/// (and its stderr into `errors`, when given), once its programs are attached.
+fn start_headless(
+    hosts: &HostPair,
+    out: &Path,
+    extra: &[&str],
+    errors: Option<&Path>,
+) -> Background {
     let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
     cmd.args([
         "-i",
@@ -27,7 +33,9 @@ fn start_headless(hosts: &HostPair, out: &Path, extra: &[&str]) -> Background {
     ])
     .args(extra)
     .stdout(std::fs::File::create(out).expect("output file"))
-    .stderr(Stdio::piped());
+    .stderr(errors.map_or_else(Stdio::piped, |e| {
+        std::fs::File::create(e).expect("stderr file").into()
+    }));
     let bg = Background(cmd.spawn().expect("start tcptrack"));
     wait_attached(2);
     bg
@@ -98,7 +106,7 @@ fn kernel_table_equals_the_capture_table_and_traffic_is_unchanged() {
     let out = dir.path().join("kernel.json");
     let dump = Recorder::start(&hosts, &file);
     let with_tcpdump = hosts.a_promiscuity();
-    let tcptrack = start_headless(&hosts, &out, &[]);
+    let tcptrack = start_headless(&hosts, &out, &[], None);
     assert_eq!(
         hosts.a_promiscuity(),
         with_tcpdump + 1,
@@ -154,14 +162,14 @@ fn nothing_stays_attached_after_any_exit() {
     let hosts = HostPair::new();
     let dir = tempfile::tempdir().expect("temp dir");
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
-        let bg = start_headless(&hosts, &dir.path().join("out.json"), &["-p"]);
+        let bg = start_headless(&hosts, &dir.path().join("out.json"), &["-p"], None);
         assert_eq!(hosts.a_promiscuity(), 0, "-p: not promiscuous");
         bg.signal(signal);
         drop(bg);
         wait_detached(&format!("signal {signal}"));
     }
     // XDP on ingress, TC on egress.
-    let bg = start_headless(&hosts, &dir.path().join("xdp.json"), &["--xdp"]);
+    let bg = start_headless(&hosts, &dir.path().join("xdp.json"), &["--xdp"], None);
     let kinds = tcptrack_links();
     assert_eq!(kinds, ["tcx", "xdp"]);
     bg.signal(libc::SIGKILL);
@@ -267,7 +275,7 @@ fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     // otherwise.
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.json");
-    let tcptrack = start_headless(&hosts, &out, &[]);
+    let tcptrack = start_headless(&hosts, &out, &[], None);
     let mut seen = Vec::new();
     let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until("the connection on screen", Duration::from_secs(20), || {
@@ -332,22 +340,7 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.json");
     let errors = dir.path().join("err.txt");
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.args([
-        "-i",
-        &hosts.a_if,
-        "--output",
-        "json",
-        "--interval",
-        "0.2",
-        "-r",
-        "600",
-    ])
-    .args(["--max-connections", "16384"])
-    .stdout(std::fs::File::create(&out).expect("output file"))
-    .stderr(std::fs::File::create(&errors).expect("stderr file"));
-    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
-    wait_attached(2);
+    let tcptrack = start_headless(&hosts, &out, &["--max-connections", "16384"], Some(&errors));
 
     let mut client = HostPair::cmd(&hosts.b, "python3");
     let stop = dir.path().join("stop");

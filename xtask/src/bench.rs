@@ -63,6 +63,52 @@ fn measure(cmd: &mut Command) -> Result<Cost> {
     })
 }
 
+/// A program in a tmux session of its own (the monitors draw with curses), killed on drop.
+struct Pane {
+    session: String,
+    /// The program's pid (the pane runs it with `exec`).
+    pid: u32,
+}
+
+impl Pane {
+    fn start(session: &str, (width, height): (u16, u16), command: &str) -> Result<Self> {
+        let out = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-P",
+                "-F",
+                "#{pane_pid}",
+                "-x",
+            ])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg(command)
+            .output()
+            .context("start tmux")?;
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("pane pid")?;
+        Ok(Self {
+            session: session.to_owned(),
+            pid,
+        })
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// CPU time and peak memory of a live process, from /proc.
 fn proc_cost(pid: u32) -> Result<(Duration, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/PID/stat")?;
@@ -93,29 +139,13 @@ fn classic(file: &Path, work: &Path) -> Result<Cost> {
     if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
         bail!("mkfifo {}", fifo.display());
     }
-    let session = format!("tcptrack-bench-{}", std::process::id());
-    let out = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "-P",
-            "-F",
-            "#{pane_pid}",
-        ])
-        .arg(format!("exec tcptrack -T {}", fifo.display()))
-        .output()
-        .context("start tmux")?;
+    let pane = Pane::start(
+        &format!("tcptrack-bench-{}", std::process::id()),
+        (200, 50),
+        &format!("exec tcptrack -T {}", fifo.display()),
+    );
     let result = (|| {
-        let pid: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .context("pane pid")?;
+        let pid = pane.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?.pid;
         let start = Instant::now();
         // Open for writing once the reader is there (non-blocking open fails until then).
         let mut pipe = loop {
@@ -168,10 +198,7 @@ fn classic(file: &Path, work: &Path) -> Result<Cost> {
             peak_rss_kib: last.1,
         })
     })();
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .stderr(Stdio::null())
-        .status();
+    drop(pane);
     let _ = fs::remove_file(&fifo);
     result
 }
@@ -183,30 +210,12 @@ fn idle_cpu(program: &Path, span: Duration) -> Result<f64> {
     sh("ip", &["netns", "add", &tag])?;
     let result = (|| {
         sh("ip", &["-n", &tag, "link", "set", "lo", "up"])?;
-        let out = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &tag,
-                "-x",
-                "120",
-                "-y",
-                "40",
-                "-P",
-                "-F",
-                "#{pane_pid}",
-            ])
-            .arg(format!(
-                "exec ip netns exec {tag} {} -i lo",
-                program.display()
-            ))
-            .output()
-            .context("start tmux")?;
-        let pid: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .context("pane pid")?;
+        let pane = Pane::start(
+            &tag,
+            (120, 40),
+            &format!("exec ip netns exec {tag} {} -i lo", program.display()),
+        )?;
+        let pid = pane.pid;
         // Let it start up; what is measured is the steady state.
         std::thread::sleep(Duration::from_secs(2));
         let (before, _) = proc_cost(pid)?;
@@ -214,10 +223,6 @@ fn idle_cpu(program: &Path, span: Duration) -> Result<f64> {
         let (after, _) = proc_cost(pid)?;
         Ok((after - before).as_secs_f64() * 100.0 / span.as_secs_f64())
     })();
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &tag])
-        .stderr(Stdio::null())
-        .status();
     let _ = Command::new("ip").args(["netns", "del", &tag]).status();
     result
 }
@@ -300,35 +305,18 @@ fn live_overhead(ours: &Path, span: Duration) -> Result<Vec<LiveCase>> {
                 let session = format!("tcptrack-bench-live-{pid}");
                 let pane = match &monitor {
                     Some(cmd) => {
-                        let o = Command::new("tmux")
-                            .args([
-                                "new-session",
-                                "-d",
-                                "-s",
-                                &session,
-                                "-x",
-                                "120",
-                                "-y",
-                                "40",
-                                "-P",
-                                "-F",
-                                "#{pane_pid}",
-                            ])
-                            .arg(format!("exec ip netns exec {a} {cmd}"))
-                            .output()
-                            .context("start tmux")?;
+                        let pane = Pane::start(
+                            &session,
+                            (120, 40),
+                            &format!("exec ip netns exec {a} {cmd}"),
+                        )?;
                         // Let it load and attach before measuring.
                         std::thread::sleep(Duration::from_secs(2));
-                        Some(
-                            String::from_utf8_lossy(&o.stdout)
-                                .trim()
-                                .parse::<u32>()
-                                .context("pane pid")?,
-                        )
+                        Some(pane)
                     }
                     None => None,
                 };
-                let before = pane.map(proc_cost).transpose()?;
+                let before = pane.as_ref().map(|p| proc_cost(p.pid)).transpose()?;
                 let iperf = Command::new("ip")
                     .args([
                         "netns",
@@ -343,11 +331,8 @@ fn live_overhead(ours: &Path, span: Duration) -> Result<Vec<LiveCase>> {
                     .arg(span.as_secs().to_string())
                     .output()
                     .context("run iperf3")?;
-                let after = pane.map(proc_cost).transpose()?;
-                let _ = Command::new("tmux")
-                    .args(["kill-session", "-t", &session])
-                    .stderr(Stdio::null())
-                    .status();
+                let after = pane.as_ref().map(|p| proc_cost(p.pid)).transpose()?;
+                drop(pane);
                 let report: serde_json::Value =
                     serde_json::from_slice(&iperf.stdout).context("iperf3 -J output")?;
                 let bps = report["end"]["sum_received"]["bits_per_second"]
@@ -525,7 +510,22 @@ pub fn run(quick: bool) -> Result<()> {
         "live overhead: iperf3 across a veth pair for {} s, unmonitored and under each monitor",
         live_span.as_secs()
     ));
-    let live = live_overhead(&ours_bin, live_span)?;
+    // Several runs; per monitor, the run of median throughput.
+    let live_runs = (0..runs)
+        .map(|_| live_overhead(&ours_bin, live_span))
+        .collect::<Result<Vec<_>>>()?;
+    let live: Vec<LiveCase> = (0..live_runs.first().map_or(0, Vec::len))
+        .map(|i| {
+            let mut v: Vec<&LiveCase> = live_runs.iter().filter_map(|r| r.get(i)).collect();
+            v.sort_by(|a, b| a.gbits.total_cmp(&b.gbits));
+            let m = v[v.len() / 2];
+            LiveCase {
+                name: m.name,
+                gbits: m.gbits,
+                monitor_cpu: m.monitor_cpu,
+            }
+        })
+        .collect();
 
     let span = if quick {
         Duration::from_secs(5)
@@ -621,7 +621,7 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "\n## Live overhead: iperf3 across a veth pair, {} s each\n",
+        "\n## Live overhead: iperf3 across a veth pair, {} s each, median of {runs} run(s)\n",
         live_span.as_secs()
     )?;
     writeln!(

@@ -17,18 +17,7 @@ const FIN: u8 = TcpFlags::FIN;
 const RST: u8 = TcpFlags::RST;
 
 fn pkt(src: &str, dst: &str, ms: u64, flags: u8, seq: u32, ack: u32, len: u32) -> FlowUpdate {
-    FlowUpdate {
-        src: src.parse().expect("addr"),
-        dst: dst.parse().expect("addr"),
-        ts: Duration::from_millis(ms),
-        flags: TcpFlags(flags),
-        seq,
-        ack,
-        segment_len: len,
-        payload_bytes: u64::from(len),
-        wire_bytes: u64::from(len) + 54,
-        packets: 1,
-    }
+    FlowUpdate::test_packet(src, dst, ms, flags, seq, ack, len)
 }
 
 /// One connection in each state, IPv4 and IPv6, with traffic at different times.
