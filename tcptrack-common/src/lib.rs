@@ -18,6 +18,55 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_FLOWS: &str = "FLOWS";
 /// Ring buffer of [`FlowEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Array of [`FilterInsn`]: the filter expression, when the kernel decides it.
+pub const MAP_FILTER: &str = "FILTER";
+/// Most instructions of a kernel filter (its program ends at the first [`filter::END`]).
+pub const MAX_FILTER_INSNS: u32 = 64;
+
+/// The kernel filter: a postfix program over a stack of booleans (see [`filter`]). An empty
+/// program (first op [`filter::END`]) selects everything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterInsn {
+    /// One of [`filter`]'s ops.
+    pub op: u8,
+    /// Which end a test looks at: [`filter::SRC`], [`filter::DST`] or either
+    /// ([`filter::ANY`]).
+    pub dir: u8,
+    /// For [`filter::FAMILY`] and [`filter::NET`]: [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub _pad: u8,
+    /// For [`filter::PORT`]: the range, inclusive.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// For [`filter::NET`]: the network (already masked) and the mask.
+    pub addr: [u8; 16],
+    pub mask: [u8; 16],
+}
+
+/// Ops and directions of [`FilterInsn`].
+pub mod filter {
+    /// End of the program.
+    pub const END: u8 = 0;
+    /// Pushes true (`tcp`: every packet counted is TCP).
+    pub const TRUE: u8 = 1;
+    /// Pushes whether the packet is of the instruction's family (`ip`, `ip6`).
+    pub const FAMILY: u8 = 2;
+    /// Pushes whether the address(es) in `dir` are in the network (`host`, `net`).
+    pub const NET: u8 = 3;
+    /// Pushes whether the port(s) in `dir` are in the range (`port`, `portrange`).
+    pub const PORT: u8 = 4;
+    /// Pops two, pushes both.
+    pub const AND: u8 = 5;
+    /// Pops two, pushes either.
+    pub const OR: u8 = 6;
+    /// Negates the top.
+    pub const NOT: u8 = 7;
+
+    pub const SRC: u8 = 1;
+    pub const DST: u8 = 2;
+    pub const ANY: u8 = 3;
+}
 
 /// Default number of connections the flow map holds (`--max-connections`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
@@ -36,8 +85,10 @@ pub mod counter {
     pub const EVENTS_LOST: u32 = 3;
     /// Packets that looked like TCP but could not be parsed (passed, not counted).
     pub const UNPARSED: u32 = 4;
+    /// TCP packets the kernel filter left out.
+    pub const FILTERED_OUT: u32 = 5;
     /// Number of slots.
-    pub const SLOTS: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }
 
 /// Address families in [`FlowKey::family`].
@@ -115,6 +166,7 @@ pub struct FlowEvent {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<FilterInsn>() == 40);
 
 #[cfg(feature = "user")]
 mod user {
@@ -125,4 +177,6 @@ mod user {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FilterInsn {}
 }

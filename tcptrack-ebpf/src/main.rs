@@ -7,14 +7,14 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST, TC_ACT_PIPE},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
-    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use tcptrack_common::{
-    counter, event, FlowEvent, FlowKey, FlowValue, DEFAULT_MAX_FLOWS, EVENTS_BYTES, FAMILY_IPV4,
-    FAMILY_IPV6,
+    counter, event, filter, FilterInsn, FlowEvent, FlowKey, FlowValue, DEFAULT_MAX_FLOWS,
+    EVENTS_BYTES, FAMILY_IPV4, FAMILY_IPV6, MAX_FILTER_INSNS,
 };
 
 #[map(name = "COUNTERS")]
@@ -26,6 +26,28 @@ static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "FILTER")]
+static FILTER: Array<FilterInsn> = Array::with_max_entries(MAX_FILTER_INSNS, 0);
+
+/// The filter program's state while it runs on a packet. It lives in a per-CPU map, not on the
+/// stack, so that the verifier does not follow its values through every step (it verifies one
+/// `bpf_loop` step instead of every path through all of them).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FilterRun {
+    family: u8,
+    /// The packet goes from endpoint 1 of the key to endpoint 0.
+    from_second: u8,
+    _pad: [u8; 2],
+    port: [u16; 2],
+    addr: [[u8; 16]; 2],
+    /// The boolean stack, top in bit 0.
+    stack: u64,
+}
+
+#[map(name = "FILTER_RUN")]
+static FILTER_RUN: PerCpuArray<FilterRun> = PerCpuArray::with_max_entries(1, 0);
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -277,6 +299,98 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
     })
 }
 
+/// Whether endpoint address `addr` is in `ins`'s network.
+fn in_net(ins: &FilterInsn, addr: &[u8; 16]) -> bool {
+    let mut diff = 0u8;
+    let mut i = 0;
+    while i < 16 {
+        diff |= (addr[i] & ins.mask[i]) ^ ins.addr[i];
+        i += 1;
+    }
+    diff == 0
+}
+
+/// One step of the filter program (`bpf_loop` callback): 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn filter_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(run) = FILTER_RUN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let run = unsafe { &mut *run };
+    let Some(ins) = FILTER.get(index as u32) else {
+        return 1;
+    };
+    // Plain booleans, not an array indexed by direction: the verifier refuses the pointer
+    // arithmetic the compiler makes of that.
+    let from_second = run.from_second == 1;
+    let either = |m0: bool, m1: bool| {
+        let (at_src, at_dst) = if from_second { (m1, m0) } else { (m0, m1) };
+        match ins.dir {
+            filter::SRC => at_src,
+            filter::DST => at_dst,
+            _ => m0 || m1,
+        }
+    };
+    let bit = match ins.op {
+        filter::END => return 1,
+        filter::FAMILY => ins.family == run.family,
+        filter::NET => {
+            ins.family == run.family && either(in_net(ins, &run.addr[0]), in_net(ins, &run.addr[1]))
+        }
+        filter::PORT => either(
+            ins.port_lo <= run.port[0] && run.port[0] <= ins.port_hi,
+            ins.port_lo <= run.port[1] && run.port[1] <= ins.port_hi,
+        ),
+        filter::AND => {
+            let top = run.stack & (run.stack >> 1) & 1;
+            run.stack = (run.stack >> 2 << 1) | top;
+            return 0;
+        }
+        filter::OR => {
+            let top = (run.stack | (run.stack >> 1)) & 1;
+            run.stack = (run.stack >> 2 << 1) | top;
+            return 0;
+        }
+        filter::NOT => {
+            run.stack ^= 1;
+            return 0;
+        }
+        // TRUE, and anything unknown (fail open).
+        _ => true,
+    };
+    run.stack = (run.stack << 1) | u64::from(bit);
+    0
+}
+
+/// Whether the filter selects the packet (userspace checked the program's shape).
+fn selected(pk: &Parsed) -> bool {
+    if FILTER.get(0).is_none_or(|i| i.op == filter::END) {
+        return true;
+    }
+    let Some(run) = FILTER_RUN.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; the program runs to its end on this CPU.
+    unsafe {
+        *run = FilterRun {
+            family: pk.key.family,
+            from_second: pk.dir & 1,
+            _pad: [0; 2],
+            port: pk.key.port,
+            addr: pk.key.addr,
+            stack: 0,
+        };
+        bpf_loop(
+            MAX_FILTER_INSNS,
+            filter_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+        (*run).stack & 1 == 1
+    }
+}
+
 fn emit(pk: &Parsed, kind: u8, now: u64) {
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
@@ -307,6 +421,10 @@ fn count<P: Packet>(p: &P) {
         return;
     };
     bump(counter::TCP);
+    if !selected(&pk) {
+        bump(counter::FILTERED_OUT);
+        return;
+    }
     // Counters carry the coarse clock (a tick's resolution, a fraction of the precise clock's
     // cost); control events the precise one.
     // SAFETY: a helper without arguments.

@@ -4,11 +4,12 @@
 //! Programs are attached only through links (tcx, XDP links): they go away when the process
 //! does, even on SIGKILL. Dropping [`Kernel`] detaches everything.
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use tcptrack_common::{
-    counter, FlowKey, FlowValue, MAP_COUNTERS, MAP_EVENTS, MAP_FLOWS, PROGRAM_TC, PROGRAM_XDP,
+    counter, FilterInsn, FlowKey, FlowValue, MAP_COUNTERS, MAP_EVENTS, MAP_FILTER, MAP_FLOWS,
+    MAX_FILTER_INSNS, PROGRAM_TC, PROGRAM_XDP,
 };
 
 /// The eBPF object file (ELF) of this build.
@@ -99,6 +100,29 @@ impl Kernel {
             self.tc()?
                 .attach_with_options(interface, TcAttachType::Ingress, tcx())
                 .map_err(at)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the filter program the kernel runs on every TCP packet (see [`crate::filter`]);
+    /// an empty program selects everything.
+    ///
+    /// # Errors
+    /// The program is too long, or the filter map cannot be written.
+    pub fn set_filter(&mut self, program: &[FilterInsn]) -> Result<(), KernelError> {
+        if program.len() >= MAX_FILTER_INSNS as usize {
+            return Err(KernelError("filter program too long".into()));
+        }
+        let map = self
+            .ebpf
+            .map_mut(MAP_FILTER)
+            .ok_or_else(|| KernelError("no filter map".into()))?;
+        let mut filter: Array<_, FilterInsn> =
+            Array::try_from(map).map_err(|e| err("filter map", e))?;
+        let end = FilterInsn::default();
+        for i in 0..MAX_FILTER_INSNS {
+            let ins = program.get(i as usize).unwrap_or(&end);
+            filter.set(i, *ins, 0).map_err(|e| err("filter map", e))?;
         }
         Ok(())
     }

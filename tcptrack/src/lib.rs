@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decode;
 pub mod ebpf;
 pub mod error;
+pub mod filter;
 pub mod flow;
 pub mod format;
 pub mod output;

@@ -252,3 +252,117 @@ fn xdp_counts_like_tc() {
     });
     assert_eq!((payload, wire, packets), (1234, frame.len() as u64, 1));
 }
+
+/// A TCP segment between two endpoints ("a.b.c.d" or "v6" addresses), with its frame.
+fn segment(src: (&str, u16), dst: (&str, u16)) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let ip = match (
+        src.0.parse::<std::net::IpAddr>(),
+        dst.0.parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(std::net::IpAddr::V4(a)), Ok(std::net::IpAddr::V4(b))) => {
+            eth.ipv4(a.octets(), b.octets(), 64)
+        }
+        (Ok(std::net::IpAddr::V6(a)), Ok(std::net::IpAddr::V6(b))) => {
+            eth.ipv6(a.octets(), b.octets(), 64)
+        }
+        _ => panic!("one family per segment"),
+    };
+    let mut v = Vec::new();
+    ip.tcp(src.1, dst.1, 1, 1024)
+        .ack(1)
+        .write(&mut v, &[7; 20])
+        .expect("build frame");
+    v
+}
+
+#[test]
+fn kernel_filter_decides_like_libpcap() {
+    let v4 = ["198.18.0.1", "198.18.0.2", "198.19.5.5"];
+    let v6 = ["fd00::1", "fd00::2", "fd00:1::9"];
+    let ports = [22u16, 80, 443, 1024, 5000, 40000];
+    let mut frames = Vec::new();
+    for addrs in [&v4[..], &v6[..]] {
+        for (i, a) in addrs.iter().enumerate() {
+            for b in &addrs[i + 1..] {
+                for (j, pa) in ports.iter().enumerate() {
+                    let pb = ports[(j + 2) % ports.len()];
+                    frames.push(segment((a, *pa), (b, pb)));
+                    frames.push(segment((b, pb), (a, *pa)));
+                }
+            }
+        }
+    }
+    let exprs = [
+        "port 80",
+        "src port 80",
+        "dst port 443",
+        "portrange 1000-5000",
+        "src portrange 1-1024",
+        "host 198.18.0.1",
+        "src host 198.18.0.2",
+        "dst host fd00::2",
+        "net 198.18.0.0/24",
+        "dst net 198.19.0.0/16",
+        "net fd00::/64",
+        "ip",
+        "ip6",
+        "tcp",
+        "not port 22",
+        "! tcp",
+        "port 80 or 443",
+        "port 80 and host 198.18.0.1",
+        "(port 80 or port 22) and not src host 198.18.0.2",
+        "ip6 and dst port 443",
+        "src net 198.18.0.0/16 and dst portrange 40000-50000 or host fd00:1::9",
+        "not (ip and (src port 5000 or dst port 5000))",
+    ];
+    let mut k = Kernel::load(4096).expect("load (root)");
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("dead capture");
+    let mut differences = Vec::new();
+    for expr in exprs {
+        let program = tcptrack::filter::compile(expr)
+            .unwrap_or_else(|| panic!("`{expr}` is in the kernel subset"));
+        k.set_filter(&program).expect("set filter");
+        let bpf = dead.compile(expr, true).expect("libpcap compiles it");
+        let mut selected_somewhere = (false, false);
+        for f in &frames {
+            let before = k.counters().expect("counters")[counter::FILTERED_OUT as usize];
+            run_tc(&mut k, f);
+            let kernel = k.counters().expect("counters")[counter::FILTERED_OUT as usize] == before;
+            let libpcap = bpf.filter(f);
+            if kernel != libpcap {
+                differences.push(format!(
+                    "`{expr}` on a {}-byte frame: kernel {kernel}, libpcap {libpcap}",
+                    f.len()
+                ));
+            }
+            if libpcap {
+                selected_somewhere.0 = true;
+            } else {
+                selected_somewhere.1 = true;
+            }
+        }
+        // Every expression both selects and leaves out something here (a real test of it),
+        // except `tcp` and `! tcp`.
+        if !expr.contains("tcp") {
+            assert_eq!(
+                selected_somewhere,
+                (true, true),
+                "`{expr}` is not exercised by the frames"
+            );
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    // Outside the subset: libpcap decides.
+    for expr in [
+        "tcp[13] & 2 != 0",
+        "less 100",
+        "host example.com",
+        "port http",
+        "net 198.18.0.1/24",
+        "src or dst port 80",
+    ] {
+        assert_eq!(tcptrack::filter::compile(expr), None, "`{expr}`");
+    }
+}

@@ -196,12 +196,51 @@ fn nothing_stays_attached_after_any_exit() {
 }
 
 #[test]
-fn a_filter_falls_back_to_libpcap_and_says_so() {
+fn filters_in_the_kernel_subset_are_decided_there_others_by_libpcap() {
     let _serial = serial();
     let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // In the subset: the kernel filters, and says nothing about it.
+    let out = dir.path().join("kernel.json");
+    let errors = dir.path().join("kernel.err");
+    let tcptrack = start_headless(
+        &hosts,
+        &out,
+        &["port", "5401", "or", "port", "5403"],
+        Some(&errors),
+    );
+    for port in [5401u16, 5402, 5403] {
+        assert_eq!(
+            hosts.transfer(B4, port, 1_000, 2_000, false),
+            (2_000, 1_000)
+        );
+    }
+    let mut seen = Vec::new();
+    let shown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the two selected connections, closed",
+            Duration::from_secs(20),
+            || {
+                seen = last_refresh(&out);
+                seen.len() == 2 && seen.iter().all(|r| r.state == "CLOSED")
+            },
+        );
+    }));
+    assert!(shown.is_ok(), "{seen:#?}");
+    let servers: Vec<&str> = seen.iter().map(|r| r.server.as_str()).collect();
+    assert_eq!(servers, ["198.18.0.2:5401", "198.18.0.2:5403"]);
+    drop(tcptrack.interrupt());
+    assert_eq!(
+        std::fs::read_to_string(&errors).unwrap_or_default(),
+        "",
+        "no fallback notice"
+    );
+    wait_detached("SIGINT");
+
+    // Outside it: libpcap, and the screen says so.
     let t = Tmux::start(
         &format!(
-            "ip netns exec {} {} -i {} port 5401",
+            "ip netns exec {} {} -i {} tcp and less 1000",
             hosts.a,
             tcptrack_bin().display(),
             hosts.a_if
@@ -210,10 +249,9 @@ fn a_filter_falls_back_to_libpcap_and_says_so() {
         12,
     );
     let s = t.wait_for(&format!("libpcap on {}", hosts.a_if));
-    assert!(s.contains("filter is applied by libpcap"), "{s}");
-    let got = hosts.transfer(B4, 5401, 1_000, 2_000, false);
-    assert_eq!(got, (2_000, 1_000));
-    t.wait_for("198.18.0.2:5401");
+    assert!(s.contains("outside what the kernel decides"), "{s}");
+    assert_eq!(hosts.transfer(B4, 5404, 100, 200, false), (200, 100));
+    t.wait_for("198.18.0.2:5404");
     t.keys(&["q"]);
     assert_eq!(t.wait_exit(), 0);
     // A bad filter is an error before anything is drawn or attached.

@@ -94,12 +94,23 @@ pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Err
     if cfg.libpcap {
         return libpcap(None);
     }
-    if cfg.filter.is_some() {
-        return libpcap(Some(
-            "the filter is applied by libpcap (the kernel path does not filter yet)".into(),
-        ));
-    }
-    match open_kernel(&interface, cfg) {
+    // The kernel decides the filters of its subset; libpcap the others. Syntax is checked by
+    // libpcap either way, so that errors read the same.
+    let program = match &cfg.filter {
+        None => Vec::new(),
+        Some(expr) => {
+            check_filter(expr)?;
+            match crate::filter::compile(expr) {
+                Some(p) => p,
+                None => {
+                    return libpcap(Some(
+                        "the filter is outside what the kernel decides: libpcap applies it".into(),
+                    ))
+                }
+            }
+        }
+    };
+    match open_kernel(&interface, cfg, &program) {
         Ok(live) => Ok((live, None)),
         Err(why) => libpcap(Some(format!(
             "kernel path unavailable ({why}), using libpcap"
@@ -107,7 +118,22 @@ pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Err
     }
 }
 
-fn open_kernel(interface: &str, cfg: &crate::cli::Config) -> Result<Live, String> {
+/// Checks a filter's syntax with libpcap (as tcpdump would on an Ethernet link).
+fn check_filter(expr: &str) -> Result<(), Error> {
+    let bad = |reason: String| Error::Filter {
+        expr: expr.to_owned(),
+        reason,
+    };
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(|e| bad(e.to_string()))?;
+    dead.compile(expr, true).map_err(|e| bad(e.to_string()))?;
+    Ok(())
+}
+
+fn open_kernel(
+    interface: &str,
+    cfg: &crate::cli::Config,
+    filter: &[tcptrack_common::FilterInsn],
+) -> Result<Live, String> {
     let interfaces = if interface == "any" {
         kernel::interfaces_up()
     } else {
@@ -117,6 +143,7 @@ fn open_kernel(interface: &str, cfg: &crate::cli::Config) -> Result<Live, String
         return Err("no interface is up".into());
     }
     let mut k = crate::ebpf::Kernel::load(cfg.max_connections).map_err(|e| e.to_string())?;
+    k.set_filter(filter).map_err(|e| e.to_string())?;
     for i in &interfaces {
         k.attach(i, cfg.xdp).map_err(|e| e.to_string())?;
     }
