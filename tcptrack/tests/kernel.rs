@@ -366,3 +366,43 @@ fn kernel_filter_decides_like_libpcap() {
         assert_eq!(tcptrack::filter::compile(expr), None, "`{expr}`");
     }
 }
+
+#[test]
+fn ipv4_options_and_qinq_are_parsed() {
+    let mut k = Kernel::load(1024).expect("load (root)");
+    // IPv4 with 8 bytes of options (two NOPs and an end, padded), 300 bytes of payload.
+    let mut h = etherparse::Ipv4Header::new(0, 64, IpNumber::TCP, C, S).expect("header");
+    h.options =
+        etherparse::Ipv4Options::try_from(&[1u8, 1, 0, 0, 0, 0, 0, 0][..]).expect("options");
+    let mut with_options = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ip(IpHeaders::Ipv4(h, Default::default()))
+        .tcp(40000, 80, 1, 1024)
+        .ack(1)
+        .write(&mut with_options, &[9; 300])
+        .expect("frame");
+    // QinQ: two tags in the packet data, 200 bytes of payload back.
+    let mut qinq = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+        .double_vlan(
+            VlanId::try_new(10).expect("vlan"),
+            VlanId::try_new(20).expect("vlan"),
+        )
+        .ipv4(S, C, 64)
+        .tcp(80, 40000, 1, 1024)
+        .ack(301)
+        .write(&mut qinq, &[8; 200])
+        .expect("frame");
+    run_tc(&mut k, &with_options);
+    run_tc(&mut k, &qinq);
+    let flows = k.flows().expect("flows");
+    let values = flows.get(&key4(), 0).expect("one connection");
+    let sum = |d: usize| {
+        values
+            .iter()
+            .map(|v| (v.dir[d].payload_bytes, v.dir[d].packets))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    assert_eq!(sum(0), (300, 1), "options are header, not payload");
+    assert_eq!(sum(1), (200, 1), "both tags skipped");
+}

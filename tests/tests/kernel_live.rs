@@ -463,3 +463,85 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }
+
+#[test]
+fn any_counts_every_interface_that_is_up() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("any.json");
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.args([
+        "-i",
+        "any",
+        "--output",
+        "json",
+        "--interval",
+        "0.2",
+        "-r",
+        "600",
+    ])
+    .stdout(std::fs::File::create(&out).expect("output file"))
+    .stderr(Stdio::null());
+    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
+    // Host a has two interfaces up, lo and its veth: TC on ingress and egress of each.
+    wait_attached(4);
+    assert_eq!(
+        hosts.transfer(B4, 5501, 3_000, 4_000, false),
+        (4_000, 3_000)
+    );
+    let mut seen = Vec::new();
+    let shown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the connection through -i any",
+            Duration::from_secs(20),
+            || {
+                seen = last_refresh(&out);
+                seen.iter()
+                    .any(|r| r.server == "198.18.0.2:5501" && r.state == "CLOSED")
+            },
+        );
+    }));
+    assert!(shown.is_ok(), "{seen:#?}");
+    let r = seen
+        .iter()
+        .find(|r| r.server == "198.18.0.2:5501")
+        .expect("shown");
+    assert_eq!(
+        (r.client_payload_bytes, r.server_payload_bytes),
+        (3_000, 4_000)
+    );
+    drop(tcptrack.interrupt());
+    wait_detached("SIGINT");
+}
+
+#[test]
+fn without_privilege_the_error_names_what_is_missing() {
+    let hosts = HostPair::new();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hosts.a,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(tcptrack_bin())
+        .args(["-i", &hosts.a_if, "--output", "json"])
+        .output()
+        .expect("run tcptrack as nobody");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot capture on {}", hosts.a_if)),
+        "{err}"
+    );
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
+}

@@ -74,13 +74,25 @@ impl Live {
 /// Neither path can capture on the interface (the error names why), or the filter is bad.
 pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Error> {
     let interface = live::interface_name(&cfg.source)?;
-    let libpcap = |notice: Option<String>| -> Result<(Live, Option<String>), Error> {
-        let (cap, link) = live::open(&interface, cfg).map_err(|e| match (&notice, e) {
-            (Some(why), Error::Capture { interface, reason }) => Error::Capture {
-                interface,
-                reason: format!("{reason}; and the kernel path: {why}"),
-            },
-            (_, e) => e,
+    // `kernel_error`: why the kernel path failed, if it was tried.
+    let libpcap = |notice: Option<String>,
+                   kernel_error: Option<String>|
+     -> Result<(Live, Option<String>), Error> {
+        let (cap, link) = live::open(&interface, cfg).map_err(|e| match e {
+            Error::Capture { interface, reason } => {
+                let mut reason = match &kernel_error {
+                    Some(why) => format!("{reason}; the kernel path failed too: {why}"),
+                    None => reason,
+                };
+                if reason.contains("not permitted") || reason.contains("denied") {
+                    reason.push_str(
+                        " (capturing needs root: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON for the \
+                         kernel path, CAP_NET_RAW for libpcap)",
+                    );
+                }
+                Error::Capture { interface, reason }
+            }
+            e => e,
         })?;
         Ok((
             Live::Libpcap {
@@ -92,7 +104,7 @@ pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Err
         ))
     };
     if cfg.libpcap {
-        return libpcap(None);
+        return libpcap(None, None);
     }
     // The kernel decides the filters of its subset; libpcap the others. Syntax is checked by
     // libpcap either way, so that errors read the same.
@@ -103,18 +115,23 @@ pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Err
             match crate::filter::compile(expr) {
                 Some(p) => p,
                 None => {
-                    return libpcap(Some(
-                        "the filter is outside what the kernel decides: libpcap applies it".into(),
-                    ))
+                    return libpcap(
+                        Some(
+                            "the filter is outside what the kernel decides: libpcap applies it"
+                                .into(),
+                        ),
+                        None,
+                    )
                 }
             }
         }
     };
     match open_kernel(&interface, cfg, &program) {
         Ok(live) => Ok((live, None)),
-        Err(why) => libpcap(Some(format!(
-            "kernel path unavailable ({why}), using libpcap"
-        ))),
+        Err(why) => libpcap(
+            Some(format!("kernel path unavailable ({why}), using libpcap")),
+            Some(why),
+        ),
     }
 }
 
