@@ -20,6 +20,8 @@ pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Array of [`FilterInsn`]: the filter expression, when the kernel decides it.
 pub const MAP_FILTER: &str = "FILTER";
+/// Name of the load-time global that turns the kernel filter on (`u8`, 1: on).
+pub const GLOBAL_FILTER_ENABLED: &str = "FILTER_ENABLED";
 /// Most instructions of a kernel filter (its program ends at the first [`filter::END`]).
 pub const MAX_FILTER_INSNS: u32 = 64;
 

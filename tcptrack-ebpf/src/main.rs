@@ -27,6 +27,12 @@ static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// 1 when a filter program is loaded. Set by userspace at load time, read-only after: the
+/// verifier then knows it and drops the filter's code from the path of every packet when there
+/// is none.
+#[unsafe(no_mangle)]
+static FILTER_ENABLED: u8 = 0;
+
 #[map(name = "FILTER")]
 static FILTER: Array<FilterInsn> = Array::with_max_entries(MAX_FILTER_INSNS, 0);
 
@@ -365,6 +371,10 @@ extern "C" fn filter_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 
 /// Whether the filter selects the packet (userspace checked the program's shape).
 fn selected(pk: &Parsed) -> bool {
+    // SAFETY: a read of a global the loader set; volatile, so the compiler does not assume 0.
+    if unsafe { core::ptr::read_volatile(&raw const FILTER_ENABLED) } == 0 {
+        return true;
+    }
     if FILTER.get(0).is_none_or(|i| i.op == filter::END) {
         return true;
     }

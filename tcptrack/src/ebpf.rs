@@ -8,8 +8,8 @@ use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use tcptrack_common::{
-    counter, FilterInsn, FlowKey, FlowValue, MAP_COUNTERS, MAP_EVENTS, MAP_FILTER, MAP_FLOWS,
-    MAX_FILTER_INSNS, PROGRAM_TC, PROGRAM_XDP,
+    counter, FilterInsn, FlowKey, FlowValue, GLOBAL_FILTER_ENABLED, MAP_COUNTERS, MAP_EVENTS,
+    MAP_FILTER, MAP_FLOWS, MAX_FILTER_INSNS, PROGRAM_TC, PROGRAM_XDP,
 };
 
 /// The eBPF object file (ELF) of this build.
@@ -30,15 +30,16 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Loads the object (its flow map sized for `max_flows` connections) and both programs,
-    /// through the verifier, without attaching them.
+    /// Loads the object (its flow map sized for `max_flows` connections; with the filter code
+    /// when `filtering`) and both programs, through the verifier, without attaching them.
     ///
     /// # Errors
     /// No privilege (CAP_BPF, CAP_NET_ADMIN), a kernel without what the programs need, or a
     /// verifier rejection.
-    pub fn load(max_flows: u32) -> Result<Self, KernelError> {
+    pub fn load(max_flows: u32, filtering: bool) -> Result<Self, KernelError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_FLOWS, max_flows)
+            .override_global(GLOBAL_FILTER_ENABLED, &u8::from(filtering), true)
             .load(OBJECT)
             .map_err(|e| err("cannot load the eBPF object", e))?;
         let tc: &mut SchedClassifier = ebpf

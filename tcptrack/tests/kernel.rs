@@ -117,8 +117,8 @@ fn events(rb: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<FlowEvent> {
 
 #[test]
 fn tc_counts_each_direction_and_reports_control_packets() {
-    let mut k =
-        Kernel::load(1024).expect("the verifier accepts both programs (this test needs root)");
+    let mut k = Kernel::load(1024, false)
+        .expect("the verifier accepts both programs (this test needs root)");
     let mut rb = k.take_events().expect("ring buffer");
     let packets = [
         v4(true, "S", 100, 0, 0, false),
@@ -196,7 +196,7 @@ fn tc_counts_each_direction_and_reports_control_packets() {
 
 #[test]
 fn ipv6_extension_headers_truncated_and_garbage() {
-    let mut k = Kernel::load(1024).expect("load (root)");
+    let mut k = Kernel::load(1024, false).expect("load (root)");
     let v6 = v6_with_extension(700);
     let cut = v4(true, "A", 1, 1, 500, false)[..40].to_vec(); // IPv4 header whole, TCP cut
     let udp = {
@@ -228,7 +228,7 @@ fn ipv6_extension_headers_truncated_and_garbage() {
 
 #[test]
 fn xdp_counts_like_tc() {
-    let mut k = Kernel::load(1024).expect("load (root)");
+    let mut k = Kernel::load(1024, false).expect("load (root)");
     let frame = v4(true, "A", 1, 1, 1234, false);
     let mut out = vec![0u8; frame.len() + 64];
     let r = k
@@ -317,7 +317,7 @@ fn kernel_filter_decides_like_libpcap() {
         "src net 198.18.0.0/16 and dst portrange 40000-50000 or host fd00:1::9",
         "not (ip and (src port 5000 or dst port 5000))",
     ];
-    let mut k = Kernel::load(4096).expect("load (root)");
+    let mut k = Kernel::load(4096, true).expect("load (root)");
     let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("dead capture");
     let mut differences = Vec::new();
     for expr in exprs {
@@ -369,7 +369,7 @@ fn kernel_filter_decides_like_libpcap() {
 
 #[test]
 fn ipv4_options_and_qinq_are_parsed() {
-    let mut k = Kernel::load(1024).expect("load (root)");
+    let mut k = Kernel::load(1024, false).expect("load (root)");
     // IPv4 with 8 bytes of options (two NOPs and an end, padded), 300 bytes of payload.
     let mut h = etherparse::Ipv4Header::new(0, 64, IpNumber::TCP, C, S).expect("header");
     h.options =

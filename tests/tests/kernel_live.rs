@@ -81,6 +81,20 @@ fn last_refresh(out: &Path) -> Vec<Record> {
     all.into_iter().filter(|r| r.time == last).collect()
 }
 
+/// Waits until the last refresh written into `out` satisfies `done`, and returns it; on
+/// timeout, fails showing the last refresh seen.
+fn wait_refresh(out: &Path, what: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+    let mut seen = Vec::new();
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(what, Duration::from_secs(20), || {
+            seen = last_refresh(out);
+            done(&seen)
+        });
+    }));
+    assert!(ok.is_ok(), "{what}: the last refresh was {seen:#?}");
+    seen
+}
+
 /// What must agree between the kernel's table and the capture's: ends, state, payload each way.
 fn essence(recs: &[Record]) -> BTreeMap<(String, String), (String, u64, u64)> {
     recs.iter()
@@ -134,20 +148,10 @@ fn kernel_table_equals_the_capture_table_and_traffic_is_unchanged() {
     let from_capture = essence(&json_of(&file, &["-r", "600"]));
     assert_eq!(from_capture.len(), 3, "{from_capture:#?}");
 
-    let mut seen = BTreeMap::new();
-    let agreed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(
-            "the kernel's table to show the capture's",
-            Duration::from_secs(20),
-            || {
-                seen = essence(&last_refresh(&out));
-                seen == from_capture
-            },
-        );
-    }));
-    assert!(
-        agreed.is_ok(),
-        "kernel table:\n{seen:#?}\ncapture table:\n{from_capture:#?}"
+    wait_refresh(
+        &out,
+        &format!("the kernel's table to be the capture's, {from_capture:#?}"),
+        |r| essence(r) == from_capture,
     );
 
     drop(tcptrack.interrupt());
@@ -215,18 +219,9 @@ fn filters_in_the_kernel_subset_are_decided_there_others_by_libpcap() {
             (2_000, 1_000)
         );
     }
-    let mut seen = Vec::new();
-    let shown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(
-            "the two selected connections, closed",
-            Duration::from_secs(20),
-            || {
-                seen = last_refresh(&out);
-                seen.len() == 2 && seen.iter().all(|r| r.state == "CLOSED")
-            },
-        );
-    }));
-    assert!(shown.is_ok(), "{seen:#?}");
+    let seen = wait_refresh(&out, "the two selected connections, closed", |seen| {
+        seen.len() == 2 && seen.iter().all(|r| r.state == "CLOSED")
+    });
     let servers: Vec<&str> = seen.iter().map(|r| r.server.as_str()).collect();
     assert_eq!(servers, ["198.18.0.2:5401", "198.18.0.2:5403"]);
     drop(tcptrack.interrupt());
@@ -314,14 +309,7 @@ fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.json");
     let tcptrack = start_headless(&hosts, &out, &[], None);
-    let mut seen = Vec::new();
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until("the connection on screen", Duration::from_secs(20), || {
-            seen = last_refresh(&out);
-            !seen.is_empty()
-        });
-    }));
-    assert!(found.is_ok(), "nothing shown");
+    let seen = wait_refresh(&out, "the connection on screen", |r| !r.is_empty());
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert_eq!(
         (
@@ -436,21 +424,13 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
     }));
     assert!(evictions.is_ok(), "stderr: {reported}");
     // The real connection, through it all: exact.
-    let mut seen = Vec::new();
-    let exact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(
-            "the real connection, closed and exact",
-            Duration::from_secs(20),
-            || {
-                seen = last_refresh(&out)
-                    .into_iter()
-                    .filter(|r| r.server == "198.18.0.1:40000")
-                    .collect();
-                seen.len() == 1 && seen[0].state == "CLOSED" && seen[0].client_payload_bytes == sent
-            },
-        );
-    }));
-    assert!(exact.is_ok(), "{seen:#?}");
+    wait_refresh(&out, "the real connection, closed and exact", |r| {
+        let mine: Vec<&Record> = r
+            .iter()
+            .filter(|r| r.server == "198.18.0.1:40000")
+            .collect();
+        mine.len() == 1 && mine[0].state == "CLOSED" && mine[0].client_payload_bytes == sent
+    });
     // Memory stays bounded: the kernel map is fixed; one-way flows in the table are capped.
     let pid = tcptrack.0.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -490,19 +470,10 @@ fn any_counts_every_interface_that_is_up() {
         hosts.transfer(B4, 5501, 3_000, 4_000, false),
         (4_000, 3_000)
     );
-    let mut seen = Vec::new();
-    let shown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(
-            "the connection through -i any",
-            Duration::from_secs(20),
-            || {
-                seen = last_refresh(&out);
-                seen.iter()
-                    .any(|r| r.server == "198.18.0.2:5501" && r.state == "CLOSED")
-            },
-        );
-    }));
-    assert!(shown.is_ok(), "{seen:#?}");
+    let seen = wait_refresh(&out, "the connection through -i any", |seen| {
+        seen.iter()
+            .any(|r| r.server == "198.18.0.2:5501" && r.state == "CLOSED")
+    });
     let r = seen
         .iter()
         .find(|r| r.server == "198.18.0.2:5501")

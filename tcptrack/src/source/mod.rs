@@ -159,7 +159,8 @@ fn open_kernel(
     if interfaces.is_empty() {
         return Err("no interface is up".into());
     }
-    let mut k = crate::ebpf::Kernel::load(cfg.max_connections).map_err(|e| e.to_string())?;
+    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty())
+        .map_err(|e| e.to_string())?;
     k.set_filter(filter).map_err(|e| e.to_string())?;
     for i in &interfaces {
         k.attach(i, cfg.xdp).map_err(|e| e.to_string())?;
