@@ -85,12 +85,10 @@ pub mod counter {
     pub const FLOWS_CREATED: u32 = 2;
     /// Events that did not fit in the ring buffer.
     pub const EVENTS_LOST: u32 = 3;
-    /// Packets that looked like TCP but could not be parsed (passed, not counted).
-    pub const UNPARSED: u32 = 4;
     /// TCP packets the kernel filter left out.
-    pub const FILTERED_OUT: u32 = 5;
+    pub const FILTERED_OUT: u32 = 4;
     /// Number of slots.
-    pub const SLOTS: u32 = 6;
+    pub const SLOTS: u32 = 5;
 }
 
 /// Address families in [`FlowKey::family`].

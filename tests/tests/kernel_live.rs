@@ -283,16 +283,22 @@ for _ in range(1200):
     time.sleep(0.05)
 ";
 
+/// Starts [`LONG_SERVER`] on host a and waits until it listens.
+fn start_long_server(hosts: &HostPair) -> Background {
+    let mut server = HostPair::cmd(&hosts.a, "python3");
+    server.args(["-c", LONG_SERVER]);
+    let server = Background::spawn(server);
+    wait_until("the server to listen", Duration::from_secs(20), || {
+        HostPair::listening(&hosts.a, 40000)
+    });
+    server
+}
+
 #[test]
 fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     let _serial = serial();
     let hosts = HostPair::new();
-    let mut server = HostPair::cmd(&hosts.a, "python3");
-    server.args(["-c", LONG_SERVER]);
-    let _server = Background::spawn(server);
-    wait_until("the server to listen", Duration::from_secs(20), || {
-        HostPair::listening(&hosts.a, 40000)
-    });
+    let _server = start_long_server(&hosts);
     let mut client = HostPair::cmd(&hosts.b, "python3");
     client.args(["-c", LONG_CLIENT]);
     let _client = Background::spawn(client);
@@ -357,12 +363,7 @@ print(n)
 fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
     let _serial = serial();
     let hosts = HostPair::new();
-    let mut server = HostPair::cmd(&hosts.a, "python3");
-    server.args(["-c", LONG_SERVER]);
-    let _server = Background::spawn(server);
-    wait_until("the server to listen", Duration::from_secs(20), || {
-        HostPair::listening(&hosts.a, 40000)
-    });
+    let _server = start_long_server(&hosts);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.json");
     let errors = dir.path().join("err.txt");

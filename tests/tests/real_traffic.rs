@@ -36,12 +36,27 @@ fn conversation_key(a: &str, b: &str) -> (String, String) {
     }
 }
 
-/// tshark's per-packet fields summed per connection (exact bytes, where `-z conv` rounds).
-fn tshark_fields(file: &Path) -> BTreeMap<(String, String), Tally> {
+/// tshark (numeric) on `file` with `args`: its standard output; fails the test if it fails.
+fn tshark(file: &Path, args: &[&str]) -> String {
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(file)
-        .args([
+        .args(args)
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// tshark's per-packet fields summed per connection (exact bytes, where `-z conv` rounds).
+fn tshark_fields(file: &Path) -> BTreeMap<(String, String), Tally> {
+    let out = tshark(
+        file,
+        &[
             "-Y",
             "tcp",
             "-T",
@@ -66,16 +81,10 @@ fn tshark_fields(file: &Path) -> BTreeMap<(String, String), Tally> {
             "tcp.len",
             "-e",
             "tcp.flags.reset",
-        ])
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let mut convs: BTreeMap<(String, String), Tally> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.lines() {
         let f: Vec<&str> = line.split(',').collect();
         assert_eq!(f.len(), 9, "tshark line {line:?}");
         let src = endpoint(if f[0].is_empty() { f[1] } else { f[0] }, f[2]);
@@ -92,18 +101,9 @@ fn tshark_fields(file: &Path) -> BTreeMap<(String, String), Tally> {
 /// tshark's `-z conv,tcp`: total frames per conversation, and total bytes where it prints them
 /// unrounded (in `bytes`).
 fn tshark_conv(file: &Path) -> BTreeMap<(String, String), (u64, Option<u64>)> {
-    let out = Command::new("tshark")
-        .args(["-n", "-q", "-z", "conv,tcp", "-r"])
-        .arg(file)
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tshark(file, &["-q", "-z", "conv,tcp"]);
     let mut convs = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.lines() {
         let t: Vec<&str> = line.split_whitespace().collect();
         if t.len() < 12 || t[1] != "<->" {
             continue;
