@@ -11,6 +11,9 @@ pub const PROGRAM_TC: &str = "tcptrack_tc";
 pub const PROGRAM_EMPTY: &str = "tcptrack_empty";
 /// Name of the kernel program attached to XDP (ingress, with `--xdp`).
 pub const PROGRAM_XDP: &str = "tcptrack_xdp";
+/// Name of a TC program that counts every packet into [`MAP_PROBE`] and passes it on: the
+/// tests' stand-in for another program of the same tcx chain (never attached by tcptrack).
+pub const PROGRAM_PROBE: &str = "probe_count";
 
 /// Per-CPU counters of the kernel programs (`[u64; counter::SLOTS]` per CPU).
 pub const MAP_COUNTERS: &str = "COUNTERS";
@@ -18,6 +21,8 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_FLOWS: &str = "FLOWS";
 /// Ring buffer of [`FlowEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU array of one `u64`: the packets [`PROGRAM_PROBE`] saw.
+pub const MAP_PROBE: &str = "PROBE";
 /// Array of [`FilterInsn`]: the filter expression, when the kernel decides it.
 pub const MAP_FILTER: &str = "FILTER";
 /// Name of the load-time global that turns the kernel filter on (`u8`, 1: on).

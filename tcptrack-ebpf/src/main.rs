@@ -6,7 +6,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_NOEXIST, TC_ACT_PIPE},
+    bindings::{xdp_action, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
@@ -492,10 +492,16 @@ fn count<P: Packet>(p: &P) {
     }
 }
 
+/// What a TC program returns for every packet: `TC_ACT_UNSPEC`, which tcx reads as
+/// `TCX_NEXT` (run the next program of the chain, then the default action) and netlink TC as
+/// "go on with the next filter". Anything else would end the chain: `TC_ACT_PIPE` or
+/// `TC_ACT_OK` here would hide every packet from the programs attached after this one.
+const TC_CONTINUE: i32 = TC_ACT_UNSPEC;
+
 #[classifier]
 pub fn tcptrack_tc(ctx: TcContext) -> i32 {
     count(&ctx);
-    TC_ACT_PIPE
+    TC_CONTINUE
 }
 
 #[xdp]
@@ -508,7 +514,23 @@ pub fn tcptrack_xdp(ctx: XdpContext) -> u32 {
 /// against (never attached by tcptrack).
 #[classifier]
 pub fn tcptrack_empty(_ctx: TcContext) -> i32 {
-    TC_ACT_PIPE
+    TC_CONTINUE
+}
+
+#[map(name = "PROBE")]
+static PROBE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts every packet it sees and passes it on, like any well-behaved program of a tcx chain
+/// (a CNI's datapath, a firewall, another monitor). The tests attach it before and after
+/// tcptrack's programs to show that tcptrack hides nothing from the rest of the chain (never
+/// attached by tcptrack; its name does not start with `tcptrack_`).
+#[classifier]
+pub fn probe_count(_ctx: TcContext) -> i32 {
+    if let Some(v) = PROBE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; no other CPU writes it.
+        unsafe { *v += 1 };
+    }
+    TC_CONTINUE
 }
 
 #[cfg(not(test))]

@@ -11,8 +11,9 @@ use etherparse::{
 use tcptrack::ebpf::Kernel;
 use tcptrack_common::{counter, event, FlowEvent, FlowKey, FAMILY_IPV4, FAMILY_IPV6};
 
-/// TC_ACT_PIPE and XDP_PASS: every packet goes on.
-const TC_ACT_PIPE: u32 = 3;
+/// `TC_ACT_UNSPEC` (-1, which tcx calls `TCX_NEXT`) and `XDP_PASS`: every packet goes on, to
+/// the next program of the chain too.
+const TCX_NEXT: u32 = u32::MAX;
 const XDP_PASS: u32 = 2;
 
 const C: [u8; 4] = [198, 18, 0, 1];
@@ -97,7 +98,10 @@ fn run_tc(k: &mut Kernel, frame: &[u8]) {
             ..TestRunOptions::default()
         })
         .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
-    assert_eq!(r.return_value, TC_ACT_PIPE, "every packet passes");
+    assert_eq!(
+        r.return_value, TCX_NEXT,
+        "every packet goes on to the rest of the tcx chain"
+    );
     assert_eq!(
         &out[..r.data_size_out as usize],
         frame,

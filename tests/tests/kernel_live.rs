@@ -7,19 +7,23 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use aya::programs::TcAttachType;
 use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
+use tcptrack_tests::probe::{Order, TcxProbe};
 use tcptrack_tests::run::{json_of, json_records, Record};
 use tcptrack_tests::tcptrack_bin;
 use tcptrack_tests::tmux::Tmux;
 
 /// tcptrack in kernel mode on host a's interface, writing JSON at every refresh into `out`
-/// (and its stderr into `errors`, when given), once its programs are attached.
+/// (and its stderr into `errors`, when given), once its two programs are attached (beside any
+/// that were before).
 fn start_headless(
     hosts: &HostPair,
     out: &Path,
     extra: &[&str],
     errors: Option<&Path>,
 ) -> Background {
+    let before = tcptrack_links().len();
     let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
     cmd.args([
         "-i",
@@ -37,7 +41,7 @@ fn start_headless(
         std::fs::File::create(e).expect("stderr file").into()
     }));
     let bg = Background(cmd.spawn().expect("start tcptrack"));
-    wait_attached(2);
+    wait_attached(before + 2);
     bg
 }
 
@@ -157,6 +161,67 @@ fn kernel_table_equals_the_capture_table_and_traffic_is_unchanged() {
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
     assert_eq!(hosts.a_promiscuity(), 0, "promiscuous mode is given back");
+}
+
+/// A monitor never changes what the other programs on its hook see: two tcptrack on one
+/// interface, with a counting program attached before them and one after them on each hook.
+/// Both tcptrack count every connection exactly, and the probe after them counts as many
+/// packets as the probe before them.
+#[test]
+fn two_monitors_and_the_rest_of_the_tcx_chain_see_every_packet() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("live.pcap");
+    let hooks = [TcAttachType::Ingress, TcAttachType::Egress];
+    let first = hooks.map(|h| TcxProbe::attach(&hosts.a, &hosts.a_if, h, Order::First));
+    let outs = [dir.path().join("one.json"), dir.path().join("two.json")];
+    let monitors: Vec<Background> = outs
+        .iter()
+        .map(|out| start_headless(&hosts, out, &["-p"], None))
+        .collect();
+    let last = hooks.map(|h| TcxProbe::attach(&hosts.a, &hosts.a_if, h, Order::Last));
+    let dump = Recorder::start(&hosts, &file);
+    // What the probes saw while the chain was being built does not count.
+    let seen = |probes: &[TcxProbe; 2]| probes.each_ref().map(TcxProbe::packets);
+    let (first_start, last_start) = (seen(&first), seen(&last));
+
+    for (server, port) in [(B4, 5311u16), (B6, 5312)] {
+        let got = hosts.transfer(server, port, 400_000, 100_000, false);
+        assert_eq!(got, (100_000, 400_000), "both ends got all the bytes");
+    }
+    let log = dump.finish(&hosts);
+    assert!(
+        log.contains(" 0 packets dropped by kernel"),
+        "tcpdump lost packets: {log}"
+    );
+    let (first_end, last_end) = (seen(&first), seen(&last));
+    for (i, hook) in hooks.iter().enumerate() {
+        let (b, a) = (first_end[i] - first_start[i], last_end[i] - last_start[i]);
+        assert!(
+            b >= 20,
+            "{hook:?}: the first probe saw the transfers ({b} packets)"
+        );
+        assert_eq!(
+            a, b,
+            "{hook:?}: the probe after both tcptrack saw every packet the probe before them saw"
+        );
+    }
+    let from_capture = essence(&json_of(&file, &["-r", "600"]));
+    assert_eq!(from_capture.len(), 2, "{from_capture:#?}");
+    for out in &outs {
+        wait_refresh(
+            out,
+            &format!(
+                "{}'s table to be the capture's, {from_capture:#?}",
+                out.display()
+            ),
+            |r| essence(r) == from_capture,
+        );
+    }
+    drop(monitors);
+    drop((first, last));
+    wait_detached("SIGKILL");
 }
 
 #[test]
