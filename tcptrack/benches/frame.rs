@@ -7,8 +7,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use tcptrack::flow::{FlowUpdate, TcpFlags};
+use tcptrack::monitor::Monitor;
+use tcptrack::source::{SourceKind, SourceLabel};
 use tcptrack::table::{ConnectionTable, TableConfig};
-use tcptrack::tui::{App, SourceLabel};
+use tcptrack::tui::App;
 use tcptrack::view::SortMode;
 
 const CONNECTIONS: u32 = 100_000;
@@ -34,7 +36,7 @@ fn update(
     }
 }
 
-fn app() -> App {
+fn monitor() -> Monitor {
     let mut t = ConnectionTable::new(TableConfig::default());
     let server: std::net::SocketAddr = "198.19.0.1:443".parse().expect("addr");
     for i in 0..CONNECTIONS {
@@ -48,13 +50,18 @@ fn app() -> App {
         t.apply(&update(server, client, 1_500, TcpFlags::ACK, i % 5_000));
     }
     assert_eq!(t.len(), CONNECTIONS as usize);
-    let mut app = App::new(t, SourceLabel::Live("kernel on bench0".into()));
-    app.now = Duration::from_millis(2_000);
-    app
+    let mut m = Monitor::new(
+        t,
+        SourceLabel::Live("kernel on bench0".into()),
+        SourceKind::Capture,
+    );
+    m.now = Duration::from_millis(2_000);
+    m
 }
 
 fn frame(c: &mut Criterion) {
-    let mut app = app();
+    let m = monitor();
+    let mut app = App::new();
     let mut terminal = Terminal::new(TestBackend::new(200, 60)).expect("terminal");
     let mut g = c.benchmark_group("frame_100k_connections");
     g.sample_size(20);
@@ -62,7 +69,7 @@ fn frame(c: &mut Criterion) {
         app.view.sort = sort;
         g.bench_function(format!("{sort:?}"), |b| {
             b.iter(|| {
-                terminal.draw(|f| app.draw(f)).expect("draw");
+                terminal.draw(|f| app.draw(f, &m)).expect("draw");
             });
         });
     }

@@ -29,6 +29,12 @@ pub enum Error {
     NoDefaultInterface(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("cannot use the terminal: {0}")]
+    Terminal(#[source] std::io::Error),
+    #[error("cannot handle signals: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("cannot start the event loop: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl Error {

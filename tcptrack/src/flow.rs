@@ -142,3 +142,12 @@ impl FlowUpdate {
         }
     }
 }
+
+/// One poll of a counting source (the kernel's maps): what happened since the last poll.
+#[derive(Clone, Debug, Default)]
+pub struct Polled {
+    /// Control packets (SYN, FIN, RST), without counts, in the order seen.
+    pub events: Vec<FlowUpdate>,
+    /// Counts per connection and direction since the last poll.
+    pub counts: Vec<FlowUpdate>,
+}

@@ -12,6 +12,8 @@ pub mod error;
 pub mod filter;
 pub mod flow;
 pub mod format;
+pub mod headless;
+pub mod monitor;
 pub mod output;
 pub mod rate;
 pub mod source;

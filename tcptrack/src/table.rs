@@ -11,7 +11,7 @@ use std::time::Duration;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use slab::Slab;
 
-use crate::flow::{FlowKey, FlowUpdate, Timestamp};
+use crate::flow::{FlowKey, FlowUpdate, Polled, Timestamp};
 use crate::rate::{RateConfig, RateWindow};
 
 /// A connection's state, as the classic tool names them.
@@ -495,6 +495,26 @@ impl ConnectionTable {
         }
         if c.state == State::Closing && c.fin[CLIENT].acked && c.fin[SERVER].acked {
             c.state = State::Closed;
+        }
+    }
+
+    /// Takes in one poll of a counting source: its events first (a handshake must open its
+    /// connection before its counts arrive), then the counts, then again the events that found
+    /// no connection (a FIN of a connection picked up mid-stream, which its counts create).
+    pub fn apply_poll(&mut self, poll: &Polled) {
+        let mut late = Vec::new();
+        for e in &poll.events {
+            if e.flags.bare_syn() || self.get(&FlowKey::new(e.src, e.dst).0).is_some() {
+                self.apply(e);
+            } else {
+                late.push(e);
+            }
+        }
+        for c in &poll.counts {
+            self.apply(c);
+        }
+        for e in late {
+            self.apply(e);
         }
     }
 

@@ -26,6 +26,17 @@ pub enum ReadEnd {
     Truncated(Error),
 }
 
+impl ReadEnd {
+    /// The damage, for a file cut short.
+    #[must_use]
+    pub fn into_error(self) -> Option<Error> {
+        match self {
+            Self::Complete => None,
+            Self::Truncated(e) => Some(e),
+        }
+    }
+}
+
 fn reason(e: &pcap::Error) -> String {
     match e {
         pcap::Error::PcapError(msg) => msg.clone(),
@@ -114,6 +125,33 @@ fn timestamp(tv: libc::timeval) -> Timestamp {
     Duration::new(secs, nanos)
 }
 
+/// Reads `file` whole on a thread of its own, as fast as the channel takes it, sending batches of
+/// updates into `tx` and then the end (with the damage, for a file cut short).
+pub fn spawn_read(
+    mut file: CaptureFile,
+    tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
+) -> std::thread::JoinHandle<()> {
+    use super::{SourceMsg, BATCH_MAX};
+    std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        let mut closed = false;
+        let end = file.read_all(|u| {
+            if closed {
+                return;
+            }
+            batch.push(*u);
+            if batch.len() >= BATCH_MAX {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
+                closed = tx.blocking_send(SourceMsg::Batch(full)).is_err();
+            }
+        });
+        if !closed {
+            let _ = tx.blocking_send(SourceMsg::Batch(batch));
+            let _ = tx.blocking_send(SourceMsg::End(end.into_error()));
+        }
+    })
+}
+
 /// Plays `file` at its recorded pace times `speed` on a thread of its own, sending batches of
 /// updates (and, first, the clock that maps capture time to the wall clock) into `tx`.
 pub fn spawn_replay(
@@ -165,10 +203,7 @@ pub fn spawn_replay(
         });
         if !closed {
             let _ = tx.blocking_send(SourceMsg::Batch(batch));
-            let _ = tx.blocking_send(SourceMsg::End(match end {
-                ReadEnd::Complete => None,
-                ReadEnd::Truncated(e) => Some(e),
-            }));
+            let _ = tx.blocking_send(SourceMsg::End(end.into_error()));
         }
     })
 }

@@ -10,7 +10,7 @@ use aya::maps::{MapData, RingBuf};
 use tcptrack_common::{counter, event, DirCounters, FlowEvent, FlowKey, FAMILY_IPV4};
 
 use crate::ebpf::{Kernel, KernelError};
-use crate::flow::{FlowUpdate, TcpFlags, Timestamp};
+use crate::flow::{FlowUpdate, Polled, TcpFlags, Timestamp};
 
 /// The monotonic clock the kernel stamps packets with (`bpf_ktime_get_ns`), now.
 #[must_use]
@@ -90,12 +90,12 @@ impl Poller {
 
     /// What happened since the last poll: the control events, in the order the kernel saw
     /// them (they carry no counts), and one counting update per connection and direction that
-    /// carried packets. Apply them with [`apply_poll`].
+    /// carried packets (see [`Polled`]).
     ///
     /// # Errors
     /// A map cannot be read.
-    pub fn poll(&mut self) -> Result<KernelPoll, KernelError> {
-        let mut poll = KernelPoll::default();
+    pub fn poll(&mut self) -> Result<Polled, KernelError> {
+        let mut poll = Polled::default();
         // The map first, then the ring: an event is then never behind the counts of a later
         // packet (a FIN whose ACK is already counted), as the table needs them in order.
         let out = &mut poll.counts;
@@ -204,38 +204,6 @@ impl Poller {
             flows: flows_now,
         };
         Ok(poll)
-    }
-}
-
-/// One poll of the kernel's maps.
-#[derive(Clone, Debug, Default)]
-pub struct KernelPoll {
-    /// Control packets (SYN, FIN, RST), without counts.
-    pub events: Vec<FlowUpdate>,
-    /// Counts per connection and direction since the last poll.
-    pub counts: Vec<FlowUpdate>,
-}
-
-/// Applies a poll to the table: the events first (a handshake must open its connection before
-/// its counts arrive), then the counts, then again the events that found no connection (a FIN
-/// of a connection picked up mid-stream, which its counts create).
-pub fn apply_poll(table: &mut crate::table::ConnectionTable, poll: &KernelPoll) {
-    let mut late = Vec::new();
-    for e in &poll.events {
-        let known = table
-            .get(&crate::flow::FlowKey::new(e.src, e.dst).0)
-            .is_some();
-        if known || e.flags.bare_syn() {
-            table.apply(e);
-        } else {
-            late.push(e);
-        }
-    }
-    for c in &poll.counts {
-        table.apply(c);
-    }
-    for e in late {
-        table.apply(e);
     }
 }
 

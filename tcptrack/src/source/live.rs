@@ -1,15 +1,12 @@
 //! Live capture through libpcap: the path for hosts and filters the kernel side cannot serve.
 
-use std::io::Write;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use pcap::{Active, Capture, Device};
 
-use crate::cli::{Config, OutputFormat, Source};
+use crate::cli::{Config, Source};
 use crate::decode::{decode, LinkType};
 use crate::error::Error;
-use crate::output::{self, ConnectionRecord, WallClock};
-use crate::table::ConnectionTable;
 
 /// Enough of each frame for the link, IP (with options or extension headers) and TCP headers.
 const SNAPLEN: i32 = 256;
@@ -67,105 +64,27 @@ pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType)
     Ok((cap, link))
 }
 
-/// Captures live (kernel or libpcap, see [`super::open_live`]) and writes the table at every
-/// interval, until the process is stopped.
-///
-/// # Errors
-/// The capture cannot be opened or fails, or output cannot be written.
-pub fn run_headless(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
-    let (live, notice) = super::open_live(cfg)?;
-    if let Some(n) = notice {
-        eprintln!("tcptrack: {n}");
-    }
-    let rate = cfg.table.rate;
-    let format = cfg.output.unwrap_or(OutputFormat::Table);
-    let mut table = ConnectionTable::new(cfg.table.clone());
-    let mut listening_read = Instant::now();
-    super::refresh_listening(&mut table);
-    let mut write = |table: &mut ConnectionTable, now, clock| -> Result<(), Error> {
-        if listening_read.elapsed() >= super::LISTENING_REFRESH {
-            super::refresh_listening(table);
-            listening_read = Instant::now();
-        }
-        table.expire(now);
-        let mut conns: Vec<_> = table.connections().collect();
-        conns.sort_by_key(|c| c.id());
-        let records = conns
-            .into_iter()
-            .map(|c| ConnectionRecord::new(c, rate, now, clock));
-        output::write(format, records, out)?;
-        Ok(())
-    };
-    match live {
-        super::Live::Kernel { mut poller, .. } => {
-            let clock = WallClock::new(super::kernel::monotonic_now(), SystemTime::now());
-            let mut reported = (0, 0);
-            loop {
-                std::thread::sleep(cfg.interval);
-                let poll = poller.poll().map_err(|e| Error::Capture {
-                    interface: "the kernel".into(),
-                    reason: e.to_string(),
-                })?;
-                super::kernel::apply_poll(&mut table, &poll);
-                write(&mut table, super::kernel::monotonic_now(), clock)?;
-                // Losses are never silent: one line on stderr whenever they grow.
-                let stats = poller.stats();
-                if (stats.evicted, stats.events_lost) != reported {
-                    reported = (stats.evicted, stats.events_lost);
-                    eprintln!(
-                        "tcptrack: kernel losses so far: {} connections evicted from the full flow map (see --max-connections), {} control events",
-                        stats.evicted, stats.events_lost
-                    );
-                }
-            }
-        }
-        super::Live::Libpcap {
-            mut cap,
-            link,
-            interface,
-        } => {
-            let start = Instant::now();
-            let clock = WallClock::new(start.elapsed(), SystemTime::now());
-            let mut next_tick = cfg.interval;
-            loop {
-                match cap.next_packet() {
-                    Ok(p) => {
-                        if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
-                            table.apply(&u);
-                        }
-                    }
-                    Err(pcap::Error::TimeoutExpired) => {}
-                    Err(e) => {
-                        return Err(Error::Capture {
-                            interface,
-                            reason: e.to_string(),
-                        })
-                    }
-                }
-                let now = start.elapsed();
-                if now >= next_tick {
-                    write(&mut table, now, clock)?;
-                    while next_tick <= now {
-                        next_tick += cfg.interval;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Captures on a thread of its own, stamping each packet with the time since `start`, and sends
-/// batches into `tx`; batches that find the channel full are dropped and counted.
+/// Captures on a thread of its own, stamping each packet with the time since it started (the
+/// clock it sends first), and sends batches into `tx`; batches that find the channel full are
+/// dropped and counted.
 pub fn spawn_reader(
     mut cap: Capture<Active>,
     link: LinkType,
     interface: String,
-    start: Instant,
     tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
     use super::{SourceMsg, BATCH_AGE, BATCH_MAX};
     use tokio::sync::mpsc::error::TrySendError;
+    let start = Instant::now();
+    let clock = SourceMsg::Clock {
+        at: Duration::ZERO,
+        wall: start,
+        speed: 1.0,
+    };
     std::thread::spawn(move || {
+        if tx.blocking_send(clock).is_err() {
+            return;
+        }
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut sent_at = Instant::now();
         let mut dropped: u64 = 0;

@@ -6,8 +6,12 @@ pub mod kernel;
 pub mod live;
 pub mod sockets;
 
+use std::path::Path;
 use std::time::Instant;
 
+use tokio::sync::mpsc::Sender;
+
+use crate::cli::{Config, Source};
 use crate::error::Error;
 use crate::flow::{FlowUpdate, Timestamp};
 
@@ -26,7 +30,7 @@ pub enum SourceMsg {
     /// Packets lost before they reached the table (a full channel, or the capture's own drops).
     Dropped(u64),
     /// One poll of the kernel's maps.
-    Kernel(kernel::KernelPoll),
+    Kernel(crate::flow::Polled),
     /// What the kernel could not keep, as of the last poll.
     KernelStats(kernel::KernelStats),
     /// The source is done: the end of a file, or an error.
@@ -37,6 +41,109 @@ pub enum SourceMsg {
 pub const BATCH_MAX: usize = 512;
 /// How long a partial batch may wait before it is sent.
 pub const BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What kind of source feeds the table: it decides the table's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A capture file read whole: time is that of its packets.
+    Capture,
+    /// A capture file played at its recorded pace.
+    Replay,
+    /// A live interface (the kernel or libpcap).
+    Live,
+}
+
+/// Where the connections come from, as the status line names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceLabel {
+    /// A capture file, read whole.
+    File(String),
+    /// A capture file played at its pace.
+    Replay(String),
+    /// A live interface (the kernel or libpcap, as [`Live::label`] says).
+    Live(String),
+}
+
+/// A source, started: its thread feeds the channel given to [`start`].
+pub struct Started {
+    pub kind: SourceKind,
+    pub label: SourceLabel,
+    /// Why the live path is not the kernel's, when it is not.
+    pub notice: Option<String>,
+    /// Promiscuous mode, held for as long as this lives (kernel path, `-p` not given).
+    pub promiscuous: Vec<kernel::Promiscuous>,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Opens the source `cfg` names and starts the thread that feeds `tx` from it: a capture file
+/// read whole, or replayed at `replay` times its pace, or a live interface through the kernel or libpcap (see
+/// [`open_live`]). Everything that can fail before the first packet (opening, the filter, the
+/// kernel's refusal) fails here.
+///
+/// # Errors
+/// The file or interface cannot be opened, or the filter is bad.
+pub fn start(cfg: &Config, replay: Option<f64>, tx: Sender<SourceMsg>) -> Result<Started, Error> {
+    let started = |kind, label, notice, promiscuous| Started {
+        kind,
+        label,
+        notice,
+        promiscuous,
+    };
+    match &cfg.source {
+        Source::File(path) => {
+            let file = file::CaptureFile::open(path, cfg.filter.as_deref())?;
+            Ok(match replay {
+                None => {
+                    file::spawn_read(file, tx);
+                    started(
+                        SourceKind::Capture,
+                        SourceLabel::File(file_name(path)),
+                        None,
+                        Vec::new(),
+                    )
+                }
+                Some(speed) => {
+                    file::spawn_replay(file, speed, tx);
+                    started(
+                        SourceKind::Replay,
+                        SourceLabel::Replay(file_name(path)),
+                        None,
+                        Vec::new(),
+                    )
+                }
+            })
+        }
+        Source::Interface(_) | Source::DefaultInterface => {
+            let (live, notice) = open_live(cfg)?;
+            let label = SourceLabel::Live(live.label());
+            let promiscuous = match live {
+                Live::Kernel {
+                    poller,
+                    promiscuous,
+                    ..
+                } => {
+                    spawn_kernel_poller(poller, cfg.interval, tx);
+                    promiscuous
+                }
+                Live::Libpcap {
+                    cap,
+                    link,
+                    interface,
+                } => {
+                    live::spawn_reader(cap, link, interface, tx);
+                    Vec::new()
+                }
+            };
+            Ok(started(SourceKind::Live, label, notice, promiscuous))
+        }
+    }
+}
 
 /// A live source, chosen.
 pub enum Live {
@@ -72,7 +179,7 @@ impl Live {
 ///
 /// # Errors
 /// Neither path can capture on the interface (the error names why), or the filter is bad.
-pub fn open_live(cfg: &crate::cli::Config) -> Result<(Live, Option<String>), Error> {
+pub fn open_live(cfg: &Config) -> Result<(Live, Option<String>), Error> {
     let interface = live::interface_name(&cfg.source)?;
     // `kernel_error`: why the kernel path failed, if it was tried.
     let libpcap = |notice: Option<String>,
@@ -148,7 +255,7 @@ fn check_filter(expr: &str) -> Result<(), Error> {
 
 fn open_kernel(
     interface: &str,
-    cfg: &crate::cli::Config,
+    cfg: &Config,
     filter: &[tcptrack_common::FilterInsn],
 ) -> Result<Live, String> {
     let interfaces = if interface == "any" {
@@ -182,41 +289,41 @@ fn open_kernel(
     })
 }
 
-/// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`.
-pub fn spawn_kernel_poller(
+/// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`
+/// (first, the clock: the kernel's monotonic time, the packets' time).
+fn spawn_kernel_poller(
     mut poller: Box<kernel::Poller>,
     interval: std::time::Duration,
-    tx: tokio::sync::mpsc::Sender<SourceMsg>,
+    tx: Sender<SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || loop {
-        std::thread::sleep(interval);
-        let msg = match poller.poll() {
-            Ok(p) => SourceMsg::Kernel(p),
-            Err(e) => SourceMsg::End(Some(Error::Capture {
-                interface: "the kernel".into(),
-                reason: e.to_string(),
-            })),
-        };
-        let end = matches!(msg, SourceMsg::End(_));
-        if tx.blocking_send(msg).is_err() || end {
+    let clock = SourceMsg::Clock {
+        at: kernel::monotonic_now(),
+        wall: Instant::now(),
+        speed: 1.0,
+    };
+    std::thread::spawn(move || {
+        if tx.blocking_send(clock).is_err() {
             return;
         }
-        if tx
-            .blocking_send(SourceMsg::KernelStats(poller.stats()))
-            .is_err()
-        {
-            return;
+        loop {
+            std::thread::sleep(interval);
+            let msg = match poller.poll() {
+                Ok(p) => SourceMsg::Kernel(p),
+                Err(e) => SourceMsg::End(Some(Error::Capture {
+                    interface: "the kernel".into(),
+                    reason: e.to_string(),
+                })),
+            };
+            let end = matches!(msg, SourceMsg::End(_));
+            if tx.blocking_send(msg).is_err() || end {
+                return;
+            }
+            if tx
+                .blocking_send(SourceMsg::KernelStats(poller.stats()))
+                .is_err()
+            {
+                return;
+            }
         }
     })
-}
-
-/// How often a live source re-reads the host's listening sockets.
-pub const LISTENING_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Gives `table` the host's listening sockets, if they can be read (they only sharpen the
-/// client/server guess for connections picked up mid-stream).
-pub fn refresh_listening(table: &mut crate::table::ConnectionTable) {
-    if let Ok(l) = sockets::ListeningSockets::read() {
-        table.set_listening(l);
-    }
 }

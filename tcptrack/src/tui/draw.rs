@@ -6,7 +6,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::{App, SourceLabel};
+use super::App;
+use crate::monitor::Monitor;
+use crate::source::SourceLabel;
 use crate::view::Screen;
 
 const STATE_W: usize = 11;
@@ -75,13 +77,13 @@ fn layout_for(screen: &Screen, width: usize) -> Option<Layout2> {
 
 impl App {
     /// Draws the whole screen into `frame`.
-    pub fn draw(&mut self, frame: &mut Frame<'_>) {
+    pub fn draw(&mut self, frame: &mut Frame<'_>, m: &Monitor) {
         let area = frame.area();
         let width = usize::from(area.width);
         let height = usize::from(area.height);
         // Header, at least one row, TOTAL, status.
         let wide_page = height.saturating_sub(3);
-        let mut screen = self.view.screen(&self.table, self.now, wide_page);
+        let mut screen = self.view.screen(&m.table, m.now, wide_page);
         let mut layout = if wide_page == 0 {
             None
         } else {
@@ -89,7 +91,7 @@ impl App {
         };
         if matches!(layout, Some(Layout2::Narrow { .. })) {
             let narrow_page = height.saturating_sub(4) / 2;
-            screen = self.view.screen(&self.table, self.now, narrow_page);
+            screen = self.view.screen(&m.table, m.now, narrow_page);
             layout = if narrow_page == 0 {
                 None
             } else {
@@ -188,7 +190,7 @@ impl App {
             ..area
         };
         frame.render_widget(
-            Paragraph::new(self.status(&screen))
+            Paragraph::new(Self::status(&screen, m))
                 .style(Style::new().add_modifier(Modifier::REVERSED)),
             status_area,
         );
@@ -197,7 +199,7 @@ impl App {
         }
     }
 
-    fn status(&self, s: &Screen) -> String {
+    fn status(s: &Screen, m: &Monitor) -> String {
         let mut out = format!(
             " Connections {}-{} of {}  {}  {}",
             s.first,
@@ -206,21 +208,21 @@ impl App {
             if s.paused { "Paused" } else { "Unpaused" },
             s.sort.label()
         );
-        let source = match &self.source {
+        let source = match &m.label {
             SourceLabel::File(f) => format!("file {f}"),
             SourceLabel::Replay(f) => format!("replay of {f}"),
             SourceLabel::Live(l) => l.clone(),
         };
         out.push_str("  | ");
         out.push_str(&source);
-        if self.ended {
+        if m.ended {
             out.push_str(": end of capture (q quits)");
         }
-        let evicted = self.table.stats().unanswered_evicted;
-        if self.dropped > 0 {
-            out.push_str(&format!(" | dropped {}", self.dropped));
+        let evicted = m.table.stats().unanswered_evicted;
+        if m.dropped > 0 {
+            out.push_str(&format!(" | dropped {}", m.dropped));
         }
-        if let Some(k) = self.kernel {
+        if let Some(k) = m.kernel {
             if k.evicted > 0 {
                 out.push_str(&format!(" | evicted {}", k.evicted));
             }
@@ -231,7 +233,7 @@ impl App {
         if evicted > 0 {
             out.push_str(&format!(" | one-way flows forgotten {evicted}"));
         }
-        if let Some(n) = &self.notice {
+        if let Some(n) = &m.notice {
             out.push_str(" | ");
             out.push_str(n);
         }

@@ -7,8 +7,10 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
-use super::{Action, App, SourceLabel};
+use super::{Action, App};
 use crate::flow::{FlowUpdate, TcpFlags};
+use crate::monitor::Monitor;
+use crate::source::{SourceKind, SourceLabel};
 use crate::table::{ConnectionTable, TableConfig};
 
 const SYN: u8 = TcpFlags::SYN;
@@ -20,8 +22,31 @@ fn pkt(src: &str, dst: &str, ms: u64, flags: u8, seq: u32, ack: u32, len: u32) -
     FlowUpdate::test_packet(src, dst, ms, flags, seq, ack, len)
 }
 
+/// A monitor of a live interface and the screen showing it.
+pub struct Shown {
+    pub m: Monitor,
+    pub app: App,
+}
+
+impl Shown {
+    fn new(table: ConnectionTable, now_ms: u64) -> Self {
+        // A capture's kind: no listening sockets read from this host.
+        let mut m = Monitor::new(
+            table,
+            SourceLabel::Live("libpcap on veth0".into()),
+            SourceKind::Capture,
+        );
+        m.now = Duration::from_millis(now_ms);
+        Self { m, app: App::new() }
+    }
+
+    fn tick(&mut self, now: Duration) {
+        self.m.advance_to(now, self.app.view.is_paused());
+    }
+}
+
 /// One connection in each state, IPv4 and IPv6, with traffic at different times.
-fn every_state() -> App {
+fn every_state() -> Shown {
     let mut t = ConnectionTable::new(TableConfig::default());
     let s4 = "198.18.0.2:80";
     let s6 = "[fd00::2]:443";
@@ -60,13 +85,11 @@ fn every_state() -> App {
     // RESET
     t.apply(&pkt(&c(40006), s4, 9_000, SYN, 0, 0, 0));
     t.apply(&pkt(s4, &c(40006), 9_001, RST | ACK, 0, 1, 0));
-    let mut app = App::new(t, SourceLabel::Live("libpcap on veth0".into()));
-    app.now = Duration::from_millis(10_000);
-    app
+    Shown::new(t, 10_000)
 }
 
 /// `n` established connections, connection i having sent i KiB in the last second.
-fn many(n: u16) -> App {
+fn many(n: u16) -> Shown {
     let mut t = ConnectionTable::new(TableConfig::default());
     for i in 1..=n {
         let c = format!("198.18.1.{}:{}", i % 250, 30_000 + i);
@@ -76,19 +99,17 @@ fn many(n: u16) -> App {
         t.apply(&pkt(&c, s, 2, ACK, 1, 1, 0));
         t.apply(&pkt(s, &c, 1_500, ACK, 1, 1, u32::from(i) * 1024));
     }
-    let mut app = App::new(t, SourceLabel::Live("libpcap on veth0".into()));
-    app.now = Duration::from_millis(2_000);
-    app
+    Shown::new(t, 2_000)
 }
 
-fn render(app: &mut App, w: u16, h: u16) -> String {
+fn render(s: &mut Shown, w: u16, h: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    terminal.draw(|f| app.draw(f)).expect("draw");
+    terminal.draw(|f| s.app.draw(f, &s.m)).expect("draw");
     terminal.backend().to_string()
 }
 
-fn key(app: &mut App, code: KeyCode) -> Action {
-    app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+fn key(s: &mut Shown, code: KeyCode) -> Action {
+    s.app.on_key(KeyEvent::new(code, KeyModifiers::NONE), &s.m)
 }
 
 #[test]
@@ -122,10 +143,11 @@ fn pause_keeps_the_list_while_values_go_on() {
     let mut app = every_state();
     key(&mut app, KeyCode::Char('p'));
     // A new connection arrives and time passes: it is tracked, not listed; nothing expires.
-    app.table
+    app.m
+        .table
         .apply(&pkt("198.18.0.9:9", "198.18.0.2:80", 10_500, SYN, 0, 0, 0));
     app.tick(Duration::from_millis(70_000));
-    assert_eq!(app.table.len(), 7);
+    assert_eq!(app.m.table.len(), 7);
     assert_snapshot!("paused", render(&mut app, 110, 12));
     key(&mut app, KeyCode::Char('p'));
     app.tick(Duration::from_millis(70_000));
@@ -164,8 +186,8 @@ fn help_overlay_opens_and_closes() {
 #[test]
 fn end_of_capture_is_marked() {
     let mut app = every_state();
-    app.source = SourceLabel::File("real.pcap".into());
-    app.ended = true;
+    app.m.label = SourceLabel::File("real.pcap".into());
+    app.m.ended = true;
     assert_snapshot!(render(&mut app, 110, 12));
 }
 
@@ -174,7 +196,10 @@ fn quit_keys() {
     let mut app = every_state();
     assert_eq!(key(&mut app, KeyCode::Char('q')), Action::Quit);
     assert_eq!(
-        app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        app.app.on_key(
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+            &app.m
+        ),
         Action::Quit
     );
     assert_eq!(key(&mut app, KeyCode::Char('x')), Action::Nothing);

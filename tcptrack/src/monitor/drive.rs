@@ -1,0 +1,118 @@
+//! The one loop: source messages, terminal input, the refresh tick and signals, fed to the
+//! monitor, read by a sink.
+
+use std::time::Duration;
+
+use ratatui::crossterm::event::Event;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::Receiver;
+
+use super::Monitor;
+use crate::error::Error;
+use crate::source::SourceMsg;
+
+/// Whether the loop goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What reads the monitor: the screen, headless text, and so on. Sinks only read the table.
+pub trait Sink {
+    /// Whether nothing may leave the table now (a paused screen).
+    fn holds(&self) -> bool {
+        false
+    }
+
+    /// At every refresh tick, after the monitor's clock moved.
+    ///
+    /// # Errors
+    /// The sink cannot write or draw.
+    fn refresh(&mut self, m: &Monitor) -> Result<(), Error>;
+
+    /// The source has ended (a capture read to its end, or cut short: see
+    /// [`Monitor::pending_error`]).
+    ///
+    /// # Errors
+    /// The sink cannot write or draw.
+    fn ended(&mut self, m: &Monitor) -> Result<Flow, Error>;
+
+    /// A terminal event (keys, resizes), for sinks that read them.
+    ///
+    /// # Errors
+    /// The sink cannot draw.
+    fn input(&mut self, _m: &Monitor, _event: Event) -> Result<Flow, Error> {
+        Ok(Flow::Continue)
+    }
+}
+
+/// The next terminal event, or never when there is no terminal input.
+async fn next_input(input: &mut Option<Receiver<Event>>) -> Option<Event> {
+    match input {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs until the sink says stop, a signal (SIGINT, SIGTERM, SIGHUP) comes, the terminal input
+/// ends, or the source fails: feeds every source message to `m`, ticks its clock every
+/// `interval` and has `sink` refresh, and hands terminal events (when there is `input`) to
+/// `sink`.
+///
+/// # Errors
+/// The source failed (the live interface went away), a signal handler cannot be set, or the
+/// sink cannot write.
+pub async fn drive(
+    m: &mut Monitor,
+    mut source: Receiver<SourceMsg>,
+    mut input: Option<Receiver<Event>>,
+    sink: &mut impl Sink,
+    interval: Duration,
+) -> Result<(), Error> {
+    // The first refresh one interval from now, as every one after it.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let signals = |kind| signal(kind).map_err(Error::Signal);
+    let mut term = signals(SignalKind::terminate())?;
+    let mut int = signals(SignalKind::interrupt())?;
+    let mut hup = signals(SignalKind::hangup())?;
+    let mut source_open = true;
+    loop {
+        let flow = tokio::select! {
+            _ = ticker.tick() => {
+                m.tick(sink.holds());
+                sink.refresh(m)?;
+                Flow::Continue
+            }
+            msg = source.recv(), if source_open => match msg {
+                Some(msg) => {
+                    let end = matches!(msg, SourceMsg::End(_));
+                    m.handle(msg)?;
+                    if end {
+                        source_open = false;
+                        sink.ended(m)?
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                // The source went without a word: as good as its end.
+                None => {
+                    source_open = false;
+                    m.handle(SourceMsg::End(None))?;
+                    sink.ended(m)?
+                }
+            },
+            ev = next_input(&mut input) => match ev {
+                Some(ev) => sink.input(m, ev)?,
+                None => Flow::Stop,
+            },
+            _ = term.recv() => Flow::Stop,
+            _ = int.recv() => Flow::Stop,
+            _ = hup.recv() => Flow::Stop,
+        };
+        if flow == Flow::Stop {
+            return Ok(());
+        }
+    }
+}

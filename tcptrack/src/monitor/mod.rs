@@ -1,0 +1,200 @@
+//! The monitor: the one owner of the connection table. Every source feeds it through one message
+//! type ([`SourceMsg`]); every sink (the screen, headless text, and those to come) reads it.
+//!
+//! It keeps the table's clock, re-reads the host's listening sockets on live interfaces, and
+//! accounts for what was lost on the way (packets a full channel or the capture dropped, what
+//! the kernel could not keep). [`drive`] is the loop that joins a source, the monitor, a sink,
+//! keys, the refresh tick and signals.
+
+mod drive;
+
+pub use drive::{drive, Flow, Sink};
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::flow::Timestamp;
+use crate::output::WallClock;
+use crate::source::kernel::KernelStats;
+use crate::source::sockets::ListeningSockets;
+use crate::source::{SourceKind, SourceLabel, SourceMsg};
+use crate::table::ConnectionTable;
+
+/// How often, in capture time, a capture read whole forgets what has timed out.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a live monitor re-reads the host's listening sockets.
+const LISTENING_REFRESH: Duration = Duration::from_secs(10);
+
+/// The table's clock: where "now" is for the table.
+#[derive(Clone, Copy, Debug)]
+enum Clock {
+    /// A capture read whole, or one whose replay is over: time is that of the newest packet.
+    Packets,
+    /// `at` on the table's clock was the instant `wall`; time runs `speed` times the wall clock
+    /// (live: 1; a replayed capture: what `--replay` asked).
+    Running {
+        at: Timestamp,
+        wall: Instant,
+        speed: f64,
+    },
+}
+
+/// The table and what is known about how it was filled.
+pub struct Monitor {
+    pub table: ConnectionTable,
+    /// What the source is, as the status line names it.
+    pub label: SourceLabel,
+    kind: SourceKind,
+    clock: Clock,
+    /// Maps the table's clock to the wall clock, for records.
+    wall: WallClock,
+    /// The table's time, as of the last packet or tick (never goes back).
+    pub now: Timestamp,
+    /// Capture time at which a capture read whole next forgets what has timed out.
+    next_expiry: Timestamp,
+    /// When the listening sockets were last read (live only).
+    listening_read: Option<Instant>,
+    /// The source has ended (a capture read to its end); the table stays as it is.
+    pub ended: bool,
+    /// A problem to show beside the table (a fallback, a capture cut short).
+    pub notice: Option<String>,
+    /// An error to report once the sinks are done (a capture cut short).
+    pub pending_error: Option<Error>,
+    /// Packets the source had to drop (a full channel, the capture's own drops).
+    pub dropped: u64,
+    /// What the kernel could not keep (kernel path only).
+    pub kernel: Option<KernelStats>,
+}
+
+impl Monitor {
+    /// A monitor of `kind`'s source, its table made with `table`.
+    #[must_use]
+    pub fn new(table: ConnectionTable, label: SourceLabel, kind: SourceKind) -> Self {
+        let mut m = Self {
+            table,
+            label,
+            kind,
+            clock: Clock::Packets,
+            wall: WallClock::CAPTURE,
+            now: Duration::ZERO,
+            next_expiry: Duration::ZERO,
+            listening_read: None,
+            ended: false,
+            notice: None,
+            pending_error: None,
+            dropped: 0,
+            kernel: None,
+        };
+        m.refresh_listening();
+        m
+    }
+
+    /// What the source is.
+    #[must_use]
+    pub const fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    /// Maps the table's clock to the wall clock.
+    #[must_use]
+    pub const fn wall_clock(&self) -> WallClock {
+        self.wall
+    }
+
+    /// The table's time on the clock, or `None` while time is that of the packets.
+    fn clock_now(&self) -> Option<Timestamp> {
+        match self.clock {
+            Clock::Packets => None,
+            Clock::Running { at, wall, speed } => Some(at + wall.elapsed().mul_f64(speed)),
+        }
+    }
+
+    /// Takes in one message of the source. Returns what the loop should do next: go on, or
+    /// (the source failed) stop with the error.
+    ///
+    /// # Errors
+    /// The live source broke (the interface went away, the kernel's maps cannot be read).
+    pub fn handle(&mut self, msg: SourceMsg) -> Result<(), Error> {
+        match msg {
+            SourceMsg::Clock { at, wall, speed } => {
+                let wall = Instant::from_std(wall);
+                self.clock = Clock::Running { at, wall, speed };
+                if self.kind == SourceKind::Live {
+                    let since = wall.elapsed();
+                    self.wall = WallClock::new(at, SystemTime::now() - since);
+                }
+            }
+            SourceMsg::Batch(batch) => {
+                for u in &batch {
+                    self.table.apply(u);
+                    if matches!(self.clock, Clock::Packets) {
+                        self.now = self.now.max(u.ts);
+                        if self.now >= self.next_expiry {
+                            self.table.expire(self.now);
+                            self.next_expiry = self.now + EXPIRE_EVERY;
+                        }
+                    }
+                }
+            }
+            SourceMsg::Dropped(n) => self.dropped += n,
+            SourceMsg::Kernel(poll) => self.table.apply_poll(&poll),
+            SourceMsg::KernelStats(s) => self.kernel = Some(s),
+            SourceMsg::End(err) => {
+                if self.kind == SourceKind::Live {
+                    return err.map_or(Ok(()), Err);
+                }
+                // The capture is over: time stands at the last packet.
+                if let Some(now) = self.clock_now() {
+                    self.now = self.now.max(now);
+                    self.table.expire(self.now);
+                }
+                self.clock = Clock::Packets;
+                self.ended = true;
+                self.notice = err.as_ref().map(ToString::to_string);
+                self.pending_error = err;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the clock to now; the table forgets what has timed out, unless `hold` (a paused
+    /// screen: nothing leaves the table then). Live, re-reads the listening sockets when due.
+    pub fn tick(&mut self, hold: bool) {
+        if let Some(now) = self.clock_now() {
+            self.advance_to(now, hold);
+        }
+        if self
+            .listening_read
+            .is_some_and(|t| t.elapsed() >= LISTENING_REFRESH)
+        {
+            self.refresh_listening();
+        }
+    }
+
+    /// Moves the table's time to `now` (never back); the table forgets what has timed out,
+    /// unless `hold`.
+    pub fn advance_to(&mut self, now: Timestamp, hold: bool) {
+        self.now = self.now.max(now);
+        if !hold {
+            self.table.expire(self.now);
+        }
+    }
+
+    /// Gives the table the host's listening sockets (live only), if they can be read: they only
+    /// sharpen the client/server guess for connections picked up mid-stream.
+    fn refresh_listening(&mut self) {
+        if self.kind != SourceKind::Live {
+            return;
+        }
+        self.listening_read = Some(Instant::now());
+        if let Ok(l) = ListeningSockets::read() {
+            self.table.set_listening(l);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

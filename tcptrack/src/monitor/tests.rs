@@ -1,0 +1,164 @@
+//! The whole loop (source batches, keys, ticks) driven on ratatui's `TestBackend`, on tokio's
+//! paused clock: every frame the screen drew is kept and checked.
+
+use std::time::Duration;
+
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use tokio::sync::mpsc;
+
+use super::{drive, Flow, Monitor, Sink};
+use crate::error::Error;
+use crate::flow::{FlowUpdate, TcpFlags};
+use crate::source::{SourceKind, SourceLabel, SourceMsg};
+use crate::table::{ConnectionTable, TableConfig};
+use crate::tui::Screen;
+
+const SYN: u8 = TcpFlags::SYN;
+const ACK: u8 = TcpFlags::ACK;
+const RST: u8 = TcpFlags::RST;
+
+fn pkt(src: &str, dst: &str, ms: u64, flags: u8, seq: u32, ack: u32, len: u32) -> FlowUpdate {
+    FlowUpdate::test_packet(src, dst, ms, flags, seq, ack, len)
+}
+
+/// The screen, keeping every frame it draws (with the loop's time when it was drawn).
+struct Frames {
+    screen: Screen<TestBackend>,
+    frames: Vec<(Duration, String)>,
+    start: tokio::time::Instant,
+}
+
+impl Frames {
+    fn keep(&mut self) {
+        let text = self.screen.terminal.backend().to_string();
+        self.frames.push((self.start.elapsed(), text));
+    }
+}
+
+impl Sink for Frames {
+    fn holds(&self) -> bool {
+        self.screen.holds()
+    }
+    fn refresh(&mut self, m: &Monitor) -> Result<(), Error> {
+        self.screen.refresh(m)?;
+        self.keep();
+        Ok(())
+    }
+    fn ended(&mut self, m: &Monitor) -> Result<Flow, Error> {
+        let flow = self.screen.ended(m)?;
+        self.keep();
+        Ok(flow)
+    }
+    fn input(&mut self, m: &Monitor, event: Event) -> Result<Flow, Error> {
+        let flow = self.screen.input(m, event)?;
+        self.keep();
+        Ok(flow)
+    }
+}
+
+fn key(c: char) -> Event {
+    Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+/// A connection that stays (ESTABLISHED) and one reset at 0.2 s (gone 2 s later, when nothing
+/// holds it); `p` at 1.5 s pauses, so the reset one stays listed; `p` at 3.5 s lets it go at
+/// the next tick; `q` at 4.5 s ends the loop.
+#[tokio::test(start_paused = true)]
+async fn the_loop_applies_batches_ticks_the_clock_and_reacts_to_keys() {
+    let (source_tx, source_rx) = mpsc::channel(16);
+    let (key_tx, key_rx) = mpsc::channel(16);
+    let cfg = TableConfig {
+        closed_linger: Duration::from_secs(2),
+        ..TableConfig::default()
+    };
+    let mut m = Monitor::new(
+        ConnectionTable::new(cfg),
+        SourceLabel::Replay("test.pcap".into()),
+        SourceKind::Replay,
+    );
+    let (c, s, r) = ("198.18.0.1:40000", "198.18.0.2:80", "198.18.0.1:40001");
+    let start = tokio::time::Instant::now();
+    let feeder = tokio::spawn(async move {
+        let clock = SourceMsg::Clock {
+            at: Duration::ZERO,
+            wall: start.into_std(),
+            speed: 1.0,
+        };
+        source_tx.send(clock).await.expect("send");
+        let batch = vec![
+            pkt(c, s, 0, SYN, 0, 0, 0),
+            pkt(s, c, 1, SYN | ACK, 0, 1, 0),
+            pkt(c, s, 2, ACK, 1, 1, 0),
+            pkt(c, s, 100, ACK, 1, 1, 1_000),
+            pkt(r, s, 150, SYN, 0, 0, 0),
+            pkt(s, r, 200, RST | ACK, 0, 1, 0),
+        ];
+        source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
+        for (at_ms, k) in [(1_500, 'p'), (3_500, 'p'), (4_500, 'q')] {
+            tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
+            key_tx.send(key(k)).await.expect("send");
+        }
+        // Keep the source open until the loop ends.
+        source_tx
+    });
+    let mut sink = Frames {
+        screen: Screen::new(Terminal::new(TestBackend::new(100, 8)).expect("terminal")),
+        frames: Vec::new(),
+        start,
+    };
+    drive(
+        &mut m,
+        source_rx,
+        Some(key_rx),
+        &mut sink,
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("the loop");
+    drop(feeder.await);
+
+    let at = |secs: u64| -> &str {
+        let t = Duration::from_secs(secs);
+        &sink
+            .frames
+            .iter()
+            .find(|(when, _)| *when == t)
+            .unwrap_or_else(|| panic!("no frame at {t:?}: {:#?}", sink.frames))
+            .1
+    };
+    // Ticks at 1, 2, 3, 4 s; keys drew at 1.5, 3.5, 4.5 s (the last one quit, drawing nothing).
+    let times: Vec<Duration> = sink.frames.iter().map(|f| f.0).collect();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        times,
+        [
+            ms(1_000),
+            ms(1_500),
+            ms(2_000),
+            ms(3_000),
+            ms(3_500),
+            ms(4_000),
+            ms(4_500)
+        ]
+    );
+    assert!(
+        at(1).contains("ESTABLISHED") && at(1).contains("RESET"),
+        "{}",
+        at(1)
+    );
+    assert!(at(1).contains("Unpaused"), "{}", at(1));
+    // Paused at 1.5 s: the reset connection is 2.8 s old at 3 s, still listed.
+    assert!(
+        at(3).contains("RESET") && at(3).contains("Paused"),
+        "{}",
+        at(3)
+    );
+    // Unpaused at 3.5 s: gone at the next tick; the established one stays.
+    assert!(!at(4).contains("RESET"), "{}", at(4));
+    assert!(at(4).contains("ESTABLISHED"), "{}", at(4));
+    assert_eq!(m.table.len(), 1);
+    // The table's time is that of the last tick.
+    assert_eq!(m.now, Duration::from_secs(4));
+}
