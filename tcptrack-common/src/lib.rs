@@ -17,7 +17,7 @@ pub const PROGRAM_PROBE: &str = "probe_count";
 
 /// Per-CPU counters of the kernel programs (`[u64; counter::SLOTS]` per CPU).
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Per-CPU LRU hash: [`FlowKey`] to [`FlowValue`].
+/// Per-CPU LRU hash: [`ConnKey`] to [`FlowValue`].
 pub const MAP_FLOWS: &str = "FLOWS";
 /// Ring buffer of [`FlowEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -75,6 +75,64 @@ pub mod filter {
     pub const ANY: u8 = 3;
 }
 
+/// The protocol numbers and bits both packet parsers use: the kernel programs' and userspace's
+/// (`tcptrack::decode`). One definition, so that the two agree on what they read.
+pub mod proto {
+    /// EtherTypes.
+    pub mod ether {
+        pub const IPV4: u16 = 0x0800;
+        pub const IPV6: u16 = 0x86dd;
+        /// 802.1Q VLAN tag.
+        pub const VLAN: u16 = 0x8100;
+        /// 802.1ad (QinQ) service tag.
+        pub const QINQ: u16 = 0x88a8;
+        /// The older, pre-standard QinQ tag.
+        pub const QINQ_OLD: u16 = 0x9100;
+        /// Most VLAN tags read before the IP header (both parsers).
+        pub const MAX_VLAN_TAGS: usize = 3;
+        /// Length of one VLAN tag.
+        pub const VLAN_TAG_LEN: usize = 4;
+        /// Length of the Ethernet header without tags.
+        pub const HEADER_LEN: usize = 14;
+
+        /// Whether `t` is one of the VLAN tags read through.
+        #[must_use]
+        pub const fn is_vlan(t: u16) -> bool {
+            t == VLAN || t == QINQ || t == QINQ_OLD
+        }
+    }
+
+    /// IP protocol numbers (IPv4's protocol field, IPv6's next header).
+    pub mod ip {
+        pub const TCP: u8 = 6;
+        /// IPv6 hop-by-hop options.
+        pub const HOP_BY_HOP: u8 = 0;
+        /// IPv6 routing header.
+        pub const ROUTING: u8 = 43;
+        /// IPv6 fragment header (fragments are not counted).
+        pub const FRAGMENT: u8 = 44;
+        /// Authentication header (IPv4 and IPv6).
+        pub const AUTH: u8 = 51;
+        /// IPv6 destination options.
+        pub const DEST_OPTS: u8 = 60;
+        /// Most IPv6 extension headers the kernel walks before giving up on a packet.
+        pub const MAX_IPV6_EXTENSIONS: usize = 6;
+    }
+
+    /// TCP header fields.
+    pub mod tcp {
+        pub const FIN: u8 = 0x01;
+        pub const SYN: u8 = 0x02;
+        pub const RST: u8 = 0x04;
+        pub const PSH: u8 = 0x08;
+        pub const ACK: u8 = 0x10;
+        /// The flags both parsers keep (FIN to ACK; URG, ECE, CWR are not looked at).
+        pub const FLAGS_MASK: u8 = 0x1f;
+        /// Length of the TCP header without options.
+        pub const FIXED_HEADER_LEN: usize = 20;
+    }
+}
+
 /// Default number of connections the flow map holds (`--max-connections`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// Bytes of the event ring buffer (a power of two, a multiple of the page size).
@@ -96,7 +154,7 @@ pub mod counter {
     pub const SLOTS: u32 = 5;
 }
 
-/// Address families in [`FlowKey::family`].
+/// Address families in [`ConnKey::family`].
 pub const FAMILY_IPV4: u8 = 4;
 pub const FAMILY_IPV6: u8 = 6;
 
@@ -105,7 +163,7 @@ pub const FAMILY_IPV6: u8 = 6;
 /// four bytes, the rest zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
+pub struct ConnKey {
     pub addr: [[u8; 16]; 2],
     /// Ports in host byte order.
     pub port: [u16; 2],
@@ -152,7 +210,7 @@ pub mod event {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEvent {
-    pub key: FlowKey,
+    pub key: ConnKey,
     /// Monotonic time of the packet.
     pub ts_ns: u64,
     pub seq: u32,
@@ -168,7 +226,7 @@ pub struct FlowEvent {
     pub _pad: u8,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<FilterInsn>() == 40);
@@ -177,7 +235,7 @@ const _: () = assert!(core::mem::size_of::<FilterInsn>() == 40);
 mod user {
     // SAFETY: plain #[repr(C)] structs of integers with explicit padding: every bit pattern is
     // valid and there are no hidden padding bytes.
-    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.

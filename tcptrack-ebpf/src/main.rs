@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use tcptrack_common::{
-    counter, event, filter, FilterInsn, FlowEvent, FlowKey, FlowValue, DEFAULT_MAX_FLOWS,
+    counter, event, filter, ConnKey, FilterInsn, FlowEvent, FlowValue, DEFAULT_MAX_FLOWS,
     EVENTS_BYTES, FAMILY_IPV4, FAMILY_IPV6, MAX_FILTER_INSNS,
 };
 
@@ -21,7 +21,7 @@ use tcptrack_common::{
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 
 #[map(name = "FLOWS")]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
+static FLOWS: LruPerCpuHashMap<ConnKey, FlowValue> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
 #[map(name = "EVENTS")]
@@ -55,10 +55,7 @@ struct FilterRun {
 #[map(name = "FILTER_RUN")]
 static FILTER_RUN: PerCpuArray<FilterRun> = PerCpuArray::with_max_entries(1, 0);
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
+use tcptrack_common::proto::{ether, ip, tcp};
 
 /// Reading a packet, whichever hook it came through.
 trait Packet {
@@ -118,7 +115,7 @@ fn be16<P: Packet>(p: &P, off: usize) -> Option<u16> {
 
 /// One TCP packet, parsed.
 struct Parsed {
-    key: FlowKey,
+    key: ConnKey,
     /// 0: from endpoint 0 of the key; 1: from endpoint 1.
     dir: u8,
     flags: u8,
@@ -199,42 +196,49 @@ struct TcpHeader {
 /// Parses a packet. Headers are read whole, one helper call each: the calls, not the
 /// arithmetic, are what a packet costs here.
 fn parse<P: Packet>(p: &P) -> Option<Parsed> {
-    let mut off = 14usize;
+    let mut off = ether::HEADER_LEN;
     let mut ether_type = be16(p, 12)?;
-    // Up to two VLAN tags left in the packet data (802.1Q, QinQ).
+    // VLAN tags left in the packet data (802.1Q, QinQ), as many as userspace reads.
     let mut tags = 0;
-    while tags < 2 && (ether_type == 0x8100 || ether_type == 0x88a8) {
+    while tags < ether::MAX_VLAN_TAGS && ether::is_vlan(ether_type) {
         ether_type = be16(p, off + 2)?;
-        off += 4;
+        off += ether::VLAN_TAG_LEN;
         tags += 1;
     }
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     let (family, l4, l4_len) = match ether_type {
-        0x0800 => {
+        ether::IPV4 => {
             let ip: Ipv4Header = p.load(off)?;
             let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
             // Fragments carry no (or not all of the) TCP header: not counted.
-            if ip.version_ihl >> 4 != 4
-                || ihl < 20
-                || u16::from_be(ip.frag) & 0x3fff != 0
-                || ip.protocol != 6
-            {
+            if ip.version_ihl >> 4 != 4 || ihl < 20 || u16::from_be(ip.frag) & 0x3fff != 0 {
+                return None;
+            }
+            let mut headers = ihl;
+            if ip.protocol == ip::AUTH {
+                // An authentication header before TCP: (length + 2) * 4 bytes.
+                let ah: [u8; 2] = p.load(off + ihl)?;
+                if ah[0] != ip::TCP {
+                    return None;
+                }
+                headers += (usize::from(ah[1]) + 2) * 4;
+            } else if ip.protocol != ip::TCP {
                 return None;
             }
             let total = usize::from(u16::from_be(ip.total_len));
             src[..4].copy_from_slice(&ip.src);
             dst[..4].copy_from_slice(&ip.dst);
-            let l4 = off + ihl;
+            let l4 = off + headers;
             // Zero: a big-TCP super-packet; its length is the packet's.
-            let len = if total >= ihl {
-                total - ihl
+            let len = if total >= headers && total != 0 {
+                total - headers
             } else {
                 p.len().saturating_sub(l4)
             };
             (FAMILY_IPV4, l4, len)
         }
-        0x86dd => {
+        ether::IPV6 => {
             let ip: Ipv6Header = p.load(off)?;
             let declared = usize::from(u16::from_be(ip.payload_len));
             let mut next = ip.next_header;
@@ -242,12 +246,12 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
             dst = ip.dst;
             let mut l4 = off + 40;
             let mut ext = 0;
-            while ext < 6 {
+            while ext < ip::MAX_IPV6_EXTENSIONS {
                 let scale = match next {
                     // Hop-by-hop, routing, destination options: (length + 1) * 8 bytes.
-                    0 | 43 | 60 => 8,
+                    ip::HOP_BY_HOP | ip::ROUTING | ip::DEST_OPTS => 8,
                     // Authentication header: (length + 2) * 4 bytes.
-                    51 => 4,
+                    ip::AUTH => 4,
                     _ => break,
                 };
                 let h: [u8; 2] = p.load(l4)?;
@@ -259,7 +263,7 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
                 };
                 ext += 1;
             }
-            if next != 6 {
+            if next != ip::TCP {
                 return None;
             }
             let ext_len = l4 - off - 40;
@@ -272,22 +276,22 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
         }
         _ => return None,
     };
-    let tcp: TcpHeader = p.load(l4)?;
-    let tcp_header = usize::from(tcp.data_offset >> 4) * 4;
-    if tcp_header < 20 {
+    let th: TcpHeader = p.load(l4)?;
+    let tcp_header = usize::from(th.data_offset >> 4) * 4;
+    if tcp_header < tcp::FIXED_HEADER_LEN {
         return None;
     }
-    let (sport, dport) = (u16::from_be(tcp.sport), u16::from_be(tcp.dport));
+    let (sport, dport) = (u16::from_be(th.sport), u16::from_be(th.dport));
     let from_lower = lower(&src, sport, &dst, dport);
     let key = if from_lower {
-        FlowKey {
+        ConnKey {
             addr: [src, dst],
             port: [sport, dport],
             family,
             _pad: [0; 3],
         }
     } else {
-        FlowKey {
+        ConnKey {
             addr: [dst, src],
             port: [dport, sport],
             family,
@@ -297,9 +301,9 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
     Some(Parsed {
         key,
         dir: u8::from(!from_lower),
-        flags: tcp.flags & 0x1f,
-        seq: u32::from_be(tcp.seq),
-        ack: u32::from_be(tcp.ack),
+        flags: th.flags & tcp::FLAGS_MASK,
+        seq: u32::from_be(th.seq),
+        ack: u32::from_be(th.ack),
         payload: l4_len.saturating_sub(tcp_header) as u32,
         headers: (l4 + tcp_header) as u32,
     })
@@ -455,12 +459,12 @@ fn count<P: Packet>(p: &P) {
             dir.packets += u64::from(segments);
             if pk.dir == 0 {
                 v.flags[0] |= pk.flags;
-                if pk.flags & TCP_ACK != 0 {
+                if pk.flags & tcp::ACK != 0 {
                     v.ack[0] = pk.ack;
                 }
             } else {
                 v.flags[1] |= pk.flags;
-                if pk.flags & TCP_ACK != 0 {
+                if pk.flags & tcp::ACK != 0 {
                     v.ack[1] = pk.ack;
                 }
             }
@@ -486,7 +490,7 @@ fn count<P: Packet>(p: &P) {
             }
         }
     }
-    if pk.flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+    if pk.flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
         // SAFETY: a helper without arguments.
         emit(&pk, event::CONTROL, unsafe { bpf_ktime_get_ns() });
     }

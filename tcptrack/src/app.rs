@@ -37,11 +37,16 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         started.label.clone(),
         started.kind,
     );
-    m.notice.clone_from(&started.notice);
+    let notice = started
+        .fallback
+        .as_ref()
+        .filter(|f| f.worth_telling())
+        .map(ToString::to_string);
+    m.notice.clone_from(&notice);
     let result = if screen {
         crate::tui::run(&mut m, rx, cfg.interval, &runtime)
     } else {
-        if let Some(n) = &started.notice {
+        if let Some(n) = &notice {
             eprintln!("tcptrack: {n}");
         }
         let mut sink = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);

@@ -9,6 +9,8 @@ use etherparse::{
     err, EtherType, Ethernet2HeaderSlice, IpNumber, LaxIpSlice, SingleVlanHeaderSlice, TcpSlice,
 };
 
+use tcptrack_common::proto::{ether, tcp};
+
 use crate::flow::{FlowUpdate, TcpFlags, Timestamp};
 
 /// The link layers tcptrack reads.
@@ -46,7 +48,6 @@ impl LinkType {
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
 const LOOPBACK_HEADER_LEN: usize = 4;
-const TCP_FIXED_HEADER_LEN: usize = 20;
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -56,27 +57,18 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Whether an EtherType is one of the VLAN tags (802.1Q, 802.1ad QinQ, the older 0x9100).
-fn is_vlan(t: EtherType) -> bool {
-    matches!(
-        t,
-        EtherType::VLAN_TAGGED_FRAME
-            | EtherType::PROVIDER_BRIDGING
-            | EtherType::VLAN_DOUBLE_TAGGED_FRAME
-    )
-}
-
-/// The IP packet after an EtherType and what follows it, past up to three VLAN tags.
+/// The IP packet after an EtherType and what follows it, past as many VLAN tags as the kernel
+/// programs read.
 fn ip_after(mut ether_type: EtherType, mut rest: &[u8]) -> Option<&[u8]> {
-    for _ in 0..3 {
-        if !is_vlan(ether_type) {
+    for _ in 0..ether::MAX_VLAN_TAGS {
+        if !ether::is_vlan(ether_type.0) {
             break;
         }
         let tag = SingleVlanHeaderSlice::from_slice(rest).ok()?;
         ether_type = tag.ether_type();
         rest = rest.get(tag.slice().len()..)?;
     }
-    matches!(ether_type, EtherType::IPV4 | EtherType::IPV6).then_some(rest)
+    matches!(ether_type.0, ether::IPV4 | ether::IPV6).then_some(rest)
 }
 
 /// The IP packet inside a frame of link type `link`.
@@ -110,11 +102,12 @@ struct TcpFields {
 
 impl TcpFields {
     fn from_slice(t: &etherparse::TcpSlice<'_>) -> Self {
-        let flags = u8::from(t.fin())
-            | u8::from(t.syn()) << 1
-            | u8::from(t.rst()) << 2
-            | u8::from(t.psh()) << 3
-            | u8::from(t.ack()) << 4;
+        let bit = |on: bool, flag: u8| if on { flag } else { 0 };
+        let flags = bit(t.fin(), tcp::FIN)
+            | bit(t.syn(), tcp::SYN)
+            | bit(t.rst(), tcp::RST)
+            | bit(t.psh(), tcp::PSH)
+            | bit(t.ack(), tcp::ACK);
         Self {
             src_port: t.source_port(),
             dst_port: t.destination_port(),
@@ -128,11 +121,11 @@ impl TcpFields {
     /// The fixed header of a TCP header whose options were cut off by the snapshot length (the
     /// parser wants the whole header; the counters need only its first 20 bytes).
     fn from_fixed_header(b: &[u8]) -> Option<Self> {
-        if b.len() < TCP_FIXED_HEADER_LEN {
+        if b.len() < tcp::FIXED_HEADER_LEN {
             return None;
         }
         let header_len = u32::from(b[12] >> 4) * 4;
-        if header_len < TCP_FIXED_HEADER_LEN as u32 {
+        if (header_len as usize) < tcp::FIXED_HEADER_LEN {
             return None;
         }
         Some(Self {
@@ -141,7 +134,7 @@ impl TcpFields {
             seq: be32(b, 4)?,
             ack: be32(b, 8)?,
             header_len,
-            flags: b[13] & 0x1f,
+            flags: b[13] & tcp::FLAGS_MASK,
         })
     }
 }

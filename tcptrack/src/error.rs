@@ -1,32 +1,70 @@
-//! tcptrack's errors, each one clear line for a person, each with its exit status.
+//! tcptrack's errors, each one clear line for a person, each with its exit status. Each keeps
+//! what caused it as its `source`.
 
 use std::path::PathBuf;
+
+use crate::caps::{self, Capability};
+use crate::ebpf::KernelError;
+
+/// What libpcap said, without the crate's wrapping.
+fn pcap_reason(e: &pcap::Error) -> String {
+    match e {
+        pcap::Error::PcapError(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Error {
+    /// A live capture on `interface` failed, for `source`.
+    pub fn capture(interface: impl Into<String>, source: impl Into<CaptureError>) -> Self {
+        Self::Capture {
+            interface: interface.into(),
+            source: Box::new(source.into()),
+        }
+    }
+}
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot read capture {path}: {reason}")]
-    OpenCapture { path: PathBuf, reason: String },
-    #[error("{path}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback")]
+    #[error("cannot read capture {}: {}", .path.display(), pcap_reason(.source))]
+    OpenCapture {
+        path: PathBuf,
+        #[source]
+        source: pcap::Error,
+    },
+    #[error("{}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback", .path.display())]
     UnsupportedLinkType {
         path: PathBuf,
         name: String,
         dlt: i32,
     },
-    #[error("bad filter expression `{expr}`: {reason}")]
-    Filter { expr: String, reason: String },
-    #[error("{path}: capture cut short after {packets} packets ({reason}); reported what came before the cut")]
+    #[error("bad filter expression `{expr}`: {}", pcap_reason(.source))]
+    Filter {
+        expr: String,
+        #[source]
+        source: pcap::Error,
+    },
+    #[error("{}: capture cut short after {packets} packets ({}); reported what came before the cut", .path.display(), pcap_reason(.source))]
     Truncated {
         path: PathBuf,
         packets: u64,
-        reason: String,
+        #[source]
+        source: pcap::Error,
     },
-    #[error("cannot capture on {interface}: {reason}")]
-    Capture { interface: String, reason: String },
-    #[error("no interface to capture on: {0} (name one with -i)")]
-    NoDefaultInterface(String),
+    #[error("cannot capture on {interface}: {source}")]
+    Capture {
+        interface: String,
+        #[source]
+        source: Box<CaptureError>,
+    },
+    #[error("no interface to capture on: {} (name one with -i)", .source.as_ref().map_or_else(|| "libpcap found none".to_owned(), pcap_reason))]
+    NoDefaultInterface {
+        #[source]
+        source: Option<pcap::Error>,
+    },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("cannot use the terminal: {0}")]
@@ -35,6 +73,39 @@ pub enum Error {
     Signal(#[source] std::io::Error),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// Why a live capture failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{}", pcap_reason(.0))]
+    Libpcap(#[from] pcap::Error),
+    #[error("unsupported link type {0}")]
+    LinkType(String),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("{}", privilege(.kernel_path))]
+    Privilege {
+        /// What the kernel path lacked (CAP_NET_RAW among them for promiscuous mode).
+        kernel_path: Vec<Capability>,
+    },
+    #[error("{libpcap}; the kernel path failed too: {kernel}")]
+    Both {
+        libpcap: Box<CaptureError>,
+        kernel: KernelError,
+    },
+}
+
+/// The missing capabilities, said once: libpcap always needs CAP_NET_RAW.
+fn privilege(kernel_path: &[Capability]) -> String {
+    if kernel_path == [Capability::NetRaw] {
+        return "needs CAP_NET_RAW for promiscuous mode (-p does without it on the kernel path)"
+            .to_owned();
+    }
+    format!(
+        "needs {} for the kernel path, or CAP_NET_RAW for libpcap",
+        caps::list(kernel_path)
+    )
 }
 
 impl Error {

@@ -1,8 +1,11 @@
 //! What a source reports about a connection: [`FlowUpdate`], keyed by [`FlowKey`].
 
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use tcptrack_common::proto::tcp;
+use tcptrack_common::{ConnKey, FAMILY_IPV4};
 
 /// A point in time as the sources report it: capture time in `-T` mode, monotonic time live.
 ///
@@ -14,11 +17,11 @@ pub type Timestamp = Duration;
 pub struct TcpFlags(pub u8);
 
 impl TcpFlags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
+    pub const FIN: u8 = tcp::FIN;
+    pub const SYN: u8 = tcp::SYN;
+    pub const RST: u8 = tcp::RST;
+    pub const PSH: u8 = tcp::PSH;
+    pub const ACK: u8 = tcp::ACK;
 
     #[must_use]
     pub const fn fin(self) -> bool {
@@ -66,6 +69,39 @@ impl FlowKey {
             (Self { lo: src, hi: dst }, true)
         } else {
             (Self { lo: dst, hi: src }, false)
+        }
+    }
+}
+
+impl FlowKey {
+    /// (sender, receiver) of the packets of direction `dir` of a kernel key: 0 from its
+    /// endpoint 0 (`lo`), 1 from endpoint 1.
+    #[must_use]
+    pub const fn ends(&self, dir: u8) -> (SocketAddr, SocketAddr) {
+        if dir == 0 {
+            (self.lo, self.hi)
+        } else {
+            (self.hi, self.lo)
+        }
+    }
+}
+
+/// The kernel's key, the one way into userspace's. Both order the endpoints alike (address
+/// bytes, then port; one family per key), so the kernel's endpoint 0 is `lo`.
+impl From<&ConnKey> for FlowKey {
+    fn from(key: &ConnKey) -> Self {
+        let endpoint = |i: usize| {
+            let a = key.addr[i];
+            let ip = if key.family == FAMILY_IPV4 {
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(a))
+            };
+            SocketAddr::new(ip, key.port[i])
+        };
+        Self {
+            lo: endpoint(0),
+            hi: endpoint(1),
         }
     }
 }

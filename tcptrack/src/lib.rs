@@ -5,6 +5,7 @@
 //! connections, their states, counters and speeds; outputs ([`output`]) write what it holds.
 
 pub mod app;
+pub mod caps;
 pub mod cli;
 pub mod decode;
 pub mod ebpf;
@@ -13,6 +14,7 @@ pub mod filter;
 pub mod flow;
 pub mod format;
 pub mod headless;
+pub mod listening;
 pub mod monitor;
 pub mod output;
 pub mod rate;

@@ -9,7 +9,7 @@ use etherparse::{
     IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, VlanId,
 };
 use tcptrack::ebpf::Kernel;
-use tcptrack_common::{counter, event, FlowEvent, FlowKey, FAMILY_IPV4, FAMILY_IPV6};
+use tcptrack_common::{counter, event, ConnKey, FlowEvent, FAMILY_IPV4, FAMILY_IPV6};
 
 /// `TC_ACT_UNSPEC` (-1, which tcx calls `TCX_NEXT`) and `XDP_PASS`: every packet goes on, to
 /// the next program of the chain too.
@@ -75,11 +75,11 @@ fn v6_with_extension(payload: usize) -> Vec<u8> {
     v
 }
 
-fn key4() -> FlowKey {
+fn key4() -> ConnKey {
     let mut addr = [[0u8; 16]; 2];
     addr[0][..4].copy_from_slice(&C);
     addr[1][..4].copy_from_slice(&S);
-    FlowKey {
+    ConnKey {
         addr,
         port: [40000, 80],
         family: FAMILY_IPV4,

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::flow::Timestamp;
 use crate::output::WallClock;
 use crate::source::kernel::KernelStats;
-use crate::source::sockets::ListeningSockets;
+use crate::source::sockets::read_listening;
 use crate::source::{SourceKind, SourceLabel, SourceMsg};
 use crate::table::ConnectionTable;
 
@@ -190,7 +190,7 @@ impl Monitor {
             return;
         }
         self.listening_read = Some(Instant::now());
-        if let Ok(l) = ListeningSockets::read() {
+        if let Ok(l) = read_listening() {
             self.table.set_listening(l);
         }
     }

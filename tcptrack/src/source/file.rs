@@ -37,13 +37,6 @@ impl ReadEnd {
     }
 }
 
-fn reason(e: &pcap::Error) -> String {
-    match e {
-        pcap::Error::PcapError(msg) => msg.clone(),
-        other => other.to_string(),
-    }
-}
-
 impl CaptureFile {
     /// Opens `path` (`-` for standard input) and applies `filter` (tcpdump syntax).
     ///
@@ -51,12 +44,13 @@ impl CaptureFile {
     /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
     /// filter does not compile.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
-        let mut cap = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
-            Error::OpenCapture {
-                path: path.to_owned(),
-                reason: reason(&e),
-            }
-        })?;
+        let mut cap =
+            Capture::from_file_with_precision(path, Precision::Nano).map_err(|source| {
+                Error::OpenCapture {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         let dlt = cap.get_datalink();
         let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::UnsupportedLinkType {
             path: path.to_owned(),
@@ -64,9 +58,9 @@ impl CaptureFile {
             dlt: dlt.0,
         })?;
         if let Some(expr) = filter {
-            cap.filter(expr, true).map_err(|e| Error::Filter {
+            cap.filter(expr, true).map_err(|source| Error::Filter {
                 expr: expr.to_owned(),
-                reason: reason(&e),
+                source,
             })?;
         }
         Ok(Self {
@@ -90,11 +84,11 @@ impl CaptureFile {
                     }
                 }
                 Err(pcap::Error::NoMorePackets) => return ReadEnd::Complete,
-                Err(e) => {
+                Err(source) => {
                     return ReadEnd::Truncated(Error::Truncated {
                         path: self.path.clone(),
                         packets: self.packets,
-                        reason: reason(&e),
+                        source,
                     })
                 }
             }
@@ -131,7 +125,10 @@ pub fn spawn_read(
     mut file: CaptureFile,
     tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
-    use super::{SourceMsg, BATCH_MAX};
+    use super::SourceMsg;
+    // Larger than a live source's batches: nobody waits on a file, and fewer hand-overs cost
+    // less.
+    const BATCH_MAX: usize = 8192;
     std::thread::spawn(move || {
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut closed = false;

@@ -3,14 +3,13 @@
 //! libpcap path makes, for the same connection table.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use tcptrack_common::{counter, event, DirCounters, FlowEvent, FlowKey, FAMILY_IPV4};
+use tcptrack_common::{counter, event, ConnKey, DirCounters, FlowEvent};
 
 use crate::ebpf::{Kernel, KernelError};
-use crate::flow::{FlowUpdate, Polled, TcpFlags, Timestamp};
+use crate::flow::{FlowKey, FlowUpdate, Polled, TcpFlags, Timestamp};
 
 /// The monotonic clock the kernel stamps packets with (`bpf_ktime_get_ns`), now.
 #[must_use]
@@ -25,27 +24,6 @@ pub fn monotonic_now() -> Timestamp {
         u64::try_from(ts.tv_sec).unwrap_or(0),
         u32::try_from(ts.tv_nsec).unwrap_or(0),
     )
-}
-
-/// An endpoint of a kernel flow key.
-fn endpoint(key: &FlowKey, i: usize) -> SocketAddr {
-    let a = key.addr[i];
-    let ip = if key.family == FAMILY_IPV4 {
-        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(a))
-    };
-    SocketAddr::new(ip, key.port[i])
-}
-
-/// The endpoints of `key` as (sender, receiver) for direction `dir`.
-fn ends(key: &FlowKey, dir: u8) -> (SocketAddr, SocketAddr) {
-    let (a, b) = (endpoint(key, 0), endpoint(key, 1));
-    if dir == 0 {
-        (a, b)
-    } else {
-        (b, a)
-    }
 }
 
 /// What the kernel could not keep.
@@ -64,7 +42,7 @@ pub struct Poller {
     kernel: Kernel,
     events: RingBuf<MapData>,
     /// Totals per connection and direction at the last poll.
-    last: HashMap<FlowKey, [DirCounters; 2]>,
+    last: HashMap<ConnKey, [DirCounters; 2]>,
     stats: KernelStats,
 }
 
@@ -81,6 +59,11 @@ impl Poller {
             last: HashMap::new(),
             stats: KernelStats::default(),
         })
+    }
+
+    /// The kernel programs it reads (to run them on crafted packets, in tests).
+    pub const fn kernel_mut(&mut self) -> &mut Kernel {
+        &mut self.kernel
     }
 
     #[must_use]
@@ -131,6 +114,7 @@ impl Poller {
                 last_seen = last_seen.max(v.last_seen_ns);
             }
             let before = self.last.get(&key).copied().unwrap_or_default();
+            let conn = FlowKey::from(&key);
             for d in 0..2u8 {
                 let (now, was) = (total[usize::from(d)], before[usize::from(d)]);
                 // A smaller total: the entry was evicted and made anew; count it from zero.
@@ -143,7 +127,7 @@ impl Poller {
                 if packets == 0 {
                     continue;
                 }
-                let (src, dst) = ends(&key, d);
+                let (src, dst) = conn.ends(d);
                 // Counting updates carry only ACK (no SYN, FIN, RST: the events carry those), and
                 // the newest acknowledgment number: enough for the table to finish a handshake,
                 // pick up a connection mid-stream, and see a FIN acknowledged.
@@ -175,7 +159,7 @@ impl Poller {
             }
             // SAFETY: the kernel wrote a FlowEvent (size checked); read unaligned.
             let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
-            let (src, dst) = ends(&e.key, e.dir);
+            let (src, dst) = FlowKey::from(&e.key).ends(e.dir);
             if e.kind != event::CONTROL {
                 continue;
             }

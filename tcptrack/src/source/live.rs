@@ -6,7 +6,7 @@ use pcap::{Active, Capture, Device};
 
 use crate::cli::{Config, Source};
 use crate::decode::{decode, LinkType};
-use crate::error::Error;
+use crate::error::{CaptureError, Error};
 
 /// Enough of each frame for the link, IP (with options or extension headers) and TCP headers.
 const SNAPLEN: i32 = 256;
@@ -22,10 +22,8 @@ pub fn interface_name(source: &Source) -> Result<String, Error> {
         Source::Interface(i) => Ok(i.clone()),
         Source::DefaultInterface | Source::File(_) => match Device::lookup() {
             Ok(Some(d)) => Ok(d.name),
-            Ok(None) => Err(Error::NoDefaultInterface(
-                "libpcap found no interface".into(),
-            )),
-            Err(e) => Err(Error::NoDefaultInterface(e.to_string())),
+            Ok(None) => Err(Error::NoDefaultInterface { source: None }),
+            Err(e) => Err(Error::NoDefaultInterface { source: Some(e) }),
         },
     }
 }
@@ -35,10 +33,7 @@ pub fn interface_name(source: &Source) -> Result<String, Error> {
 /// # Errors
 /// The interface cannot be opened (no such interface, no privilege), or the filter is bad.
 pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType), Error> {
-    let capture_err = |e: pcap::Error| Error::Capture {
-        interface: interface.to_owned(),
-        reason: e.to_string(),
-    };
+    let capture_err = |source: pcap::Error| Error::capture(interface, source);
     let mut cap = Capture::from_device(interface)
         .map_err(capture_err)?
         .promisc(cfg.promiscuous)
@@ -48,17 +43,16 @@ pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType)
         .open()
         .map_err(capture_err)?;
     let dlt = cap.get_datalink();
-    let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::Capture {
-        interface: interface.to_owned(),
-        reason: format!(
-            "unsupported link type {}",
-            dlt.get_name().unwrap_or_default()
-        ),
+    let link = LinkType::from_dlt(dlt.0).ok_or_else(|| {
+        Error::capture(
+            interface,
+            CaptureError::LinkType(dlt.get_name().unwrap_or_default()),
+        )
     })?;
     if let Some(expr) = &cfg.filter {
-        cap.filter(expr, true).map_err(|e| Error::Filter {
+        cap.filter(expr, true).map_err(|source| Error::Filter {
             expr: expr.clone(),
-            reason: e.to_string(),
+            source,
         })?;
     }
     Ok((cap, link))
@@ -98,10 +92,7 @@ pub fn spawn_reader(
                 }
                 Err(pcap::Error::TimeoutExpired) => {}
                 Err(e) => {
-                    let _ = tx.blocking_send(SourceMsg::End(Some(Error::Capture {
-                        interface,
-                        reason: e.to_string(),
-                    })));
+                    let _ = tx.blocking_send(SourceMsg::End(Some(Error::capture(interface, e))));
                     return;
                 }
             }

@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::Sender;
 
+use crate::caps::{self, Capability, Held};
 use crate::cli::{Config, Source};
-use crate::error::Error;
+use crate::ebpf::KernelError;
+use crate::error::{CaptureError, Error};
 use crate::flow::{FlowUpdate, Timestamp};
 
 /// What a source thread hands the main loop.
@@ -69,7 +71,7 @@ pub struct Started {
     pub kind: SourceKind,
     pub label: SourceLabel,
     /// Why the live path is not the kernel's, when it is not.
-    pub notice: Option<String>,
+    pub fallback: Option<Fallback>,
     /// Promiscuous mode, held for as long as this lives (kernel path, `-p` not given).
     pub promiscuous: Vec<kernel::Promiscuous>,
 }
@@ -89,10 +91,10 @@ fn file_name(p: &Path) -> String {
 /// # Errors
 /// The file or interface cannot be opened, or the filter is bad.
 pub fn start(cfg: &Config, replay: Option<f64>, tx: Sender<SourceMsg>) -> Result<Started, Error> {
-    let started = |kind, label, notice, promiscuous| Started {
+    let started = |kind, label, fallback, promiscuous| Started {
         kind,
         label,
-        notice,
+        fallback,
         promiscuous,
     };
     match &cfg.source {
@@ -120,7 +122,7 @@ pub fn start(cfg: &Config, replay: Option<f64>, tx: Sender<SourceMsg>) -> Result
             })
         }
         Source::Interface(_) | Source::DefaultInterface => {
-            let (live, notice) = open_live(cfg)?;
+            let (live, fallback) = open_live(cfg)?;
             let label = SourceLabel::Live(live.label());
             let promiscuous = match live {
                 Live::Kernel {
@@ -140,7 +142,7 @@ pub fn start(cfg: &Config, replay: Option<f64>, tx: Sender<SourceMsg>) -> Result
                     Vec::new()
                 }
             };
-            Ok(started(SourceKind::Live, label, notice, promiscuous))
+            Ok(started(SourceKind::Live, label, fallback, promiscuous))
         }
     }
 }
@@ -173,45 +175,70 @@ impl Live {
     }
 }
 
+/// Why the live path is libpcap's rather than the kernel's.
+#[derive(Debug, thiserror::Error)]
+pub enum Fallback {
+    #[error("libpcap, as --libpcap asked")]
+    UserAsked,
+    #[error("the filter is outside what the kernel decides: libpcap applies it")]
+    FilterOutsideSubset,
+    #[error("kernel path unavailable (needs {}), using libpcap", caps::list(.0))]
+    MissingCapabilities(Vec<Capability>),
+    #[error("kernel path unavailable ({0}), using libpcap")]
+    Kernel(#[source] KernelError),
+}
+
+impl Fallback {
+    /// Whether the user should be told (they asked for libpcap themselves otherwise).
+    #[must_use]
+    pub const fn worth_telling(&self) -> bool {
+        !matches!(self, Self::UserAsked)
+    }
+}
+
 /// Opens the live source `cfg` asks for: the kernel path unless `--libpcap` or a filter
 /// expression asks for libpcap, or the kernel path cannot be had. The second value says why
 /// libpcap was chosen over the kernel, if it was.
 ///
 /// # Errors
 /// Neither path can capture on the interface (the error names why), or the filter is bad.
-pub fn open_live(cfg: &Config) -> Result<(Live, Option<String>), Error> {
+pub fn open_live(cfg: &Config) -> Result<(Live, Option<Fallback>), Error> {
     let interface = live::interface_name(&cfg.source)?;
-    // `kernel_error`: why the kernel path failed, if it was tried.
-    let libpcap = |notice: Option<String>,
-                   kernel_error: Option<String>|
-     -> Result<(Live, Option<String>), Error> {
-        let (cap, link) = live::open(&interface, cfg).map_err(|e| match e {
-            Error::Capture { interface, reason } => {
-                let mut reason = match &kernel_error {
-                    Some(why) => format!("{reason}; the kernel path failed too: {why}"),
-                    None => reason,
+    let held = Held::this_process();
+    let libpcap = |why: Fallback| -> Result<(Live, Option<Fallback>), Error> {
+        let (cap, link) = match live::open(&interface, cfg) {
+            Ok(opened) => opened,
+            Err(Error::Capture { interface, source }) => {
+                let source = match (*source, why) {
+                    (CaptureError::Libpcap(_), Fallback::MissingCapabilities(kernel_path))
+                        if !held.has(Capability::NetRaw) =>
+                    {
+                        CaptureError::Privilege { kernel_path }
+                    }
+                    (CaptureError::Libpcap(_), _) if !held.has(Capability::NetRaw) => {
+                        CaptureError::Privilege {
+                            kernel_path: vec![Capability::NetRaw],
+                        }
+                    }
+                    (libpcap, Fallback::Kernel(kernel)) => CaptureError::Both {
+                        libpcap: Box::new(libpcap),
+                        kernel,
+                    },
+                    (source, _) => source,
                 };
-                if reason.contains("not permitted") || reason.contains("denied") {
-                    reason.push_str(
-                        " (capturing needs root: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON for the \
-                         kernel path, CAP_NET_RAW for libpcap)",
-                    );
-                }
-                Error::Capture { interface, reason }
+                return Err(Error::capture(interface, source));
             }
-            e => e,
-        })?;
-        Ok((
-            Live::Libpcap {
-                cap,
-                link,
-                interface: interface.clone(),
-            },
-            notice,
-        ))
+            Err(e) => return Err(e),
+        };
+        let live = Live::Libpcap {
+            cap,
+            link,
+            interface: interface.clone(),
+        };
+        Ok((live, Some(why)))
     };
     if cfg.libpcap {
-        return libpcap(None, None);
+        return libpcap(Fallback::UserAsked);
     }
     // The kernel decides the filters of its subset; libpcap the others. Syntax is checked by
     // libpcap either way, so that errors read the same.
@@ -221,35 +248,32 @@ pub fn open_live(cfg: &Config) -> Result<(Live, Option<String>), Error> {
             check_filter(expr)?;
             match crate::filter::compile(expr) {
                 Some(p) => p,
-                None => {
-                    return libpcap(
-                        Some(
-                            "the filter is outside what the kernel decides: libpcap applies it"
-                                .into(),
-                        ),
-                        None,
-                    )
-                }
+                None => return libpcap(Fallback::FilterOutsideSubset),
             }
         }
     };
+    let mut needed = caps::KERNEL_PATH.to_vec();
+    if cfg.promiscuous && interface != "any" {
+        needed.push(Capability::NetRaw);
+    }
+    let missing = held.missing(&needed);
+    if !missing.is_empty() {
+        return libpcap(Fallback::MissingCapabilities(missing));
+    }
     match open_kernel(&interface, cfg, &program) {
         Ok(live) => Ok((live, None)),
-        Err(why) => libpcap(
-            Some(format!("kernel path unavailable ({why}), using libpcap")),
-            Some(why),
-        ),
+        Err(e) => libpcap(Fallback::Kernel(e)),
     }
 }
 
 /// Checks a filter's syntax with libpcap (as tcpdump would on an Ethernet link).
 fn check_filter(expr: &str) -> Result<(), Error> {
-    let bad = |reason: String| Error::Filter {
+    let bad = |source| Error::Filter {
         expr: expr.to_owned(),
-        reason,
+        source,
     };
-    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(|e| bad(e.to_string()))?;
-    dead.compile(expr, true).map_err(|e| bad(e.to_string()))?;
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(bad)?;
+    dead.compile(expr, true).map_err(bad)?;
     Ok(())
 }
 
@@ -257,31 +281,32 @@ fn open_kernel(
     interface: &str,
     cfg: &Config,
     filter: &[tcptrack_common::FilterInsn],
-) -> Result<Live, String> {
+) -> Result<Live, KernelError> {
     let interfaces = if interface == "any" {
         kernel::interfaces_up()
     } else {
         vec![interface.to_owned()]
     };
     if interfaces.is_empty() {
-        return Err("no interface is up".into());
+        return Err(KernelError::NoInterfaceUp);
     }
-    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty())
-        .map_err(|e| e.to_string())?;
-    k.set_filter(filter).map_err(|e| e.to_string())?;
+    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty())?;
+    k.set_filter(filter)?;
     for i in &interfaces {
-        k.attach(i, cfg.xdp).map_err(|e| e.to_string())?;
+        k.attach(i, cfg.xdp)?;
     }
     let mut promiscuous = Vec::new();
     if cfg.promiscuous && interface != "any" {
         for i in &interfaces {
-            promiscuous.push(
-                kernel::Promiscuous::enable(i)
-                    .map_err(|e| format!("promiscuous mode on {i}: {e}"))?,
-            );
+            promiscuous.push(kernel::Promiscuous::enable(i).map_err(|source| {
+                KernelError::Promiscuous {
+                    interface: i.clone(),
+                    source,
+                }
+            })?);
         }
     }
-    let poller = Box::new(kernel::Poller::new(k).map_err(|e| e.to_string())?);
+    let poller = Box::new(kernel::Poller::new(k)?);
     Ok(Live::Kernel {
         poller,
         interfaces,
@@ -309,10 +334,7 @@ fn spawn_kernel_poller(
             std::thread::sleep(interval);
             let msg = match poller.poll() {
                 Ok(p) => SourceMsg::Kernel(p),
-                Err(e) => SourceMsg::End(Some(Error::Capture {
-                    interface: "the kernel".into(),
-                    reason: e.to_string(),
-                })),
+                Err(e) => SourceMsg::End(Some(Error::capture("the kernel", e))),
             };
             let end = matches!(msg, SourceMsg::End(_));
             if tx.blocking_send(msg).is_err() || end {

@@ -1,0 +1,314 @@
+//! One connection: its endpoints, state, counters and speed, and the state machine that moves it
+//! one update at a time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::flow::{FlowKey, FlowUpdate, Timestamp};
+use crate::rate::{RateConfig, RateWindow};
+
+/// A connection's state, as the classic tool names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// The client sent a SYN; no answer yet.
+    SynSent,
+    /// The server answered with SYN+ACK; the client's ACK is not seen yet.
+    SynAckAck,
+    /// The handshake is done, or the connection was picked up mid-stream.
+    Established,
+    /// A side sent a FIN; not both FINs are acknowledged yet.
+    Closing,
+    /// Both FINs are acknowledged.
+    Closed,
+    /// A side sent an RST.
+    Reset,
+}
+
+impl State {
+    /// The name shown on screen and in every output.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SynSent => "SYN_SENT",
+            Self::SynAckAck => "SYN|ACK-ACK",
+            Self::Established => "ESTABLISHED",
+            Self::Closing => "CLOSING",
+            Self::Closed => "CLOSED",
+            Self::Reset => "RESET",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one side of a connection sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// TCP payload bytes.
+    pub payload_bytes: u64,
+    /// Frame bytes on the wire.
+    pub wire_bytes: u64,
+    /// Packets on the wire.
+    pub packets: u64,
+}
+
+impl Counters {
+    fn add(&mut self, u: &FlowUpdate) {
+        self.payload_bytes = self.payload_bytes.saturating_add(u.payload_bytes);
+        self.wire_bytes = self.wire_bytes.saturating_add(u.wire_bytes);
+        self.packets = self.packets.saturating_add(u.packets);
+    }
+}
+
+impl std::ops::Add for Counters {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            payload_bytes: self.payload_bytes.saturating_add(o.payload_bytes),
+            wire_bytes: self.wire_bytes.saturating_add(o.wire_bytes),
+            packets: self.packets.saturating_add(o.packets),
+        }
+    }
+}
+
+/// One side's FIN: the ACK number that acknowledges it, once it has been sent.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fin {
+    /// Sequence number of the FIN + its payload + 1.
+    ack_expected: u32,
+    sent: bool,
+    acked: bool,
+}
+
+/// A side of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    /// The side across the connection.
+    const fn other(self) -> Self {
+        match self {
+            Self::Client => Self::Server,
+            Self::Server => Self::Client,
+        }
+    }
+
+    /// This side's place in a connection's per-side arrays.
+    const fn index(self) -> usize {
+        match self {
+            Self::Client => 0,
+            Self::Server => 1,
+        }
+    }
+}
+
+/// One TCP connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    id: u64,
+    /// Client, server (indexed by [`Side::index`]).
+    endpoints: [SocketAddr; 2],
+    state: State,
+    /// One-way so far: seen in one direction only, without a handshake (not shown).
+    unanswered: bool,
+    sent: [Counters; 2],
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    fin: [Fin; 2],
+    rate: RateWindow,
+}
+
+impl Connection {
+    /// A connection first seen at `at` (ns), `client` to `server`, in `state`.
+    pub(super) fn new(
+        id: u64,
+        client: SocketAddr,
+        server: SocketAddr,
+        at: u64,
+        state: State,
+    ) -> Self {
+        Self {
+            id,
+            endpoints: [client, server],
+            state,
+            unanswered: false,
+            sent: [Counters::default(); 2],
+            first_seen_ns: at,
+            last_seen_ns: at,
+            fin: [Fin::default(); 2],
+            rate: RateWindow::default(),
+        }
+    }
+
+    /// A one-way flow first seen at `at` (ns), from `src` to `dst`: not shown until answered.
+    pub(super) fn one_way(id: u64, src: SocketAddr, dst: SocketAddr, at: u64) -> Self {
+        Self {
+            unanswered: true,
+            ..Self::new(id, src, dst, at, State::Established)
+        }
+    }
+
+    /// Order in which connections were first seen (unique, increasing).
+    #[must_use]
+    pub const fn id(&self) -> u64 {
+        self.id
+    }
+    /// The end that opened the connection (or, picked up mid-stream, the one taken for it).
+    #[must_use]
+    pub const fn client(&self) -> SocketAddr {
+        self.endpoints[Side::Client.index()]
+    }
+    /// The end that accepted the connection (or, picked up mid-stream, the one taken for it).
+    #[must_use]
+    pub const fn server(&self) -> SocketAddr {
+        self.endpoints[Side::Server.index()]
+    }
+    /// Where the connection is in its life.
+    #[must_use]
+    pub const fn state(&self) -> State {
+        self.state
+    }
+    /// What the client sent.
+    #[must_use]
+    pub const fn client_sent(&self) -> Counters {
+        self.sent[Side::Client.index()]
+    }
+    /// What the server sent.
+    #[must_use]
+    pub const fn server_sent(&self) -> Counters {
+        self.sent[Side::Server.index()]
+    }
+    /// Both directions together.
+    #[must_use]
+    pub fn total(&self) -> Counters {
+        self.client_sent() + self.server_sent()
+    }
+    /// When its first packet was seen.
+    #[must_use]
+    pub const fn first_seen(&self) -> Timestamp {
+        Duration::from_nanos(self.first_seen_ns)
+    }
+    /// When its last packet was seen.
+    #[must_use]
+    pub const fn last_seen(&self) -> Timestamp {
+        Duration::from_nanos(self.last_seen_ns)
+    }
+    /// Time since the last packet.
+    #[must_use]
+    pub fn idle(&self, now: Timestamp) -> Duration {
+        now.saturating_sub(self.last_seen())
+    }
+    /// Payload bytes per second, both directions, over the last completed window before `now`.
+    #[must_use]
+    pub fn speed(&self, cfg: RateConfig, now: Timestamp) -> u64 {
+        self.rate.rate(cfg, now)
+    }
+
+    /// The connection's key.
+    #[must_use]
+    pub fn key(&self) -> FlowKey {
+        FlowKey::new(self.endpoints[0], self.endpoints[1]).0
+    }
+
+    /// Whether this connection is the one `key` names (cheaper than making its key).
+    pub(super) fn is(&self, key: &FlowKey) -> bool {
+        let [a, b] = self.endpoints;
+        (a == key.lo && b == key.hi) || (a == key.hi && b == key.lo)
+    }
+
+    /// One-way so far: seen in one direction only, without a handshake (not shown).
+    pub(super) const fn is_unanswered(&self) -> bool {
+        self.unanswered
+    }
+
+    /// When the last packet was seen, in ns.
+    pub(super) const fn last_seen_ns(&self) -> u64 {
+        self.last_seen_ns
+    }
+
+    /// The side that sent from `src`.
+    pub(super) fn side_of(&self, src: SocketAddr) -> Side {
+        if src == self.client() {
+            Side::Client
+        } else {
+            Side::Server
+        }
+    }
+
+    /// A one-way flow is answered: it becomes a connection picked up mid-stream. `listener` (a
+    /// local listening socket, if one end is) names the server; else the classic rule makes the
+    /// lower port the server, and on equal ports the side seen first stays the client.
+    pub(super) fn answered(&mut self, listener: Option<SocketAddr>) {
+        self.unanswered = false;
+        let swap = match listener {
+            Some(server) => server == self.client(),
+            None => self.client().port() < self.server().port(),
+        };
+        if swap {
+            self.endpoints
+                .swap(Side::Client.index(), Side::Server.index());
+            self.sent.swap(Side::Client.index(), Side::Server.index());
+        }
+    }
+
+    /// Takes in one update seen at `at` (ns): counts it and, unless the connection is still a
+    /// one-way flow, moves the state machine.
+    pub(super) fn advance(&mut self, u: &FlowUpdate, at: u64, rate_cfg: RateConfig) {
+        let side = self.side_of(u.src);
+        self.sent[side.index()].add(u);
+        self.rate.add(rate_cfg, u.ts, u.payload_bytes);
+        self.first_seen_ns = self.first_seen_ns.min(at);
+        self.last_seen_ns = self.last_seen_ns.max(at);
+        if self.unanswered {
+            return;
+        }
+
+        let flags = u.flags;
+        if flags.rst() {
+            self.state = State::Reset;
+            return;
+        }
+        self.track_fins(side, u);
+        self.state = match self.state {
+            State::SynSent if flags.syn() && flags.ack() && side == Side::Server => {
+                State::SynAckAck
+            }
+            State::SynAckAck if flags.ack() && !flags.syn() && side == Side::Client => {
+                State::Established
+            }
+            s => s,
+        };
+        if matches!(
+            self.state,
+            State::SynSent | State::SynAckAck | State::Established
+        ) && self.fin.iter().any(|f| f.sent)
+        {
+            self.state = State::Closing;
+        }
+        if self.state == State::Closing && self.fin.iter().all(|f| f.acked) {
+            self.state = State::Closed;
+        }
+    }
+
+    /// Notes an ACK of the other side's FIN, and a FIN from `side`.
+    fn track_fins(&mut self, side: Side, u: &FlowUpdate) {
+        let other = &mut self.fin[side.other().index()];
+        if u.flags.ack() && other.sent && u.ack == other.ack_expected {
+            other.acked = true;
+        }
+        if u.flags.fin() && !self.fin[side.index()].sent && self.state != State::Closed {
+            self.fin[side.index()] = Fin {
+                ack_expected: u.seq.wrapping_add(u.segment_len).wrapping_add(1),
+                sent: true,
+                acked: false,
+            };
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The connection table: identity, roles, the state machine, counters, speed and timeouts.
+//!
+//! No I/O and no clock: every call takes the time it happens at, so a capture file drives the
+//! table exactly as a live source does, and gives the same result every time.
+//!
+//! The table holds the connections and finds them by key ([`ConnectionTable`], here); each
+//! connection moves its own state machine ([`Connection`], in `connection`); timeouts are in
+//! `expiry`.
+
+mod connection;
+mod expiry;
+
+pub use connection::{Connection, Counters, State};
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use slab::Slab;
+
+use crate::flow::{FlowKey, FlowUpdate, Polled, Timestamp};
+use crate::listening::ListeningSockets;
+use crate::rate::RateConfig;
+use connection::Side;
+
+/// How the table decides, and when it forgets.
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    /// Pick up connections that started before tracking did (the classic default; `-d` clears it).
+    pub detect_midstream: bool,
+    /// How long CLOSED and RESET connections stay after their last packet (`-r`).
+    pub closed_linger: Duration,
+    /// How long SYN_SENT and SYN|ACK-ACK connections stay idle.
+    pub handshake_timeout: Duration,
+    /// How long CLOSING connections stay idle.
+    pub closing_timeout: Duration,
+    /// How long ESTABLISHED connections stay idle (`None`: while they live).
+    pub idle_timeout: Option<Duration>,
+    /// How speed is averaged.
+    pub rate: RateConfig,
+    /// Most one-way flows waiting for an answer; the oldest beyond it are forgotten.
+    pub max_unanswered: usize,
+    /// Keep the connections that leave the table, for an end-of-capture report.
+    pub keep_finished: bool,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            detect_midstream: true,
+            closed_linger: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(30),
+            closing_timeout: Duration::from_secs(60),
+            idle_timeout: None,
+            rate: RateConfig::CLASSIC,
+            max_unanswered: 65_536,
+            keep_finished: false,
+        }
+    }
+}
+
+/// Counts of what the table had to leave out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// One-way flows forgotten because too many were waiting for an answer.
+    pub unanswered_evicted: u64,
+}
+
+/// Every tracked connection, by key, in first-seen order.
+pub struct ConnectionTable {
+    cfg: TableConfig,
+    conns: Slab<Connection>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    next_id: u64,
+    /// Slab keys and ids of one-way flows, oldest first (stale entries are skipped).
+    unanswered: VecDeque<(u32, u64)>,
+    unanswered_live: usize,
+    finished: Vec<Connection>,
+    stats: TableStats,
+    /// The host's listening sockets (live only): they name the server of a connection picked up
+    /// mid-stream when one end is local.
+    listening: Option<ListeningSockets>,
+}
+
+/// `t` in nanoseconds (saturating).
+fn ns(t: Timestamp) -> u64 {
+    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether the one-way flow queued as (`slot`, `id`) is still in the table and still one-way.
+fn still_unanswered(conns: &Slab<Connection>, slot: u32, id: u64) -> bool {
+    conns
+        .get(slot as usize)
+        .is_some_and(|c| c.id() == id && c.is_unanswered())
+}
+
+impl ConnectionTable {
+    /// An empty table that decides as `cfg` says.
+    #[must_use]
+    pub fn new(cfg: TableConfig) -> Self {
+        Self {
+            cfg,
+            conns: Slab::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            next_id: 0,
+            unanswered: VecDeque::new(),
+            unanswered_live: 0,
+            finished: Vec::new(),
+            stats: TableStats::default(),
+            listening: None,
+        }
+    }
+
+    /// Gives the table the host's listening sockets, to name the server of connections picked
+    /// up mid-stream (the lower-port guess only when neither end is a local listener).
+    pub fn set_listening(&mut self, listening: ListeningSockets) {
+        self.listening = Some(listening);
+    }
+
+    /// How the table decides, and when it forgets.
+    #[must_use]
+    pub const fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    /// Counts of what the table had to leave out.
+    #[must_use]
+    pub const fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Connections being shown (one-way flows waiting for an answer are not), in no order.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.conns
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| !c.is_unanswered())
+    }
+
+    /// Number of connections being shown.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.conns.len() - self.unanswered_live
+    }
+
+    /// Whether no connection is being shown.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Connections that have left the table (kept only with `keep_finished`), oldest first.
+    #[must_use]
+    pub fn finished(&self) -> &[Connection] {
+        &self.finished
+    }
+
+    /// The connection (shown or not) that `key` names.
+    #[must_use]
+    pub fn get(&self, key: &FlowKey) -> Option<&Connection> {
+        self.find(key)
+            .map(|slot| &self.conns[slot])
+            .filter(|c| !c.is_unanswered())
+    }
+
+    /// Every connection seen, first seen first: those that left the table (kept with
+    /// `keep_finished`) and those still in it.
+    #[must_use]
+    pub fn all_by_first_seen(&self) -> Vec<&Connection> {
+        let mut all: Vec<&Connection> = self.finished.iter().chain(self.connections()).collect();
+        all.sort_by_key(|c| c.id());
+        all
+    }
+
+    /// Takes in what a source saw.
+    pub fn apply(&mut self, u: &FlowUpdate) {
+        let (key, _) = FlowKey::new(u.src, u.dst);
+        let at = ns(u.ts);
+        let slot = match self.find(&key) {
+            Some(slot) => {
+                let c = &self.conns[slot];
+                if u.flags.bare_syn()
+                    && (matches!(c.state(), State::Closed | State::Reset) || c.is_unanswered())
+                {
+                    // A new handshake on a finished tuple (or after one-way noise): a new connection.
+                    self.remove(slot);
+                    self.open(u, at)
+                } else {
+                    Some(slot)
+                }
+            }
+            None if u.flags.bare_syn() => self.open(u, at),
+            None if self.cfg.detect_midstream && u.flags.plain() => self.open_unanswered(u, at),
+            None => None,
+        };
+        if let Some(slot) = slot {
+            self.account(slot, u, at);
+        }
+    }
+
+    /// Takes in one poll of a counting source: its events first (a handshake must open its
+    /// connection before its counts arrive), then the counts, then again the events that found
+    /// no connection (a FIN of a connection picked up mid-stream, which its counts create).
+    pub fn apply_poll(&mut self, poll: &Polled) {
+        let mut late = Vec::new();
+        for e in &poll.events {
+            if e.flags.bare_syn() || self.get(&FlowKey::new(e.src, e.dst).0).is_some() {
+                self.apply(e);
+            } else {
+                late.push(e);
+            }
+        }
+        for c in &poll.counts {
+            self.apply(c);
+        }
+        for e in late {
+            self.apply(e);
+        }
+    }
+
+    /// The slot of the connection (shown or not) that `key` names.
+    fn find(&self, key: &FlowKey) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&i| self.conns[i as usize].is(key))
+            .map(|&i| i as usize)
+    }
+
+    /// Puts `conn` in the table; `None` if it cannot be held.
+    fn insert(&mut self, conn: Connection) -> Option<usize> {
+        let hash = self.hasher.hash_one(conn.key());
+        let slot = self.conns.insert(conn);
+        let Ok(slot32) = u32::try_from(slot) else {
+            // More than 4 billion connections cannot be held anyway; refuse the newest.
+            self.conns.remove(slot);
+            return None;
+        };
+        let (conns, hasher) = (&self.conns, &self.hasher);
+        self.index
+            .insert_unique(hash, slot32, |&i| hasher.hash_one(conns[i as usize].key()));
+        Some(slot)
+    }
+
+    /// Takes the connection at `slot` out of the table (into `finished` with `keep_finished`,
+    /// unless it was a one-way flow).
+    fn remove(&mut self, slot: usize) {
+        let key = self.conns[slot].key();
+        let hash = self.hasher.hash_one(key);
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i as usize == slot) {
+            entry.remove();
+        }
+        let conn = self.conns.remove(slot);
+        if conn.is_unanswered() {
+            self.unanswered_live -= 1;
+        } else if self.cfg.keep_finished {
+            self.finished.push(conn);
+        }
+    }
+
+    /// The id of the next connection first seen.
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Opens a connection with the handshake `u` starts.
+    fn open(&mut self, u: &FlowUpdate, at: u64) -> Option<usize> {
+        let conn = Connection::new(self.next_id(), u.src, u.dst, at, State::SynSent);
+        self.insert(conn)
+    }
+
+    /// Opens a one-way flow with `u`, forgetting the oldest beyond `max_unanswered`.
+    fn open_unanswered(&mut self, u: &FlowUpdate, at: u64) -> Option<usize> {
+        let conn = Connection::one_way(self.next_id(), u.src, u.dst, at);
+        let id = conn.id();
+        let slot = self.insert(conn)?;
+        self.unanswered_live += 1;
+        self.unanswered
+            .push_back((u32::try_from(slot).unwrap_or(u32::MAX), id));
+        while self.unanswered_live > self.cfg.max_unanswered {
+            self.evict_oldest_unanswered();
+        }
+        Some(slot)
+    }
+
+    /// Forgets the oldest one-way flow still in the table.
+    fn evict_oldest_unanswered(&mut self) {
+        while let Some((slot, id)) = self.unanswered.pop_front() {
+            if still_unanswered(&self.conns, slot, id) {
+                self.remove(slot as usize);
+                self.stats.unanswered_evicted += 1;
+                return;
+            }
+        }
+    }
+
+    /// Drops the stale entries of the one-way queue once they outnumber the live ones.
+    fn compact_unanswered(&mut self) {
+        if self.unanswered.len() > 2 * self.unanswered_live + 64 {
+            let conns = &self.conns;
+            self.unanswered
+                .retain(|&(slot, id)| still_unanswered(conns, slot, id));
+        }
+    }
+
+    /// Counts the update and moves the state machine of the connection at `slot`. The answer to
+    /// a one-way flow makes it a connection picked up mid-stream; its other packets only count.
+    fn account(&mut self, slot: usize, u: &FlowUpdate, at: u64) {
+        let c = &mut self.conns[slot];
+        if c.is_unanswered() && c.side_of(u.src) == Side::Server {
+            if !u.flags.plain() {
+                // A SYN, FIN or RST answer does not reveal a connection.
+                return;
+            }
+            // Both directions seen: a local listening socket names the server.
+            let listener = self
+                .listening
+                .as_ref()
+                .and_then(|l| l.server_of(c.client(), c.server()));
+            c.answered(listener);
+            self.unanswered_live -= 1;
+        }
+        c.advance(u, at, self.cfg.rate);
+    }
+}
+
+#[cfg(test)]
+mod tests;
