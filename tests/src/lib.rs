@@ -7,6 +7,7 @@ pub mod capture;
 pub mod expect;
 pub mod link;
 pub mod netns;
+pub mod on_capture;
 pub mod probe;
 pub mod run;
 pub mod session;
