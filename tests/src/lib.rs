@@ -8,6 +8,7 @@ pub mod expect;
 pub mod link;
 pub mod netns;
 pub mod on_capture;
+#[cfg(feature = "kernel")]
 pub mod probe;
 pub mod run;
 pub mod session;

@@ -252,14 +252,25 @@ impl Drop for Background {
 
 /// Waits until `cond` holds, checking every 20 ms, for at most `limit`. Panics with `what` when
 /// the deadline passes.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    wait_until_every(what, limit, Duration::from_millis(20), cond);
+}
+
+/// [`wait_until`], checking every `every` (finer, when the moment the condition starts to hold
+/// is itself measured).
+pub fn wait_until_every(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(
             Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
@@ -382,19 +393,60 @@ pub fn tcptrack_links() -> Vec<String> {
 }
 
 impl HostPair {
-    /// How many holders keep host a's interface in promiscuous mode (`ip -d link`'s
-    /// `promiscuity`; packet sockets' memberships count there, not in the PROMISC flag).
+    /// How many holders keep host a's interface in promiscuous mode (see [`promiscuity`]).
     #[must_use]
     pub fn a_promiscuity(&self) -> u64 {
-        let out = Command::new("ip")
-            .args(["-d", "-n", &self.a, "link", "show", &self.a_if])
-            .output()
-            .expect("ip link show");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split_whitespace()
-            .skip_while(|w| *w != "promiscuity")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .expect("ip -d link shows promiscuity")
+        promiscuity(&self.a, &self.a_if)
+    }
+}
+
+/// How many holders keep interface `ifname` of namespace `ns` in promiscuous mode (`ip -d
+/// link`'s `promiscuity`; packet sockets' memberships count there, not in the PROMISC flag).
+#[must_use]
+pub fn promiscuity(ns: &str, ifname: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["-d", "-n", ns, "link", "show", ifname])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "promiscuity")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("ip -d link shows promiscuity")
+}
+
+/// A host alone: one network namespace whose only interface is its loopback, up. Removed on
+/// drop, also when a test fails.
+pub struct LoneHost {
+    /// The namespace.
+    pub ns: String,
+}
+
+impl LoneHost {
+    /// Makes the namespace and brings its loopback up.
+    #[must_use]
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let host = Self {
+            ns: format!("tt-lo-{}x{n}", std::process::id()),
+        };
+        // From here on, Drop removes whatever was made.
+        ip(&["netns", "add", &host.ns]);
+        ip(&["-n", &host.ns, "link", "set", "lo", "up"]);
+        host
+    }
+}
+
+impl Default for LoneHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for LoneHost {
+    fn drop(&mut self) {
+        // Processes started inside are the caller's to stop.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }

@@ -144,6 +144,20 @@ impl Tmux {
         )
     }
 
+    /// The process id of the pane's shell: the wrapper, whose child the command runs as.
+    #[must_use]
+    pub fn pane_pid(&self) -> u32 {
+        let out = self
+            .tmux()
+            .args(["display-message", "-p", "#{pane_pid}"])
+            .output()
+            .expect("display-message");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a pane pid")
+    }
+
     /// The process id of the program: the newest process whose command line holds `pattern`.
     #[must_use]
     pub fn pid_of(pattern: &str) -> i32 {

@@ -50,7 +50,11 @@ fn main() -> Result<()> {
         }),
         Task::Run { args } => run(&args),
         Task::Test => test(),
-        Task::Bench { quick } => bench::run(quick),
+        Task::Bench { quick } => bench::run(if quick {
+            bench::Profile::Quick
+        } else {
+            bench::Profile::Full
+        }),
     }
 }
 

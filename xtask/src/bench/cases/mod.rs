@@ -1,0 +1,165 @@
+//! The cases, one per module, each returning its part of the report, and what several of them
+//! share: tcptrack and the classic on a capture file, a live monitor started and ready.
+
+pub mod idle;
+pub mod kernel;
+pub mod live;
+pub mod memory;
+pub mod throughput;
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use tcptrack_tests::netns::{promiscuity, wait_until};
+
+use super::measure::{make_fifo, run_to_end, wait_for, Screen, Usage, READY};
+
+/// The classic tcptrack, as the live cases run it.
+pub const CLASSIC: &str = "/usr/bin/tcptrack";
+
+/// tcptrack (`ours`) on capture `file`, headless.
+pub fn ours_on_file(ours: &Path, file: &Path) -> Result<Usage> {
+    run_to_end(
+        Command::new(ours)
+            .arg("-T")
+            .arg(file)
+            .args(["--output", "json"]),
+    )
+}
+
+/// The classic tcptrack on `file`: it draws with curses (so it runs in a tmux pane) and leaves
+/// at the end of reading before it has processed everything, so it reads the capture from a
+/// pipe held open, and is measured when it has read all of it.
+pub fn classic_on_file(file: &Path, work: &Path) -> Result<Usage> {
+    let fifo = work.join("classic.fifo");
+    make_fifo(&fifo)?;
+    let result = feed_classic(file, &fifo);
+    let _ = fs::remove_file(&fifo);
+    result
+}
+
+fn feed_classic(file: &Path, fifo: &Path) -> Result<Usage> {
+    let screen = Screen::start(
+        &format!("tcptrack -T {}", fifo.display()),
+        (200, 50),
+        "tcptrack",
+    )?;
+    let still_running = || {
+        if screen.ended() {
+            bail!("the classic tcptrack ended before it read all its input");
+        }
+        Ok(())
+    };
+    // Open for writing once the reader is there (a non-blocking open fails until then).
+    let mut pipe = wait_for(
+        "the classic tcptrack to open its input",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            still_running()?;
+            Ok(OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo)
+                .ok())
+        },
+    )?;
+    let fd = pipe.as_raw_fd();
+    // Back to blocking writes.
+    // SAFETY: fcntl on a file descriptor we own.
+    unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK,
+        );
+    }
+    let mut capture = File::open(file).with_context(|| format!("open {}", file.display()))?;
+    std::io::copy(&mut capture, &mut pipe).context("feed the classic tcptrack")?;
+    // It has read everything once the pipe is empty; it handles each packet as it reads it
+    // (only libpcap's last buffer, a few KiB, may still be in hand). Its screen keeps using
+    // CPU after that, in proportion to its connections, so that moment is the end: looked for
+    // every 5 ms.
+    wait_for(
+        "the classic tcptrack to read all its input",
+        Duration::from_secs(600),
+        Duration::from_millis(5),
+        || {
+            still_running()?;
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD on a pipe we own, into a local int.
+            if unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut unread) } != 0 {
+                bail!("FIONREAD on the classic's pipe failed");
+            }
+            Ok((unread == 0).then_some(()))
+        },
+    )?;
+    let (cpu, peak_rss_kib) = screen.usage()?;
+    let wall = screen.started.elapsed();
+    drop(pipe);
+    screen.stop();
+    Ok(Usage {
+        cpu,
+        wall,
+        peak_rss_kib,
+    })
+}
+
+/// What shows that a live monitor is capturing.
+pub enum Ready {
+    /// This text on its screen: tcptrack names its source on the status line (`kernel on
+    /// veth-a`) once the source is open and its programs attached.
+    Screen(String),
+    /// The classic: its screen drawn and the interface promiscuous (it draws before it opens
+    /// its capture, and opens it promiscuous).
+    Classic,
+}
+
+/// A live monitor as the cases run it.
+pub struct Monitor {
+    pub program: PathBuf,
+    /// Its arguments, as a shell command line.
+    pub args: String,
+    pub ready: Ready,
+}
+
+/// Starts `monitor` on interface `interface` of namespace `ns`, in a `size` window, and waits
+/// until it captures.
+pub fn start_monitor(
+    ns: &str,
+    interface: &str,
+    monitor: &Monitor,
+    size: (u16, u16),
+) -> Result<Screen> {
+    let name = monitor
+        .program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("program name")?;
+    let screen = Screen::start(
+        &format!(
+            "ip netns exec {ns} {} {}",
+            monitor.program.display(),
+            monitor.args
+        ),
+        size,
+        name,
+    )?;
+    match &monitor.ready {
+        Ready::Screen(text) => screen.wait_for_text(text),
+        Ready::Classic => {
+            screen.wait_for_text("Connections");
+            wait_until(
+                &format!("the classic tcptrack to open {interface} (promiscuous)"),
+                READY,
+                || promiscuity(ns, interface) > 0,
+            );
+        }
+    }
+    Ok(screen)
+}

@@ -1,0 +1,328 @@
+//! Every figure of a benchmark run in one [`Report`]: written as JSON by serde and as Markdown
+//! by its `Display`, so that the two cannot disagree.
+//!
+//! Fields are declared in alphabetical order: the JSON's keys come out in the order they had
+//! when it was built with `serde_json::json!` (sorted), and runs before and after compare line
+//! by line.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::measure::Usage;
+
+/// One benchmark run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub idle_screen: IdleScreen,
+    pub kernel_cost_ns: KernelCost,
+    /// Per monitor, unmonitored first.
+    pub live: Vec<LiveCase>,
+    /// How long each iperf3 run of the live cases lasted.
+    pub live_seconds: u64,
+    pub memory: Memory,
+    /// Packets in each generated capture but the baseline's.
+    pub packets: u64,
+    /// Runs of each case; the median is kept.
+    pub runs: usize,
+    pub throughput: Throughput,
+}
+
+/// What one run of a process cost.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// CPU seconds, user + system.
+    pub cpu_s: f64,
+    pub peak_rss_kib: u64,
+    pub wall_s: f64,
+}
+
+impl From<Usage> for Cost {
+    fn from(u: Usage) -> Self {
+        Self {
+            cpu_s: u.cpu.as_secs_f64(),
+            peak_rss_kib: u.peak_rss_kib,
+            wall_s: u.wall.as_secs_f64(),
+        }
+    }
+}
+
+/// `-T` on the capture of short connections, 2,000 at a time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    pub bare_libpcap: Cost,
+    /// Packets per CPU second of the bare loop over tcptrack's.
+    pub bare_over_ours: f64,
+    pub classic: Cost,
+    /// Connections in the capture.
+    pub connections: u64,
+    /// Packets per CPU second of tcptrack over the classic's.
+    pub ours_over_classic: f64,
+    pub tcptrack: Cost,
+    pub tshark: Cost,
+}
+
+impl Throughput {
+    /// The costs measured on a capture of `packets` packets and `connections` connections,
+    /// with the ratios the targets are about.
+    pub fn new(packets: u64, connections: u64, costs: [Cost; 4]) -> Self {
+        let [tcptrack, bare_libpcap, tshark, classic] = costs;
+        let ours = pps(packets, tcptrack.cpu_s);
+        Self {
+            bare_over_ours: pps(packets, bare_libpcap.cpu_s) / ours,
+            ours_over_classic: ours / pps(packets, classic.cpu_s),
+            bare_libpcap,
+            classic,
+            connections,
+            tcptrack,
+            tshark,
+        }
+    }
+}
+
+/// `-T` on a capture of many connections that never close, against a baseline of 10.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub classic: Cost,
+    pub classic_baseline: Cost,
+    pub classic_bytes_per_connection: u64,
+    /// Connections in the capture.
+    pub connections: u64,
+    pub tcptrack: Cost,
+    pub tcptrack_baseline: Cost,
+    pub tcptrack_bytes_per_connection: u64,
+}
+
+impl Memory {
+    /// The peaks of tcptrack and of the classic, each with its baseline, on a capture of
+    /// `connections` connections.
+    pub fn new(connections: u64, ours: (Cost, Cost), classic: (Cost, Cost)) -> Self {
+        let per_connection = |(m, base): (Cost, Cost)| -> u64 {
+            m.peak_rss_kib.saturating_sub(base.peak_rss_kib) * 1024 / connections.max(1)
+        };
+        Self {
+            classic: classic.0,
+            classic_baseline: classic.1,
+            classic_bytes_per_connection: per_connection(classic),
+            connections,
+            tcptrack: ours.0,
+            tcptrack_baseline: ours.1,
+            tcptrack_bytes_per_connection: per_connection(ours),
+        }
+    }
+}
+
+/// Nanoseconds per packet of the kernel programs, from `examples/kernel_cost`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelCost {
+    pub empty: f64,
+    pub empty_single_run: f64,
+    pub existing_connection: f64,
+    pub new_connection: f64,
+    /// Runs of one packet each, for the new-connection figures.
+    pub new_connections: u32,
+    /// Repeats of one packet, for the existing-connection figures.
+    pub repeat: u32,
+}
+
+/// Receiver throughput of an iperf3 run, and the CPU of the monitor watching it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveCase {
+    pub gbits: f64,
+    pub monitor: String,
+    /// Percent of one core (`None`: unmonitored).
+    pub monitor_cpu_percent: Option<f64>,
+}
+
+/// CPU of a live screen with nothing to show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdleScreen {
+    /// Percent of one core.
+    pub classic_cpu_percent: f64,
+    /// The span measured.
+    pub seconds: u64,
+    /// Percent of one core.
+    pub tcptrack_cpu_percent: f64,
+}
+
+/// Packets per second of `cpu_s` CPU seconds.
+pub fn pps(packets: u64, cpu_s: f64) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "packet counts far below 2^52")]
+    let p = packets as f64;
+    p / cpu_s.max(1e-9)
+}
+
+impl Report {
+    /// The JSON written to `results/*.json`.
+    pub fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self).map(|j| j + "\n")
+    }
+
+    fn throughput_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.throughput;
+        let packets = self.packets;
+        writeln!(
+            f,
+            "## `-T` throughput: {packets} packets, {} connections (2,000 at a time)\n",
+            t.connections
+        )?;
+        writeln!(
+            f,
+            "| program | CPU s | wall s | packets/s (CPU) | ours ÷ this |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        let ours = pps(packets, t.tcptrack.cpu_s);
+        for (name, c) in [
+            ("tcptrack -T --output json", t.tcptrack),
+            ("bare libpcap read loop (the limit)", t.bare_libpcap),
+            ("tshark -q -z conv,tcp", t.tshark),
+            ("classic tcptrack 1.4.3", t.classic),
+        ] {
+            let p = pps(packets, c.cpu_s);
+            writeln!(
+                f,
+                "| {name} | {:.3} | {:.3} | {p:.0} | {:.2} |",
+                c.cpu_s,
+                c.wall_s,
+                ours / p
+            )?;
+        }
+        Ok(())
+    }
+
+    fn memory_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.memory;
+        writeln!(
+            f,
+            "\n## Memory: {} concurrent connections ({} packets)\n",
+            m.connections, self.packets
+        )?;
+        writeln!(
+            f,
+            "| program | peak RSS | baseline (10 connections) | bytes per connection |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|")?;
+        for (name, peak, base, per) in [
+            (
+                "tcptrack",
+                m.tcptrack,
+                m.tcptrack_baseline,
+                m.tcptrack_bytes_per_connection,
+            ),
+            (
+                "classic tcptrack 1.4.3",
+                m.classic,
+                m.classic_baseline,
+                m.classic_bytes_per_connection,
+            ),
+        ] {
+            writeln!(
+                f,
+                "| {name} | {} KiB | {} KiB | {per} |",
+                peak.peak_rss_kib, base.peak_rss_kib
+            )?;
+        }
+        Ok(())
+    }
+
+    fn idle_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.idle_screen;
+        writeln!(
+            f,
+            "\n## CPU of an idle live screen over {} s (`-i lo` in an empty network namespace)\n",
+            i.seconds
+        )?;
+        writeln!(f, "| program | CPU, % of one core |")?;
+        writeln!(f, "|---|---:|")?;
+        writeln!(f, "| tcptrack | {:.2} |", i.tcptrack_cpu_percent)?;
+        writeln!(
+            f,
+            "| classic tcptrack 1.4.3 | {:.2} |",
+            i.classic_cpu_percent
+        )
+    }
+
+    fn kernel_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = &self.kernel_cost_ns;
+        let (repeat, fresh) = (k.repeat, k.new_connections);
+        writeln!(
+            f,
+            "\n## Kernel cost per packet (BPF_PROG_TEST_RUN, TC, 1000-byte TCP segments)\n"
+        )?;
+        writeln!(f, "| program | ns per packet |")?;
+        writeln!(f, "|---|---:|")?;
+        writeln!(
+            f,
+            "| empty TC program ({repeat} repeats) | {:.0} |",
+            k.empty
+        )?;
+        writeln!(
+            f,
+            "| tcptrack, existing connection ({repeat} repeats) | {:.0} |",
+            k.existing_connection
+        )?;
+        writeln!(
+            f,
+            "| empty TC program, one run each ({fresh} runs) | {:.0} |",
+            k.empty_single_run
+        )?;
+        writeln!(
+            f,
+            "| tcptrack, new connection, one run each ({fresh} runs) | {:.0} |",
+            k.new_connection
+        )
+    }
+
+    fn live_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "\n## Live overhead: iperf3 across a veth pair, {} s each, median of {} run(s)\n",
+            self.live_seconds, self.runs
+        )?;
+        writeln!(
+            f,
+            "| monitor | receiver Gbit/s | vs unmonitored | monitor CPU, % of a core |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|")?;
+        let base = self.live.first().map_or(f64::NAN, |c| c.gbits);
+        for c in &self.live {
+            let cpu = c
+                .monitor_cpu_percent
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+            writeln!(
+                f,
+                "| {} | {:.2} | {:.1}% | {cpu} |",
+                c.monitor,
+                c.gbits,
+                c.gbits * 100.0 / base
+            )?;
+        }
+        Ok(())
+    }
+
+    fn targets_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "\nTargets: within 3x of the bare loop (measured {:.2}x), at least 10x the classic (measured {:.1}x), under 300 bytes per connection (measured {}), idle screen under 1% of a core (measured {:.2}%).",
+            self.throughput.bare_over_ours,
+            self.throughput.ours_over_classic,
+            self.memory.tcptrack_bytes_per_connection,
+            self.idle_screen.tcptrack_cpu_percent
+        )
+    }
+}
+
+/// The Markdown printed and written to `results/*.md`.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.throughput_md(f)?;
+        self.memory_md(f)?;
+        self.idle_md(f)?;
+        self.kernel_md(f)?;
+        self.live_md(f)?;
+        self.targets_md(f)
+    }
+}
+
+#[cfg(test)]
+mod tests;

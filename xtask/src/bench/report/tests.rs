@@ -1,0 +1,52 @@
+//! The two renderings of one Report, against a quick run's files as the report was written
+//! before it was one struct: `quick.md` verbatim; `quick.json` with `live_seconds` added, and
+//! one live `gbits` a digit shorter (serde_json's default float parsing, which reads the
+//! fixture, is not exact to the last bit: 18.675028608012674 came back as 18.67502860801267).
+
+use super::{pps, Cost, Memory, Report, Throughput};
+
+const MD: &str = include_str!("quick.md");
+const JSON: &str = include_str!("quick.json");
+
+fn report() -> Report {
+    serde_json::from_str(JSON).expect("the fixture is a Report")
+}
+
+#[test]
+fn json_is_written_as_it_was() {
+    assert_eq!(report().json().expect("serialise"), JSON);
+}
+
+#[test]
+fn markdown_is_written_as_it_was() {
+    assert_eq!(report().to_string(), MD);
+}
+
+#[test]
+fn derived_figures_come_from_the_costs() {
+    let r = report();
+    let t = &r.throughput;
+    let again = Throughput::new(
+        r.packets,
+        t.connections,
+        [t.tcptrack, t.bare_libpcap, t.tshark, t.classic],
+    );
+    assert_eq!(&again, t);
+    let m = &r.memory;
+    let again = Memory::new(
+        m.connections,
+        (m.tcptrack, m.tcptrack_baseline),
+        (m.classic, m.classic_baseline),
+    );
+    assert_eq!(&again, m);
+}
+
+#[test]
+fn no_cpu_time_is_not_a_division_by_zero() {
+    let zero = Cost {
+        cpu_s: 0.0,
+        peak_rss_kib: 0,
+        wall_s: 0.0,
+    };
+    assert!(pps(1_000, zero.cpu_s).is_finite());
+}
