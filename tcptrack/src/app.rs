@@ -6,12 +6,8 @@ use crate::cli::{Config, OutputFormat};
 use crate::error::Error;
 use crate::headless::Headless;
 use crate::monitor::{drive, Monitor};
-use crate::source::{self, SourceKind};
+use crate::source::{self, Feed, SourceKind};
 use crate::table::ConnectionTable;
-
-/// Source messages waiting for the monitor; beyond this a live source drops (and counts), a
-/// capture file waits.
-const SOURCE_QUEUE: usize = 256;
 
 /// Runs tcptrack as configured: the screen when standard output is a terminal and no
 /// `--output` was asked for, else headless output to `out`. Everything that can fail before the
@@ -25,10 +21,9 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_QUEUE);
     // Headless, a capture is always read whole; `--replay` paces the screen only.
     let replay = if screen { cfg.replay } else { None };
-    let started = source::start(cfg, replay, tx)?;
+    let (started, feed) = source::start(cfg, replay)?;
     let mut table_cfg = cfg.table.clone();
     // A capture read whole reports every connection it had, also those that ended.
     table_cfg.keep_finished = started.kind == SourceKind::Capture;
@@ -43,6 +38,20 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         .filter(|f| f.worth_telling())
         .map(ToString::to_string);
     m.notice.clone_from(&notice);
+    let rx = match feed {
+        Feed::Channel(rx) => rx,
+        Feed::Inline(mut file) => {
+            // Read whole before the loop; its closed channel then tells the sink it has ended.
+            let mut fed = Ok(());
+            file.feed(|msg| {
+                if fed.is_ok() {
+                    fed = m.handle(msg);
+                }
+            });
+            fed?;
+            tokio::sync::mpsc::channel(1).1
+        }
+    };
     let result = if screen {
         crate::tui::run(&mut m, rx, cfg.interval, &runtime)
     } else {

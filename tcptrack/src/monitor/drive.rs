@@ -96,10 +96,13 @@ pub async fn drive(
                         Flow::Continue
                     }
                 }
-                // The source went without a word: as good as its end.
+                // The channel closed: the source has ended (a capture read before the loop
+                // did so already, or its thread went without a word).
                 None => {
                     source_open = false;
-                    m.handle(SourceMsg::End(None))?;
+                    if !m.ended {
+                        m.handle(SourceMsg::End(None))?;
+                    }
                     sink.ended(m)?
                 }
             },

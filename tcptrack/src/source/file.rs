@@ -119,34 +119,25 @@ fn timestamp(tv: libc::timeval) -> Timestamp {
     Duration::new(secs, nanos)
 }
 
-/// Reads `file` whole on a thread of its own, as fast as the channel takes it, sending batches of
-/// updates into `tx` and then the end (with the damage, for a file cut short).
-pub fn spawn_read(
-    mut file: CaptureFile,
-    tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
-) -> std::thread::JoinHandle<()> {
-    use super::SourceMsg;
-    // Larger than a live source's batches: nobody waits on a file, and fewer hand-overs cost
-    // less.
-    const BATCH_MAX: usize = 8192;
-    std::thread::spawn(move || {
+impl CaptureFile {
+    /// Reads the file whole, handing `feed` its updates in batches, then the end (with the
+    /// damage, for a file cut short). On the caller's thread: a file read whole has nobody to
+    /// wait for, and a thread would only add hand-overs.
+    pub fn feed(&mut self, mut feed: impl FnMut(super::SourceMsg)) {
+        use super::{SourceMsg, BATCH_MAX};
         let mut batch = Vec::with_capacity(BATCH_MAX);
-        let mut closed = false;
-        let end = file.read_all(|u| {
-            if closed {
-                return;
-            }
+        let end = self.read_all(|u| {
             batch.push(*u);
             if batch.len() >= BATCH_MAX {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
-                closed = tx.blocking_send(SourceMsg::Batch(full)).is_err();
+                feed(SourceMsg::Batch(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(BATCH_MAX),
+                )));
             }
         });
-        if !closed {
-            let _ = tx.blocking_send(SourceMsg::Batch(batch));
-            let _ = tx.blocking_send(SourceMsg::End(end.into_error()));
-        }
-    })
+        feed(SourceMsg::Batch(batch));
+        feed(SourceMsg::End(end.into_error()));
+    }
 }
 
 /// Plays `file` at its recorded pace times `speed` on a thread of its own, sending batches of

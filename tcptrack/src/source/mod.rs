@@ -9,7 +9,7 @@ pub mod sockets;
 use std::path::Path;
 use std::time::Instant;
 
-use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::caps::{self, Capability, Held};
 use crate::cli::{Config, Source};
@@ -66,7 +66,19 @@ pub enum SourceLabel {
     Live(String),
 }
 
-/// A source, started: its thread feeds the channel given to [`start`].
+/// Source messages a live source or a replay may queue for the monitor; beyond this a live
+/// source drops (and counts), a replay waits.
+const SOURCE_QUEUE: usize = 256;
+
+/// How a started source reaches the monitor.
+pub enum Feed {
+    /// Its thread sends into this channel.
+    Channel(Receiver<SourceMsg>),
+    /// A capture file read whole, by the caller (see [`file::CaptureFile::feed`]).
+    Inline(file::CaptureFile),
+}
+
+/// A source, started.
 pub struct Started {
     pub kind: SourceKind,
     pub label: SourceLabel,
@@ -83,40 +95,41 @@ fn file_name(p: &Path) -> String {
     )
 }
 
-/// Opens the source `cfg` names and starts the thread that feeds `tx` from it: a capture file
-/// read whole, or replayed at `replay` times its pace, or a live interface through the kernel or libpcap (see
-/// [`open_live`]). Everything that can fail before the first packet (opening, the filter, the
-/// kernel's refusal) fails here.
+/// Opens the source `cfg` names and starts the thread that feeds the returned channel from it:
+/// a capture file read whole, or replayed at `replay` times its pace, or a live interface through
+/// the kernel or libpcap (see [`open_live`]). Everything that can fail before the first packet
+/// (opening, the filter, the kernel's refusal) fails here.
 ///
 /// # Errors
 /// The file or interface cannot be opened, or the filter is bad.
-pub fn start(cfg: &Config, replay: Option<f64>, tx: Sender<SourceMsg>) -> Result<Started, Error> {
+pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_QUEUE);
     let started = |kind, label, fallback, promiscuous| Started {
         kind,
         label,
         fallback,
         promiscuous,
     };
+    let channel = Feed::Channel(rx);
     match &cfg.source {
         Source::File(path) => {
             let file = file::CaptureFile::open(path, cfg.filter.as_deref())?;
             Ok(match replay {
-                None => {
-                    file::spawn_read(file, tx);
+                None => (
                     started(
                         SourceKind::Capture,
                         SourceLabel::File(file_name(path)),
                         None,
                         Vec::new(),
-                    )
-                }
+                    ),
+                    Feed::Inline(file),
+                ),
                 Some(speed) => {
                     file::spawn_replay(file, speed, tx);
-                    started(
-                        SourceKind::Replay,
-                        SourceLabel::Replay(file_name(path)),
-                        None,
-                        Vec::new(),
+                    let label = SourceLabel::Replay(file_name(path));
+                    (
+                        started(SourceKind::Replay, label, None, Vec::new()),
+                        channel,
                     )
                 }
             })
@@ -142,7 +155,8 @@ pub fn start(cfg: &Config, replay: Option<f64>, tx: Sender<SourceMsg>) -> Result
                     Vec::new()
                 }
             };
-            Ok(started(SourceKind::Live, label, fallback, promiscuous))
+            let live = started(SourceKind::Live, label, fallback, promiscuous);
+            Ok((live, channel))
         }
     }
 }
