@@ -62,6 +62,37 @@ fn key(c: char) -> Event {
     Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
 }
 
+/// What the test's source and user do: at 0 s the clock and a batch (a connection that stays,
+/// ESTABLISHED, and one reset at 0.2 s), then `p` at 1.5 s, `p` at 3.5 s, `q` at 4.5 s. Returns
+/// the source's sender, kept open until the loop ends.
+async fn feed(
+    start: tokio::time::Instant,
+    source_tx: mpsc::Sender<SourceMsg>,
+    key_tx: mpsc::Sender<Event>,
+) -> mpsc::Sender<SourceMsg> {
+    let (c, s, r) = ("198.18.0.1:40000", "198.18.0.2:80", "198.18.0.1:40001");
+    let clock = SourceMsg::Clock {
+        at: Duration::ZERO,
+        wall: start.into_std(),
+        speed: 1.0,
+    };
+    source_tx.send(clock).await.expect("send");
+    let batch = vec![
+        pkt(c, s, 0, SYN, 0, 0, 0),
+        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
+        pkt(c, s, 2, ACK, 1, 1, 0),
+        pkt(c, s, 100, ACK, 1, 1, 1_000),
+        pkt(r, s, 150, SYN, 0, 0, 0),
+        pkt(s, r, 200, RST | ACK, 0, 1, 0),
+    ];
+    source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
+    for (at_ms, k) in [(1_500, 'p'), (3_500, 'p'), (4_500, 'q')] {
+        tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
+        key_tx.send(key(k)).await.expect("send");
+    }
+    source_tx
+}
+
 /// A connection that stays (ESTABLISHED) and one reset at 0.2 s (gone 2 s later, when nothing
 /// holds it); `p` at 1.5 s pauses, so the reset one stays listed; `p` at 3.5 s lets it go at
 /// the next tick; `q` at 4.5 s ends the loop.
@@ -78,31 +109,8 @@ async fn the_loop_applies_batches_ticks_the_clock_and_reacts_to_keys() {
         SourceLabel::Replay("test.pcap".into()),
         SourceKind::Replay,
     );
-    let (c, s, r) = ("198.18.0.1:40000", "198.18.0.2:80", "198.18.0.1:40001");
     let start = tokio::time::Instant::now();
-    let feeder = tokio::spawn(async move {
-        let clock = SourceMsg::Clock {
-            at: Duration::ZERO,
-            wall: start.into_std(),
-            speed: 1.0,
-        };
-        source_tx.send(clock).await.expect("send");
-        let batch = vec![
-            pkt(c, s, 0, SYN, 0, 0, 0),
-            pkt(s, c, 1, SYN | ACK, 0, 1, 0),
-            pkt(c, s, 2, ACK, 1, 1, 0),
-            pkt(c, s, 100, ACK, 1, 1, 1_000),
-            pkt(r, s, 150, SYN, 0, 0, 0),
-            pkt(s, r, 200, RST | ACK, 0, 1, 0),
-        ];
-        source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
-        for (at_ms, k) in [(1_500, 'p'), (3_500, 'p'), (4_500, 'q')] {
-            tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
-            key_tx.send(key(k)).await.expect("send");
-        }
-        // Keep the source open until the loop ends.
-        source_tx
-    });
+    let feeder = tokio::spawn(feed(start, source_tx, key_tx));
     let mut sink = Frames {
         screen: Screen::new(Terminal::new(TestBackend::new(100, 8)).expect("terminal")),
         frames: Vec::new(),

@@ -114,65 +114,12 @@ impl App {
             return;
         };
 
-        let mut lines: Vec<Line<'_>> = Vec::with_capacity(height);
         let bold = Style::new().add_modifier(Modifier::BOLD);
-        let total_line = match layout {
-            Layout2::Wide { client_w, server_w } => {
-                self.page.set(wide_page);
-                lines.push(Line::styled(
-                    format!(
-                        " {:<client_w$}  {:<server_w$}  {}",
-                        "Client",
-                        "Server",
-                        fixed_cells("State", "Idle", 'A', "Speed")
-                    ),
-                    bold,
-                ));
-                for r in &screen.rows {
-                    lines.push(Line::raw(format!(
-                        " {:<client_w$}  {:<server_w$}  {}",
-                        r.client,
-                        r.server,
-                        fixed_cells(r.state, &r.idle, if r.active { '*' } else { ' ' }, &r.speed)
-                    )));
-                }
-                format!(
-                    " {:<w$}{:>SPEED_W$}",
-                    "TOTAL",
-                    screen.total_speed,
-                    w = FIXED_W - 1 - SPEED_W + client_w + server_w
-                )
-            }
-            Layout2::Narrow { addr_w } => {
-                self.page.set(height.saturating_sub(4) / 2);
-                lines.push(Line::styled(
-                    format!(
-                        " {:<addr_w$}  {}",
-                        "Client",
-                        fixed_cells("State", "Idle", 'A', "Speed")
-                    ),
-                    bold,
-                ));
-                lines.push(Line::styled(
-                    format!("   {:<w$}", "Server", w = addr_w - 2),
-                    bold,
-                ));
-                for r in &screen.rows {
-                    lines.push(Line::raw(format!(
-                        " {:<addr_w$}  {}",
-                        r.client,
-                        fixed_cells(r.state, &r.idle, if r.active { '*' } else { ' ' }, &r.speed)
-                    )));
-                    lines.push(Line::raw(format!("   {}", r.server)));
-                }
-                format!(
-                    " {:<w$}{:>SPEED_W$}",
-                    "TOTAL",
-                    screen.total_speed,
-                    w = FIXED_NARROW_W - 1 - SPEED_W + addr_w
-                )
-            }
-        };
+        self.page.set(match layout {
+            Layout2::Wide { .. } => wide_page,
+            Layout2::Narrow { .. } => height.saturating_sub(4) / 2,
+        });
+        let (lines, total_line) = table_lines(&layout, &screen, bold);
         let rows_area = Rect {
             height: area.height.saturating_sub(2),
             ..area
@@ -240,6 +187,68 @@ impl App {
         out.push_str("  | ? help");
         out
     }
+}
+
+/// The header and the rows of `screen` in `layout`, and the TOTAL line.
+fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'static>>, String) {
+    let mut lines: Vec<Line<'static>> = Vec::with_capacity(screen.rows.len() * 2 + 2);
+    let active = |on: bool| if on { '*' } else { ' ' };
+    let total_line = match *layout {
+        Layout2::Wide { client_w, server_w } => {
+            lines.push(Line::styled(
+                format!(
+                    " {:<client_w$}  {:<server_w$}  {}",
+                    "Client",
+                    "Server",
+                    fixed_cells("State", "Idle", 'A', "Speed")
+                ),
+                bold,
+            ));
+            for r in &screen.rows {
+                lines.push(Line::raw(format!(
+                    " {:<client_w$}  {:<server_w$}  {}",
+                    r.client,
+                    r.server,
+                    fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
+                )));
+            }
+            format!(
+                " {:<w$}{:>SPEED_W$}",
+                "TOTAL",
+                screen.total_speed,
+                w = FIXED_W - 1 - SPEED_W + client_w + server_w
+            )
+        }
+        Layout2::Narrow { addr_w } => {
+            lines.push(Line::styled(
+                format!(
+                    " {:<addr_w$}  {}",
+                    "Client",
+                    fixed_cells("State", "Idle", 'A', "Speed")
+                ),
+                bold,
+            ));
+            lines.push(Line::styled(
+                format!("   {:<w$}", "Server", w = addr_w - 2),
+                bold,
+            ));
+            for r in &screen.rows {
+                lines.push(Line::raw(format!(
+                    " {:<addr_w$}  {}",
+                    r.client,
+                    fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
+                )));
+                lines.push(Line::raw(format!("   {}", r.server)));
+            }
+            format!(
+                " {:<w$}{:>SPEED_W$}",
+                "TOTAL",
+                screen.total_speed,
+                w = FIXED_NARROW_W - 1 - SPEED_W + addr_w
+            )
+        }
+    };
+    (lines, total_line)
 }
 
 fn draw_help(frame: &mut Frame<'_>, area: Rect) {
