@@ -85,6 +85,10 @@ impl Packet for TcContext {
 }
 
 impl Packet for XdpContext {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "offsets within one packet and header sizes fit in u32"
+    )]
     fn load<T: Copy>(&self, offset: usize) -> Option<T> {
         // The helper (kernel 5.18) rather than direct access: header offsets here depend on the
         // packet (IPv6 extension headers), which direct access makes hard to verify.
@@ -193,87 +197,131 @@ struct TcpHeader {
     urgent: u16,
 }
 
-/// Parses a packet. Headers are read whole, one helper call each: the calls, not the
-/// arithmetic, are what a packet costs here.
-fn parse<P: Packet>(p: &P) -> Option<Parsed> {
+/// What the IP layer says of a TCP packet.
+struct L3 {
+    family: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// Offset of the TCP header.
+    l4: usize,
+    /// TCP header and payload bytes, from the IP length fields.
+    l4_len: usize,
+}
+
+/// The EtherType and offset of what follows the Ethernet header and its VLAN tags (as many as
+/// userspace reads).
+#[inline(always)]
+fn l2<P: Packet>(p: &P) -> Option<(u16, usize)> {
     let mut off = ether::HEADER_LEN;
     let mut ether_type = be16(p, 12)?;
-    // VLAN tags left in the packet data (802.1Q, QinQ), as many as userspace reads.
     let mut tags = 0;
     while tags < ether::MAX_VLAN_TAGS && ether::is_vlan(ether_type) {
         ether_type = be16(p, off + 2)?;
         off += ether::VLAN_TAG_LEN;
         tags += 1;
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    let (family, l4, l4_len) = match ether_type {
-        ether::IPV4 => {
-            let ip: Ipv4Header = p.load(off)?;
-            let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
-            // Fragments carry no (or not all of the) TCP header: not counted.
-            if ip.version_ihl >> 4 != 4 || ihl < 20 || u16::from_be(ip.frag) & 0x3fff != 0 {
-                return None;
-            }
-            let mut headers = ihl;
-            if ip.protocol == ip::AUTH {
-                // An authentication header before TCP: (length + 2) * 4 bytes.
-                let ah: [u8; 2] = p.load(off + ihl)?;
-                if ah[0] != ip::TCP {
-                    return None;
-                }
-                headers += (usize::from(ah[1]) + 2) * 4;
-            } else if ip.protocol != ip::TCP {
-                return None;
-            }
-            let total = usize::from(u16::from_be(ip.total_len));
-            src[..4].copy_from_slice(&ip.src);
-            dst[..4].copy_from_slice(&ip.dst);
-            let l4 = off + headers;
-            // Zero: a big-TCP super-packet; its length is the packet's.
-            let len = if total >= headers && total != 0 {
-                total - headers
-            } else {
-                p.len().saturating_sub(l4)
-            };
-            (FAMILY_IPV4, l4, len)
+    Some((ether_type, off))
+}
+
+/// An IPv4 header at `off` (options, and an authentication header before TCP, skipped).
+#[inline(always)]
+fn ipv4<P: Packet>(p: &P, off: usize) -> Option<L3> {
+    let ip: Ipv4Header = p.load(off)?;
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    // Fragments carry no (or not all of the) TCP header: not counted.
+    if ip.version_ihl >> 4 != 4 || ihl < 20 || u16::from_be(ip.frag) & 0x3fff != 0 {
+        return None;
+    }
+    let mut headers = ihl;
+    if ip.protocol == ip::AUTH {
+        // An authentication header before TCP: (length + 2) * 4 bytes.
+        let ah: [u8; 2] = p.load(off + ihl)?;
+        if ah[0] != ip::TCP {
+            return None;
         }
-        ether::IPV6 => {
-            let ip: Ipv6Header = p.load(off)?;
-            let declared = usize::from(u16::from_be(ip.payload_len));
-            let mut next = ip.next_header;
-            src = ip.src;
-            dst = ip.dst;
-            let mut l4 = off + 40;
-            let mut ext = 0;
-            while ext < ip::MAX_IPV6_EXTENSIONS {
-                let scale = match next {
-                    // Hop-by-hop, routing, destination options: (length + 1) * 8 bytes.
-                    ip::HOP_BY_HOP | ip::ROUTING | ip::DEST_OPTS => 8,
-                    // Authentication header: (length + 2) * 4 bytes.
-                    ip::AUTH => 4,
-                    _ => break,
-                };
-                let h: [u8; 2] = p.load(l4)?;
-                next = h[0];
-                l4 += if scale == 8 {
-                    (usize::from(h[1]) + 1) * 8
-                } else {
-                    (usize::from(h[1]) + 2) * 4
-                };
-                ext += 1;
-            }
-            if next != ip::TCP {
-                return None;
-            }
-            let ext_len = l4 - off - 40;
-            let len = if declared >= ext_len && declared != 0 {
-                declared - ext_len
-            } else {
-                p.len().saturating_sub(l4)
-            };
-            (FAMILY_IPV6, l4, len)
-        }
+        headers += (usize::from(ah[1]) + 2) * 4;
+    } else if ip.protocol != ip::TCP {
+        return None;
+    }
+    let total = usize::from(u16::from_be(ip.total_len));
+    let mut l3 = L3 {
+        family: FAMILY_IPV4,
+        src: [0; 16],
+        dst: [0; 16],
+        l4: off + headers,
+        l4_len: 0,
+    };
+    l3.src[..4].copy_from_slice(&ip.src);
+    l3.dst[..4].copy_from_slice(&ip.dst);
+    // Zero: a big-TCP super-packet; its length is the packet's.
+    l3.l4_len = if total >= headers && total != 0 {
+        total - headers
+    } else {
+        p.len().saturating_sub(l3.l4)
+    };
+    Some(l3)
+}
+
+/// An IPv6 header at `off`, its extension headers skipped.
+#[inline(always)]
+fn ipv6<P: Packet>(p: &P, off: usize) -> Option<L3> {
+    let ip: Ipv6Header = p.load(off)?;
+    let declared = usize::from(u16::from_be(ip.payload_len));
+    let mut next = ip.next_header;
+    let mut l4 = off + 40;
+    let mut ext = 0;
+    while ext < ip::MAX_IPV6_EXTENSIONS {
+        let scale = match next {
+            // Hop-by-hop, routing, destination options: (length + 1) * 8 bytes.
+            ip::HOP_BY_HOP | ip::ROUTING | ip::DEST_OPTS => 8,
+            // Authentication header: (length + 2) * 4 bytes.
+            ip::AUTH => 4,
+            _ => break,
+        };
+        let h: [u8; 2] = p.load(l4)?;
+        next = h[0];
+        l4 += if scale == 8 {
+            (usize::from(h[1]) + 1) * 8
+        } else {
+            (usize::from(h[1]) + 2) * 4
+        };
+        ext += 1;
+    }
+    if next != ip::TCP {
+        return None;
+    }
+    let ext_len = l4 - off - 40;
+    let l4_len = if declared >= ext_len && declared != 0 {
+        declared - ext_len
+    } else {
+        p.len().saturating_sub(l4)
+    };
+    Some(L3 {
+        family: FAMILY_IPV6,
+        src: ip.src,
+        dst: ip.dst,
+        l4,
+        l4_len,
+    })
+}
+
+/// Parses a packet. Headers are read whole, one helper call each: the calls, not the
+/// arithmetic, are what a packet costs here.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "offsets and lengths within one packet fit in u32"
+)]
+fn parse<P: Packet>(p: &P) -> Option<Parsed> {
+    let (ether_type, off) = l2(p)?;
+    let L3 {
+        family,
+        src,
+        dst,
+        l4,
+        l4_len,
+    } = match ether_type {
+        ether::IPV4 => ipv4(p, off)?,
+        ether::IPV6 => ipv6(p, off)?,
         _ => return None,
     };
     let th: TcpHeader = p.load(l4)?;
@@ -328,7 +376,11 @@ extern "C" fn filter_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     // SAFETY: this CPU's slot of a per-CPU array.
     let run = unsafe { &mut *run };
-    let Some(ins) = FILTER.get(index as u32) else {
+    // `bpf_loop` runs at most MAX_FILTER_INSNS steps: the index fits.
+    let Ok(index) = u32::try_from(index) else {
+        return 1;
+    };
+    let Some(ins) = FILTER.get(index) else {
         return 1;
     };
     // Plain booleans, not an array indexed by direction: the verifier refuses the pointer

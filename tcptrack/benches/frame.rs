@@ -40,9 +40,10 @@ fn monitor() -> Monitor {
     let mut t = ConnectionTable::new(TableConfig::default());
     let server: std::net::SocketAddr = "198.19.0.1:443".parse().expect("addr");
     for i in 0..CONNECTIONS {
+        let b = i.to_be_bytes();
         let client = std::net::SocketAddr::from((
-            [198, 18, (i >> 16) as u8, (i >> 8) as u8],
-            1024 + (i & 0xff) as u16 * 200 + (i >> 24) as u16,
+            [198, 18, b[1], b[2]],
+            1024 + u16::from(b[3]) * 200 + u16::from(b[0]),
         ));
         t.apply(&update(client, server, 0, TcpFlags::SYN, 0));
         t.apply(&update(server, client, 1, TcpFlags::SYN | TcpFlags::ACK, 0));

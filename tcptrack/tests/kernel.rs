@@ -280,8 +280,8 @@ fn segment(src: (&str, u16), dst: (&str, u16)) -> Vec<u8> {
     v
 }
 
-#[test]
-fn kernel_filter_decides_like_libpcap() {
+/// Segments both ways between every two of three addresses of each family, on six port pairs.
+fn filter_frames() -> Vec<Vec<u8>> {
     let v4 = ["198.18.0.1", "198.18.0.2", "198.19.5.5"];
     let v6 = ["fd00::1", "fd00::2", "fd00:1::9"];
     let ports = [22u16, 80, 443, 1024, 5000, 40000];
@@ -297,6 +297,12 @@ fn kernel_filter_decides_like_libpcap() {
             }
         }
     }
+    frames
+}
+
+#[test]
+fn kernel_filter_decides_like_libpcap() {
+    let frames = filter_frames();
     let exprs = [
         "port 80",
         "src port 80",

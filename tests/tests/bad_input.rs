@@ -306,6 +306,41 @@ fn header_offset(rng: &mut Rng, link: Link, len: usize) -> usize {
     rng.below(span.max(1))
 }
 
+/// A frame made from `seed` by one of five kinds of damage, or random bytes.
+fn damaged(rng: &mut Rng, link: Link, seed: &[u8]) -> Vec<u8> {
+    match rng.below(5) {
+        0 => {
+            let n = rng.below(120);
+            rng.bytes(n)
+        }
+        1 => {
+            let mut f = seed.to_vec();
+            for _ in 0..rng.in_range(1..5) {
+                let at = header_offset(rng, link, f.len());
+                f[at] = rng.byte();
+            }
+            f
+        }
+        2 => seed[..rng.below(seed.len())].to_vec(),
+        3 => {
+            // A length-like field gets an extreme value.
+            let mut f = seed.to_vec();
+            let at = header_offset(rng, link, f.len()).min(f.len() - 2);
+            let v: u16 = [0, 1, 0xffff, 0x7fff, 20, 40][rng.below(6)];
+            f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+            f
+        }
+        _ => {
+            // Random tail after a valid header.
+            let keep = link.header_len() + rng.below(60);
+            let mut f = seed[..keep.min(seed.len())].to_vec();
+            let n = rng.below(80);
+            f.extend(rng.bytes(n));
+            f
+        }
+    }
+}
+
 #[test]
 fn random_and_mutated_frames_never_panic() {
     let mut rng = Rng(0xdead_beef_cafe_f00d);
@@ -331,37 +366,7 @@ fn random_and_mutated_frames_never_panic() {
         let mut packets = seeds.clone();
         for i in 0..30u64 {
             let seed = &seeds[rng.below(seeds.len())].data;
-            let frame = match rng.below(5) {
-                0 => {
-                    let n = rng.below(120);
-                    rng.bytes(n)
-                }
-                1 => {
-                    let mut f = seed.clone();
-                    for _ in 0..rng.in_range(1..5) {
-                        let at = header_offset(&mut rng, link, f.len());
-                        f[at] = rng.byte();
-                    }
-                    f
-                }
-                2 => seed[..rng.below(seed.len())].to_vec(),
-                3 => {
-                    // A length-like field gets an extreme value.
-                    let mut f = seed.clone();
-                    let at = header_offset(&mut rng, link, f.len()).min(f.len() - 2);
-                    let v: u16 = [0, 1, 0xffff, 0x7fff, 20, 40][rng.below(6)];
-                    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
-                    f
-                }
-                _ => {
-                    // Random tail after a valid header.
-                    let keep = link.header_len() + rng.below(60);
-                    let mut f = seed[..keep.min(seed.len())].to_vec();
-                    let n = rng.below(80);
-                    f.extend(rng.bytes(n));
-                    f
-                }
-            };
+            let frame = damaged(&mut rng, link, seed);
             // Timestamps in order, out of order, at the epoch and far ahead.
             let ts = match rng.below(12) {
                 0 => Duration::ZERO,

@@ -186,83 +186,50 @@ fn tcp_options_are_not_payload() {
     assert_session(only(&run(&[&s])), &s, Link::Ethernet, "CLOSED");
 }
 
+/// A snapshot length cut case: a session on `link` with `tcp_options`, cut to `snaplen`.
+struct SnapCase {
+    link: Link,
+    client: &'static str,
+    server: &'static str,
+    tcp_options: &'static [u8],
+    snaplen: u32,
+}
+
+/// Frames cut right after the fixed TCP header (or inside its options), on several links.
+fn snap_cases() -> [SnapCase; 9] {
+    const V6: (&str, &str) = ("[2001:db8::1]:40000", "[2001:db8::2]:80");
+    let case =
+        |link, (client, server): (&'static str, &'static str), tcp_options, snaplen| SnapCase {
+            link,
+            client,
+            server,
+            tcp_options,
+            snaplen,
+        };
+    [
+        // Ethernet + IPv4 + the fixed TCP header.
+        case(Link::Ethernet, (C4, S4), &[], 54),
+        // Ethernet + IPv6 + the fixed TCP header.
+        case(Link::Ethernet, V6, &[], 74),
+        // TCP options cut off: only the fixed header is left.
+        case(
+            Link::Ethernet,
+            (C4, S4),
+            &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+            54,
+        ),
+        case(Link::Sll, (C4, S4), &[], 56),
+        case(Link::Raw, V6, &[1, 1, 1, 1], 60),
+        case(Link::Vlan(7), (C4, S4), &[], 58),
+        case(Link::QinQ(7, 8), V6, &[1, 1, 1, 1], 82),
+        case(Link::Null { ipv6_family: 24 }, (C4, S4), &[], 44),
+        case(Link::Sll2, V6, &[], 80),
+    ]
+}
+
 #[test]
 fn snaplen_truncated_packets_count_by_ip_length() {
-    struct Case {
-        link: Link,
-        client: &'static str,
-        server: &'static str,
-        tcp_options: &'static [u8],
-        snaplen: u32,
-    }
-    let cases = [
-        // Ethernet + IPv4 + the fixed TCP header.
-        Case {
-            link: Link::Ethernet,
-            client: C4,
-            server: S4,
-            tcp_options: &[],
-            snaplen: 54,
-        },
-        // Ethernet + IPv6 + the fixed TCP header.
-        Case {
-            link: Link::Ethernet,
-            client: "[2001:db8::1]:40000",
-            server: "[2001:db8::2]:80",
-            tcp_options: &[],
-            snaplen: 74,
-        },
-        // TCP options cut off: only the fixed header is left.
-        Case {
-            link: Link::Ethernet,
-            client: C4,
-            server: S4,
-            tcp_options: &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
-            snaplen: 54,
-        },
-        Case {
-            link: Link::Sll,
-            client: C4,
-            server: S4,
-            tcp_options: &[],
-            snaplen: 56,
-        },
-        Case {
-            link: Link::Raw,
-            client: "[2001:db8::1]:40000",
-            server: "[2001:db8::2]:80",
-            tcp_options: &[1, 1, 1, 1],
-            snaplen: 60,
-        },
-        Case {
-            link: Link::Vlan(7),
-            client: C4,
-            server: S4,
-            tcp_options: &[],
-            snaplen: 58,
-        },
-        Case {
-            link: Link::QinQ(7, 8),
-            client: "[2001:db8::1]:40000",
-            server: "[2001:db8::2]:80",
-            tcp_options: &[1, 1, 1, 1],
-            snaplen: 82,
-        },
-        Case {
-            link: Link::Null { ipv6_family: 24 },
-            client: C4,
-            server: S4,
-            tcp_options: &[],
-            snaplen: 44,
-        },
-        Case {
-            link: Link::Sll2,
-            client: "[2001:db8::1]:40000",
-            server: "[2001:db8::2]:80",
-            tcp_options: &[],
-            snaplen: 80,
-        },
-    ];
+    let cases = snap_cases();
     for (i, c) in cases.into_iter().enumerate() {
         // Alternate the formats: pcap and pcapng both keep the wire length apart.
         let format = [Format::Pcap, Format::PcapNg][i % 2];

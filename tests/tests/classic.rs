@@ -275,6 +275,50 @@ struct Sample {
     ours: String,
 }
 
+/// Both screens, sampled until the capture is all written, ours marks the end of the capture,
+/// and the classic lists every connection of `expected`.
+fn sample(
+    classic: &Tmux,
+    ours: &Tmux,
+    feeder: &std::thread::JoinHandle<std::fs::File>,
+    start: Instant,
+    expected: &[(SocketAddr, SocketAddr)],
+) -> Vec<Sample> {
+    let pairs = |screen: &str| {
+        let mut p: Vec<_> = rows(screen).iter().map(|r| (r.client, r.server)).collect();
+        p.sort();
+        p
+    };
+    let mut samples: Vec<Sample> = Vec::new();
+    let sampled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the capture fed, ours at its end, the classic showing every connection",
+            Duration::from_secs(30),
+            || {
+                let done = feeder.is_finished();
+                let s = Sample {
+                    at: start.elapsed(),
+                    classic: classic.screen(),
+                    ours: ours.screen(),
+                };
+                let end =
+                    done && s.ours.contains("end of capture") && pairs(&s.classic) == expected;
+                samples.push(s);
+                end
+            },
+        );
+    }));
+    let last = samples.last().expect("a sample");
+    assert!(
+        sampled.is_ok(),
+        "after {:?}; the classic:\n{}\nours:\n{}",
+        last.at,
+        last.classic,
+        last.ours
+    );
+    samples
+}
+
 #[test]
 fn same_capture_same_connections_states_and_speeds_as_the_classic() {
     assert!(
@@ -316,47 +360,20 @@ fn same_capture_same_connections_states_and_speeds_as_the_classic() {
         std::thread::spawn(move || feed(writer, &capture, &packets, start))
     };
 
-    // Both screens, sampled until the capture is all written, ours marks the end of the
-    // capture, and the classic lists every connection.
     let mut expected: Vec<(SocketAddr, SocketAddr)> =
         IPV4.iter().map(|&(c, s, _)| endpoints(c, s)).collect();
     let v6 = endpoints("[fd00::1]:50000", "[fd00::2]:443");
     expected.push(v6);
     expected.sort();
+    let samples = sample(&classic, &ours, &feeder, start, &expected);
+    let last = samples.last().expect("a sample");
+    let _writer = feeder.join().expect("feeder thread");
+    let (c, o) = (&last.classic, &last.ours);
     let pairs = |screen: &str| {
         let mut p: Vec<_> = rows(screen).iter().map(|r| (r.client, r.server)).collect();
         p.sort();
         p
     };
-    let mut samples: Vec<Sample> = Vec::new();
-    let sampled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(
-            "the capture fed, ours at its end, the classic showing every connection",
-            Duration::from_secs(30),
-            || {
-                let done = feeder.is_finished();
-                let s = Sample {
-                    at: start.elapsed(),
-                    classic: classic.screen(),
-                    ours: ours.screen(),
-                };
-                let end =
-                    done && s.ours.contains("end of capture") && pairs(&s.classic) == expected;
-                samples.push(s);
-                end
-            },
-        );
-    }));
-    let last = samples.last().expect("a sample");
-    assert!(
-        sampled.is_ok(),
-        "after {:?}; the classic:\n{}\nours:\n{}",
-        last.at,
-        last.classic,
-        last.ours
-    );
-    let _writer = feeder.join().expect("feeder thread");
-    let (c, o) = (&last.classic, &last.ours);
     let shown = format!("the classic:\n{c}\nours:\n{o}");
 
     // The same connections, IPv6 included (the classic prints it uncompressed and wraps it).

@@ -92,15 +92,12 @@ fn patched(mut ip: Vec<u8>, bytes: &[(usize, u8)]) -> Vec<u8> {
     ip
 }
 
-/// The IP packets of the comparison, each with a name.
-fn packets() -> Vec<(&'static str, Vec<u8>)> {
-    let plain = || v4(Ipv4Extensions::default(), &[]);
-    let hbh = || Ipv6Extensions {
+/// IPv6 extension header sets: hop-by-hop; hop-by-hop, destination options and routing; a
+/// fragment header; an authentication header.
+fn v6_extensions() -> [Ipv6Extensions; 4] {
+    let hbh = Ipv6Extensions {
         hop_by_hop_options: Some(raw_ext(IpNumber::TCP)),
         ..Ipv6Extensions::default()
-    };
-    let with_ah = Ipv4Extensions {
-        auth: Some(auth(IpNumber::TCP)),
     };
     let mut chain = Ipv6Extensions {
         hop_by_hop_options: Some(raw_ext(IpNumber::IPV6_DESTINATION_OPTIONS)),
@@ -112,28 +109,31 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
         ..Ipv6Extensions::default()
     };
     chain.set_next_headers(IpNumber::TCP);
+    let offset = 0.try_into().expect("offset");
     let fragment = Ipv6Extensions {
-        fragment: Some(Ipv6FragmentHeader::new(
-            IpNumber::TCP,
-            0.try_into().expect("offset"),
-            true,
-            9,
-        )),
+        fragment: Some(Ipv6FragmentHeader::new(IpNumber::TCP, offset, true, 9)),
         ..Ipv6Extensions::default()
     };
     let v6_ah = Ipv6Extensions {
         auth: Some(auth(IpNumber::TCP)),
         ..Ipv6Extensions::default()
     };
+    [hbh, chain, fragment, v6_ah]
+}
+
+/// The IP packets of the comparison, each with a name.
+fn packets() -> Vec<(&'static str, Vec<u8>)> {
+    let plain = || v4(Ipv4Extensions::default(), &[]);
+    let [hbh, chain, fragment, v6_ah] = v6_extensions();
+    let with_ah = Ipv4Extensions {
+        auth: Some(auth(IpNumber::TCP)),
+    };
     let v4_data = tcp_on(plain(), 40001, false, "PA", 100);
     // IPv4 flags and fragment offset are bytes 6 and 7; more fragments: 0x20.
     let v4_fragment = patched(v4_data.clone(), &[(6, 0x20)]);
     // Total length (bytes 2-3) 20 bytes short of what was built: both count the IP length.
-    let total = u16::from_be_bytes([v4_data[2], v4_data[3]]) - 20;
-    let v4_short_total = patched(
-        v4_data.clone(),
-        &[(2, (total >> 8) as u8), (3, total as u8)],
-    );
+    let total = (u16::from_be_bytes([v4_data[2], v4_data[3]]) - 20).to_be_bytes();
+    let v4_short_total = patched(v4_data.clone(), &[(2, total[0]), (3, total[1])]);
     // TCP data offset below 5 (byte 20 + 12): not a TCP header.
     let bad_offset = patched(v4_data.clone(), &[(32, 0x40)]);
     let v6_data = tcp_on(v6_on(Ipv6Extensions::default()), 40007, false, "A", 700);
@@ -171,10 +171,7 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
         ("UDP", udp),
         ("IPv6, data", v6_data),
         ("IPv6 payload length 0", v6_zero_len),
-        (
-            "IPv6 hop-by-hop",
-            tcp_on(v6_on(hbh()), 40008, true, "A", 50),
-        ),
+        ("IPv6 hop-by-hop", tcp_on(v6_on(hbh), 40008, true, "A", 50)),
         (
             "IPv6 hop-by-hop, destination, routing",
             tcp_on(v6_on(chain), 40009, false, "PA", 80),
