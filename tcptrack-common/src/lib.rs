@@ -17,8 +17,11 @@ pub const PROGRAM_PROBE: &str = "probe_count";
 
 /// Per-CPU counters of the kernel programs (`[u64; counter::SLOTS]` per CPU).
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Per-CPU LRU hash: [`ConnKey`] to [`FlowValue`].
-pub const MAP_FLOWS: &str = "FLOWS";
+/// The two per-CPU hashes of [`ConnKey`] to [`FlowValue`], one per epoch: the programs count
+/// into the one [`MAP_EPOCH`] names, userspace drains the other (see [`map_flows`]).
+pub const MAP_FLOWS: [&str; 2] = ["FLOWS_0", "FLOWS_1"];
+/// Array of one `u32`: the epoch (0 or 1) whose flow map the programs count into.
+pub const MAP_EPOCH: &str = "EPOCH";
 /// Ring buffer of [`FlowEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-CPU array of one `u64`: the packets [`PROGRAM_PROBE`] saw.
@@ -133,10 +136,13 @@ pub mod proto {
     }
 }
 
-/// Default number of connections the flow map holds (`--max-connections`).
+/// Default number of connections each flow map holds (`--max-connections`): connections with
+/// packets in one refresh interval.
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
-/// Bytes of the event ring buffer (a power of two, a multiple of the page size).
-pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Bytes of the event ring buffer (a power of two, a multiple of the page size): 4 MiB hold
+/// 58,000 events of 72 bytes (with the ring's header), a burst of 100,000 new connections a
+/// second (a SYN and a SYN/ACK each) for 290 ms with the reader away.
+pub const EVENTS_BYTES: u32 = 1 << 22;
 
 /// Indexes into [`MAP_COUNTERS`].
 pub mod counter {
@@ -144,8 +150,8 @@ pub mod counter {
     pub const PACKETS: u32 = 0;
     /// TCP packets counted in the flow map.
     pub const TCP: u32 = 1;
-    /// Entries added to the flow map (userspace compares with what is there to count evictions).
-    pub const FLOWS_CREATED: u32 = 2;
+    /// Packets not counted: the flow map of the interval was full (`--max-connections`).
+    pub const MAP_FULL: u32 = 2;
     /// Events that did not fit in the ring buffer.
     pub const EVENTS_LOST: u32 = 3;
     /// TCP packets the kernel filter left out.
@@ -162,7 +168,7 @@ pub const FAMILY_IPV6: u8 = 6;
 /// address bytes then port), so both directions share one key. IPv4 addresses sit in the first
 /// four bytes, the rest zero.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub addr: [[u8; 16]; 2],
     /// Ports in host byte order.

@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
-    maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use tcptrack_common::{
@@ -20,9 +20,21 @@ use tcptrack_common::{
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
 
-#[map(name = "FLOWS")]
-static FLOWS: LruPerCpuHashMap<ConnKey, FlowValue> =
-    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+/// The connections with packets in the current refresh interval, one map per epoch: the
+/// programs count into the one `EPOCH` names while userspace drains the other. A map holds only
+/// an interval's activity, so an idle connection costs nothing, and a full map is the option's
+/// number of connections active at once, not of connections known.
+#[map(name = "FLOWS_0")]
+static FLOWS_0: PerCpuHashMap<ConnKey, FlowValue> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+#[map(name = "FLOWS_1")]
+static FLOWS_1: PerCpuHashMap<ConnKey, FlowValue> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// The epoch (0 or 1) whose flow map the programs count into; userspace flips it.
+#[map(name = "EPOCH")]
+static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -477,10 +489,70 @@ fn emit(pk: &Parsed, kind: u8, now: u64) {
     }
 }
 
+/// Adds one packet to its connection's entry in `flows`, making the entry if there is none.
+/// False when the map is full.
+#[inline(always)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "keys and values passed by reference stay off the 512-byte BPF stack"
 )]
+fn add(
+    flows: &PerCpuHashMap<ConnKey, FlowValue>,
+    pk: &Parsed,
+    wire: u64,
+    segments: u32,
+    now: u64,
+) -> bool {
+    if let Some(v) = flows.get_ptr_mut(&pk.key) {
+        // SAFETY: this CPU's value of a per-CPU map entry.
+        add_to(unsafe { &mut *v }, pk, wire, segments, now);
+        return true;
+    }
+    let mut v = FlowValue::default();
+    add_to(&mut v, pk, wire, segments, now);
+    // NOEXIST: another CPU may have made the entry meanwhile; replacing it would wipe the other
+    // CPUs' slots. Then this packet goes into the entry that CPU made.
+    if flows.insert(&pk.key, &v, BPF_NOEXIST.into()).is_ok() {
+        return true;
+    }
+    match flows.get_ptr_mut(&pk.key) {
+        Some(v) => {
+            // SAFETY: as above.
+            add_to(unsafe { &mut *v }, pk, wire, segments, now);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Adds one packet to this CPU's value of its connection.
+#[inline(always)]
+fn add_to(v: &mut FlowValue, pk: &Parsed, wire: u64, segments: u32, now: u64) {
+    let dir = if pk.dir == 0 {
+        &mut v.dir[0]
+    } else {
+        &mut v.dir[1]
+    };
+    dir.payload_bytes += u64::from(pk.payload);
+    dir.wire_bytes += wire;
+    dir.packets += u64::from(segments);
+    if pk.dir == 0 {
+        v.flags[0] |= pk.flags;
+        if pk.flags & tcp::ACK != 0 {
+            v.ack[0] = pk.ack;
+        }
+    } else {
+        v.flags[1] |= pk.flags;
+        if pk.flags & tcp::ACK != 0 {
+            v.ack[1] = pk.ack;
+        }
+    }
+    if v.first_seen_ns == 0 {
+        v.first_seen_ns = now;
+    }
+    v.last_seen_ns = now;
+}
+
 fn count<P: Packet>(p: &P) {
     bump(counter::PACKETS);
     let Some(pk) = parse(p) else {
@@ -497,50 +569,14 @@ fn count<P: Packet>(p: &P) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let segments = p.segments();
     let wire = p.len() as u64 + u64::from(segments - 1) * u64::from(pk.headers);
-    match FLOWS.get_ptr_mut(&pk.key) {
-        Some(v) => {
-            // SAFETY: this CPU's value of a per-CPU map entry.
-            let v = unsafe { &mut *v };
-            let dir = if pk.dir == 0 {
-                &mut v.dir[0]
-            } else {
-                &mut v.dir[1]
-            };
-            dir.payload_bytes += u64::from(pk.payload);
-            dir.wire_bytes += wire;
-            dir.packets += u64::from(segments);
-            if pk.dir == 0 {
-                v.flags[0] |= pk.flags;
-                if pk.flags & tcp::ACK != 0 {
-                    v.ack[0] = pk.ack;
-                }
-            } else {
-                v.flags[1] |= pk.flags;
-                if pk.flags & tcp::ACK != 0 {
-                    v.ack[1] = pk.ack;
-                }
-            }
-            if v.first_seen_ns == 0 {
-                v.first_seen_ns = now;
-            }
-            v.last_seen_ns = now;
-        }
-        None => {
-            let mut v = FlowValue::default();
-            let d = usize::from(pk.dir & 1);
-            v.dir[d].payload_bytes = u64::from(pk.payload);
-            v.dir[d].wire_bytes = wire;
-            v.dir[d].packets = u64::from(segments);
-            v.flags[d] = pk.flags;
-            v.ack[d] = pk.ack;
-            v.first_seen_ns = now;
-            v.last_seen_ns = now;
-            // NOEXIST: another CPU may have made the entry meanwhile; replacing it would wipe
-            // the other CPUs' slots. Losing this packet's counts in that race is the price.
-            if FLOWS.insert(&pk.key, &v, BPF_NOEXIST.into()).is_ok() {
-                bump(counter::FLOWS_CREATED);
-            }
-        }
+    // Two calls rather than one on either map: each call site then knows its map.
+    let counted = if EPOCH.get(0).copied().unwrap_or(0) == 0 {
+        add(&FLOWS_0, &pk, wire, segments, now)
+    } else {
+        add(&FLOWS_1, &pk, wire, segments, now)
+    };
+    if !counted {
+        bump(counter::MAP_FULL);
     }
     if pk.flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
         // SAFETY: a helper without arguments.

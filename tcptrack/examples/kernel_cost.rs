@@ -38,7 +38,8 @@ fn main() {
         .unwrap_or(1_000_000);
     let fresh: u16 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_FLOWS, 262_144)
+        .map_max_entries(MAP_FLOWS[0], 262_144)
+        .map_max_entries(MAP_FLOWS[1], 1)
         .load(tcptrack::ebpf::OBJECT)
         .expect("load the eBPF object (root)");
     let existing = frame(40_000, 0);

@@ -13,7 +13,7 @@ use crate::source::SourceKind;
 pub struct Headless<W: Write> {
     format: OutputFormat,
     out: W,
-    /// The kernel's losses (evicted, events lost) last reported on stderr.
+    /// The kernel's losses (packets not counted, events lost) last reported on stderr.
     reported: (u64, u64),
 }
 
@@ -51,11 +51,11 @@ impl<W: Write> Sink for Headless<W> {
         self.write(m, conns)?;
         // Losses are never silent: one line on stderr whenever they grow.
         if let Some(k) = m.kernel {
-            if (k.evicted, k.events_lost) != self.reported {
-                self.reported = (k.evicted, k.events_lost);
+            if (k.uncounted, k.events_lost) != self.reported {
+                self.reported = (k.uncounted, k.events_lost);
                 eprintln!(
-                    "tcptrack: kernel losses so far: {} connections evicted from the full flow map (see --max-connections), {} control events",
-                    k.evicted, k.events_lost
+                    "tcptrack: kernel losses so far: {} packets not counted (the flow map was full: see --max-connections), {} control events",
+                    k.uncounted, k.events_lost
                 );
             }
         }

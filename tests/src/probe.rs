@@ -49,7 +49,8 @@ impl TcxProbe {
         let ebpf = in_namespace(ns, || {
             let mut ebpf = EbpfLoader::new()
                 // The probe has no use for tcptrack's flow map: keep it small.
-                .map_max_entries(MAP_FLOWS, 1)
+                .map_max_entries(MAP_FLOWS[0], 1)
+                .map_max_entries(MAP_FLOWS[1], 1)
                 .load(tcptrack::ebpf::OBJECT)
                 .expect("load the eBPF object (root)");
             let prog: &mut SchedClassifier = ebpf

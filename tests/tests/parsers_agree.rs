@@ -16,7 +16,7 @@ use etherparse::{
 use tcptrack::decode::{decode, LinkType};
 use tcptrack::ebpf::Kernel;
 use tcptrack::flow::{FlowUpdate, TcpFlags};
-use tcptrack::source::kernel::Poller;
+use tcptrack::source::kernel::{Interfaces, Poller};
 use tcptrack_tests::link::Link;
 
 const A4: [u8; 4] = [198, 18, 0, 1];
@@ -224,7 +224,7 @@ fn through_kernel(poller: &mut Poller, frame: &[u8]) -> (Vec<FlowUpdate>, Vec<Fl
 #[test]
 fn decode_and_the_kernel_program_read_every_frame_alike() {
     let kernel = Kernel::load(4096, false).expect("load the kernel programs (root)");
-    let mut poller = Poller::new(kernel).expect("poller");
+    let mut poller = Poller::new(kernel, Interfaces::Named(Vec::new())).expect("poller");
     let mut compared = 0;
     for (name, ip) in packets() {
         let v6 = ip[0] >> 4 == 6;

@@ -143,7 +143,8 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                     promiscuous,
                     ..
                 } => {
-                    spawn_kernel_poller(poller, cfg.interval, tx);
+                    let name = live::interface_name(&cfg.source)?;
+                    spawn_kernel_poller(poller, name, cfg.interval, tx);
                     promiscuous
                 }
                 Live::Libpcap {
@@ -306,8 +307,9 @@ fn open_kernel(
     }
     let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty())?;
     k.set_filter(filter)?;
+    let mut attached = Vec::new();
     for i in &interfaces {
-        k.attach(i, cfg.xdp)?;
+        attached.push(k.attach(i, cfg.xdp)?);
     }
     let mut promiscuous = Vec::new();
     if cfg.promiscuous && interface != "any" {
@@ -320,18 +322,34 @@ fn open_kernel(
             })?);
         }
     }
-    let poller = Box::new(kernel::Poller::new(k)?);
+    let followed = if interface == "any" {
+        kernel::Interfaces::Any {
+            attached,
+            xdp: cfg.xdp,
+            refused: Vec::new(),
+        }
+    } else {
+        kernel::Interfaces::Named(attached)
+    };
+    let poller = Box::new(kernel::Poller::new(k, followed)?);
     Ok(Live::Kernel {
         poller,
-        interfaces,
+        // `any` follows the interfaces that come and go: it is named as asked.
+        interfaces: if interface == "any" {
+            vec![interface.to_owned()]
+        } else {
+            interfaces
+        },
         promiscuous,
     })
 }
 
 /// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`
-/// (first, the clock: the kernel's monotonic time, the packets' time).
+/// (first, the clock: the kernel's monotonic time, the packets' time), and reads its events as
+/// they arrive in between.
 fn spawn_kernel_poller(
     mut poller: Box<kernel::Poller>,
+    interface: String,
     interval: std::time::Duration,
     tx: Sender<SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
@@ -344,11 +362,15 @@ fn spawn_kernel_poller(
         if tx.blocking_send(clock).is_err() {
             return;
         }
+        let mut due = Instant::now() + interval;
         loop {
-            std::thread::sleep(interval);
+            while let Some(left) = due.checked_duration_since(Instant::now()) {
+                poller.wait_events(left);
+            }
+            due += interval;
             let msg = match poller.poll() {
                 Ok(p) => SourceMsg::Kernel(p),
-                Err(e) => SourceMsg::End(Some(Error::capture("the kernel", e))),
+                Err(e) => SourceMsg::End(Some(Error::capture(&interface, e))),
             };
             let end = matches!(msg, SourceMsg::End(_));
             if tx.blocking_send(msg).is_err() || end {

@@ -170,8 +170,8 @@ impl App {
             out.push_str(&format!(" | dropped {}", m.dropped));
         }
         if let Some(k) = m.kernel {
-            if k.evicted > 0 {
-                out.push_str(&format!(" | evicted {}", k.evicted));
+            if k.uncounted > 0 {
+                out.push_str(&format!(" | uncounted (map full) {}", k.uncounted));
             }
             if k.events_lost > 0 {
                 out.push_str(&format!(" | events lost {}", k.events_lost));
