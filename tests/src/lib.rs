@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod expect;
 pub mod link;
+pub mod live;
 pub mod netns;
 pub mod on_capture;
 #[cfg(feature = "kernel")]

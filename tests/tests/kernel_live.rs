@@ -2,118 +2,18 @@
 //! `-T` table of a tcpdump recording of the same traffic, the traffic is unchanged by the
 //! monitor, and nothing of tcptrack stays attached however it ends. Needs root (CI has it).
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aya::programs::TcAttachType;
+use tcptrack_tests::live::{
+    essence, serial, start_headless, wait_attached, wait_detached, wait_refresh,
+};
 use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
 use tcptrack_tests::probe::{Order, TcxProbe};
-use tcptrack_tests::run::{json_of, json_records, Record};
+use tcptrack_tests::run::{json_of, Record};
 use tcptrack_tests::tcptrack_bin;
 use tcptrack_tests::tmux::Tmux;
-
-/// tcptrack in kernel mode on host a's interface, writing JSON at every refresh into `out`
-/// (and its stderr into `errors`, when given), once its two programs are attached (beside any
-/// that were before).
-fn start_headless(
-    hosts: &HostPair,
-    out: &Path,
-    extra: &[&str],
-    errors: Option<&Path>,
-) -> Background {
-    let before = tcptrack_links().len();
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.args([
-        "-i",
-        &hosts.a_if,
-        "--output",
-        "json",
-        "--interval",
-        "0.2",
-        "-r",
-        "600",
-    ])
-    .args(extra)
-    .stdout(std::fs::File::create(out).expect("output file"))
-    .stderr(errors.map_or_else(Stdio::piped, |e| {
-        std::fs::File::create(e).expect("stderr file").into()
-    }));
-    let bg = Background(cmd.spawn().expect("start tcptrack"));
-    wait_attached(before + 2);
-    bg
-}
-
-/// The tests of this file attach programs and count the links of tcptrack's programs on the
-/// whole machine: they run one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Waits until `n` links of tcptrack's programs are attached.
-fn wait_attached(n: usize) {
-    wait_until(
-        "tcptrack's programs to be attached",
-        Duration::from_secs(20),
-        || tcptrack_links().len() == n,
-    );
-}
-
-/// Waits until no link of tcptrack's programs is left.
-fn wait_detached(how: &str) {
-    wait_until(
-        &format!("tcptrack's links to go after {how}"),
-        Duration::from_secs(20),
-        || tcptrack_links().is_empty(),
-    );
-}
-
-/// The last refresh written into `out` (the records sharing the last `time`).
-fn last_refresh(out: &Path) -> Vec<Record> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    // A refresh may be half written: keep whole lines only.
-    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
-    let all = json_records(whole);
-    let Some(last) = all.last().map(|r| r.time.clone()) else {
-        return Vec::new();
-    };
-    all.into_iter().filter(|r| r.time == last).collect()
-}
-
-/// Waits until the last refresh written into `out` satisfies `done`, and returns it; on
-/// timeout, fails showing the last refresh seen.
-fn wait_refresh(out: &Path, what: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-    let mut seen = Vec::new();
-    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(what, Duration::from_secs(20), || {
-            seen = last_refresh(out);
-            done(&seen)
-        });
-    }));
-    assert!(ok.is_ok(), "{what}: the last refresh was {seen:#?}");
-    seen
-}
-
-/// What must agree between the kernel's table and the capture's: ends, state, payload each way.
-fn essence(recs: &[Record]) -> BTreeMap<(String, String), (String, u64, u64)> {
-    recs.iter()
-        .map(|r| {
-            (
-                (r.client.clone(), r.server.clone()),
-                (
-                    r.state.clone(),
-                    r.client_payload_bytes,
-                    r.server_payload_bytes,
-                ),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn kernel_table_equals_the_capture_table_and_traffic_is_unchanged() {

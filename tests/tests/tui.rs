@@ -177,29 +177,38 @@ fn replay_plays_the_capture_at_its_pace() {
 
 #[test]
 fn live_capture_error_restores_the_terminal_and_exits_1() {
-    let hosts = HostPair::new();
-    let t = Tmux::start(
-        &format!(
-            "ip netns exec {} {}",
-            hosts.a,
-            command(&format!("--libpcap -i {}", hosts.a_if))
-        ),
-        100,
-        12,
-    );
-    t.wait_for(&format!("libpcap on {}", hosts.a_if));
-    // The interface goes away under the capture.
-    let ok = Command::new("ip")
-        .args(["-n", &hosts.a, "link", "del", &hosts.a_if])
-        .status()
-        .expect("ip link del")
-        .success();
-    assert!(ok);
-    assert_eq!(t.wait_exit(), 1);
-    assert_restored(&t);
-    let s = t.screen();
-    assert!(
-        s.contains(&format!("tcptrack: cannot capture on {}", hosts.a_if)),
-        "{s}"
-    );
+    // libpcap's path, then the kernel's.
+    for (args, label, reason) in [
+        ("--libpcap -i", "libpcap on", "The interface disappeared"),
+        ("-i", "kernel on", "the interface went away"),
+    ] {
+        let hosts = HostPair::new();
+        let t = Tmux::start(
+            &format!(
+                "ip netns exec {} {}",
+                hosts.a,
+                command(&format!("{args} {}", hosts.a_if))
+            ),
+            100,
+            12,
+        );
+        t.wait_for(&format!("{label} {}", hosts.a_if));
+        // The interface goes away under the capture.
+        let ok = Command::new("ip")
+            .args(["-n", &hosts.a, "link", "del", &hosts.a_if])
+            .status()
+            .expect("ip link del")
+            .success();
+        assert!(ok);
+        assert_eq!(t.wait_exit(), 1, "{label}");
+        assert_restored(&t);
+        let s = t.screen();
+        assert!(
+            s.contains(&format!(
+                "tcptrack: cannot capture on {}: {reason}",
+                hosts.a_if
+            )),
+            "{s}"
+        );
+    }
 }
