@@ -32,12 +32,8 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         started.label.clone(),
         started.kind,
     );
-    let notice = started
-        .fallback
-        .as_ref()
-        .filter(|f| f.worth_telling())
-        .map(ToString::to_string);
-    m.notice.clone_from(&notice);
+    // Why the live path is libpcap's: beside the path on the status line.
+    m.notice = started.fallback.as_ref().map(ToString::to_string);
     let rx = match feed {
         Feed::Channel(rx) => rx,
         Feed::Inline(mut file) => {
@@ -55,8 +51,11 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     let result = if screen {
         crate::tui::run(&mut m, rx, cfg.interval, &runtime)
     } else {
-        if let Some(n) = &notice {
-            eprintln!("tcptrack: {n}");
+        if started.kind == SourceKind::Live {
+            eprintln!(
+                "tcptrack: {}",
+                source::path_line(&started.label, started.fallback.as_ref())
+            );
         }
         let mut sink = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
         runtime.block_on(drive(&mut m, rx, None, &mut sink, cfg.interval))

@@ -41,7 +41,7 @@ fn the_interface_going_away_ends_the_kernel_path_with_one_line() {
     assert_eq!(
         err,
         format!(
-            "tcptrack: cannot capture on {0}: the interface went away ({0})\n",
+            "tcptrack: kernel on {0}\ntcptrack: cannot capture on {0}: the interface went away ({0})\n",
             hosts.a_if
         )
     );
@@ -204,8 +204,9 @@ fn a_burst_of_twenty_thousand_connections_loses_no_event() {
     });
     assert_eq!(count(&seen, PORT, &["ESTABLISHED"]), all);
     // Every event reached the table: nothing reported lost.
+    let path = format!("tcptrack: kernel on {}\n", hosts.a_if);
     let err = std::fs::read_to_string(&errors).unwrap_or_default();
-    assert_eq!(err, "", "stderr");
+    assert_eq!(err, path, "stderr");
     // All closed: the clients close (FIN), then the listener goes (RST for what it held).
     std::fs::write(&stop, b"").expect("stop file");
     drop(clients);
@@ -215,7 +216,7 @@ fn a_burst_of_twenty_thousand_connections_loses_no_event() {
     });
     assert_eq!(count(&seen, PORT, &["CLOSED", "RESET"]), all);
     let err = std::fs::read_to_string(&errors).unwrap_or_default();
-    assert_eq!(err, "", "stderr");
+    assert_eq!(err, path, "stderr");
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }

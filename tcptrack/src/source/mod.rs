@@ -55,6 +55,21 @@ pub enum SourceKind {
     Live,
 }
 
+/// The one line that says which path a live capture took and, for libpcap, why:
+/// `kernel on eth0`, `libpcap on eth0: the kernel path needs CAP_BPF`.
+#[must_use]
+pub fn path_line(label: &SourceLabel, fallback: Option<&Fallback>) -> String {
+    let label = match label {
+        SourceLabel::File(f) => format!("file {f}"),
+        SourceLabel::Replay(f) => format!("replay of {f}"),
+        SourceLabel::Live(l) => l.clone(),
+    };
+    match fallback {
+        Some(why) => format!("{label}: {why}"),
+        None => label,
+    }
+}
+
 /// Where the connections come from, as the status line names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceLabel {
@@ -193,22 +208,14 @@ impl Live {
 /// Why the live path is libpcap's rather than the kernel's.
 #[derive(Debug, thiserror::Error)]
 pub enum Fallback {
-    #[error("libpcap, as --libpcap asked")]
+    #[error("as --libpcap asked")]
     UserAsked,
-    #[error("the filter is outside what the kernel decides: libpcap applies it")]
+    #[error("the filter is outside what the kernel decides")]
     FilterOutsideSubset,
-    #[error("kernel path unavailable (needs {}), using libpcap", caps::list(.0))]
+    #[error("the kernel path needs {}", caps::list(.0))]
     MissingCapabilities(Vec<Capability>),
-    #[error("kernel path unavailable ({0}), using libpcap")]
+    #[error("the kernel path is unavailable: {0}")]
     Kernel(#[source] KernelError),
-}
-
-impl Fallback {
-    /// Whether the user should be told (they asked for libpcap themselves otherwise).
-    #[must_use]
-    pub const fn worth_telling(&self) -> bool {
-        !matches!(self, Self::UserAsked)
-    }
 }
 
 /// Opens the live source `cfg` asks for: the kernel path unless `--libpcap` or a filter
