@@ -7,10 +7,14 @@
 
 /// Name of the kernel program attached to TC ingress and egress.
 pub const PROGRAM_TC: &str = "tcptrack_tc";
+/// [`PROGRAM_TC`] with the kernel filter (`bpf_loop`: kernel 5.17 on).
+pub const PROGRAM_TC_FILTER: &str = "tcptrack_tc_f";
 /// Name of a TC program that only passes packets: the benchmarks' baseline.
 pub const PROGRAM_EMPTY: &str = "tcptrack_empty";
 /// Name of the kernel program attached to XDP (ingress, with `--xdp`).
 pub const PROGRAM_XDP: &str = "tcptrack_xdp";
+/// [`PROGRAM_XDP`] with the kernel filter.
+pub const PROGRAM_XDP_FILTER: &str = "tcptrack_xdp_f";
 /// Name of a TC program that counts every packet into [`MAP_PROBE`] and passes it on: the
 /// tests' stand-in for another program of the same tcx chain (never attached by tcptrack).
 pub const PROGRAM_PROBE: &str = "probe_count";
@@ -28,8 +32,9 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_PROBE: &str = "PROBE";
 /// Array of [`FilterInsn`]: the filter expression, when the kernel decides it.
 pub const MAP_FILTER: &str = "FILTER";
-/// Name of the load-time global that turns the kernel filter on (`u8`, 1: on).
-pub const GLOBAL_FILTER_ENABLED: &str = "FILTER_ENABLED";
+/// Name of the load-time global that says the kernel has `bpf_ktime_get_coarse_ns` (`u8`, 1:
+/// it has).
+pub const GLOBAL_COARSE_CLOCK: &str = "COARSE_CLOCK";
 /// Most instructions of a kernel filter (its program ends at the first [`filter::END`]).
 pub const MAX_FILTER_INSNS: u32 = 64;
 

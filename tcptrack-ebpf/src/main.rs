@@ -39,11 +39,11 @@ static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// 1 when a filter program is loaded. Set by userspace at load time, read-only after: the
-/// verifier then knows it and drops the filter's code from the path of every packet when there
-/// is none.
+/// 1 where the kernel has `bpf_ktime_get_coarse_ns` (5.11 on). Set by userspace at load time,
+/// read-only after: the verifier then knows it, never visits the other branch, and drops it, so
+/// an older kernel never sees the helper it lacks.
 #[unsafe(no_mangle)]
-static FILTER_ENABLED: u8 = 0;
+static COARSE_CLOCK: u8 = 1;
 
 #[map(name = "FILTER")]
 static FILTER: Array<FilterInsn> = Array::with_max_entries(MAX_FILTER_INSNS, 0);
@@ -437,12 +437,10 @@ extern "C" fn filter_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// Whether the filter selects the packet (userspace checked the program's shape).
+/// Whether the filter selects the packet (userspace checked the program's shape). Only the
+/// programs with a filter call this: `bpf_loop` (5.17) and its callback (a subprogram that
+/// kernels before 5.13 cannot load) stay out of the others.
 fn selected(pk: &Parsed) -> bool {
-    // SAFETY: a read of a global the loader set; volatile, so the compiler does not assume 0.
-    if unsafe { core::ptr::read_volatile(&raw const FILTER_ENABLED) } == 0 {
-        return true;
-    }
     if FILTER.get(0).is_none_or(|i| i.op == filter::END) {
         return true;
     }
@@ -553,20 +551,29 @@ fn add_to(v: &mut FlowValue, pk: &Parsed, wire: u64, segments: u32, now: u64) {
     v.last_seen_ns = now;
 }
 
-fn count<P: Packet>(p: &P) {
+/// Counts one packet; `FILTER`: when the filter program selects it.
+fn count<P: Packet, const FILTER: bool>(p: &P) {
     bump(counter::PACKETS);
     let Some(pk) = parse(p) else {
         return;
     };
     bump(counter::TCP);
-    if !selected(&pk) {
+    if FILTER && !selected(&pk) {
         bump(counter::FILTERED_OUT);
         return;
     }
     // Counters carry the coarse clock (a tick's resolution, a fraction of the precise clock's
-    // cost); control events the precise one.
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // cost) where the kernel has it; control events the precise one.
+    // SAFETY: a read of a global the loader set; volatile, so the compiler keeps both branches.
+    let coarse = unsafe { core::ptr::read_volatile(&raw const COARSE_CLOCK) } == 1;
+    // SAFETY: helpers without arguments.
+    let now = unsafe {
+        if coarse {
+            bpf_ktime_get_coarse_ns()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    };
     let segments = p.segments();
     let wire = p.len() as u64 + u64::from(segments - 1) * u64::from(pk.headers);
     // Two calls rather than one on either map: each call site then knows its map.
@@ -592,13 +599,27 @@ const TC_CONTINUE: i32 = TC_ACT_UNSPEC;
 
 #[classifier]
 pub fn tcptrack_tc(ctx: TcContext) -> i32 {
-    count(&ctx);
+    count::<_, false>(&ctx);
+    TC_CONTINUE
+}
+
+/// `tcptrack_tc` with the filter program.
+#[classifier]
+pub fn tcptrack_tc_f(ctx: TcContext) -> i32 {
+    count::<_, true>(&ctx);
     TC_CONTINUE
 }
 
 #[xdp]
 pub fn tcptrack_xdp(ctx: XdpContext) -> u32 {
-    count(&ctx);
+    count::<_, false>(&ctx);
+    xdp_action::XDP_PASS
+}
+
+/// `tcptrack_xdp` with the filter program.
+#[xdp]
+pub fn tcptrack_xdp_f(ctx: XdpContext) -> u32 {
+    count::<_, true>(&ctx);
     xdp_action::XDP_PASS
 }
 

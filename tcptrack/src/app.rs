@@ -60,8 +60,8 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         let mut sink = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
         runtime.block_on(drive(&mut m, rx, None, &mut sink, cfg.interval))
     };
-    // Promiscuous mode is held until here.
-    drop(started);
+    // Promiscuous mode is held until here; the kernel's programs go before tcptrack does.
+    started.finish();
     result?;
     m.pending_error.map_or(Ok(()), Err)
 }

@@ -121,7 +121,7 @@ fn events(rb: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<FlowEvent> {
 
 #[test]
 fn tc_counts_each_direction_and_reports_control_packets() {
-    let mut k = Kernel::load(1024, false)
+    let mut k = Kernel::load(1024, false, false)
         .expect("the verifier accepts both programs (this test needs root)");
     let mut rb = k.take_events().expect("ring buffer");
     let packets = [
@@ -200,7 +200,7 @@ fn tc_counts_each_direction_and_reports_control_packets() {
 
 #[test]
 fn ipv6_extension_headers_truncated_and_garbage() {
-    let mut k = Kernel::load(1024, false).expect("load (root)");
+    let mut k = Kernel::load(1024, false, false).expect("load (root)");
     let v6 = v6_with_extension(700);
     let cut = v4(true, "A", 1, 1, 500, false)[..40].to_vec(); // IPv4 header whole, TCP cut
     let udp = {
@@ -232,7 +232,7 @@ fn ipv6_extension_headers_truncated_and_garbage() {
 
 #[test]
 fn xdp_counts_like_tc() {
-    let mut k = Kernel::load(1024, false).expect("load (root)");
+    let mut k = Kernel::load(1024, false, true).expect("load (root)");
     let frame = v4(true, "A", 1, 1, 1234, false);
     let mut out = vec![0u8; frame.len() + 64];
     let r = k
@@ -327,7 +327,7 @@ fn kernel_filter_decides_like_libpcap() {
         "src net 198.18.0.0/16 and dst portrange 40000-50000 or host fd00:1::9",
         "not (ip and (src port 5000 or dst port 5000))",
     ];
-    let mut k = Kernel::load(4096, true).expect("load (root)");
+    let mut k = Kernel::load(4096, true, false).expect("load (root)");
     let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("dead capture");
     let mut differences = Vec::new();
     for expr in exprs {
@@ -379,7 +379,7 @@ fn kernel_filter_decides_like_libpcap() {
 
 #[test]
 fn ipv4_options_and_qinq_are_parsed() {
-    let mut k = Kernel::load(1024, false).expect("load (root)");
+    let mut k = Kernel::load(1024, false, false).expect("load (root)");
     // IPv4 with 8 bytes of options (two NOPs and an end, padded), 300 bytes of payload.
     let mut h = etherparse::Ipv4Header::new(0, 64, IpNumber::TCP, C, S).expect("header");
     h.options =
@@ -445,7 +445,7 @@ fn drained(k: &mut Kernel, epoch: u32) -> (usize, u64) {
 #[test]
 fn a_flow_map_holds_exactly_its_capacity_and_says_what_it_could_not_count() {
     const CAPACITY: u32 = 2048;
-    let mut k = Kernel::load(CAPACITY, false).expect("load (root)");
+    let mut k = Kernel::load(CAPACITY, false, false).expect("load (root)");
     for i in 0..CAPACITY {
         run_tc(&mut k, &conn_frame(i));
     }
@@ -469,7 +469,7 @@ fn a_flow_map_holds_exactly_its_capacity_and_says_what_it_could_not_count() {
 #[test]
 fn the_epoch_picks_the_map_and_a_drain_empties_it_with_or_without_batches() {
     for batch in [true, false] {
-        let mut k = Kernel::load(1024, false).expect("load (root)");
+        let mut k = Kernel::load(1024, false, false).expect("load (root)");
         k.use_batch(batch);
         for i in 0..300 {
             run_tc(&mut k, &conn_frame(i));
@@ -488,7 +488,7 @@ fn the_epoch_picks_the_map_and_a_drain_empties_it_with_or_without_batches() {
 #[test]
 fn reserved_entries_keep_their_place_in_a_full_map() {
     for batch in [true, false] {
-        let mut k = Kernel::load(64, false).expect("load (root)");
+        let mut k = Kernel::load(64, false, false).expect("load (root)");
         k.use_batch(batch);
         run_tc(&mut k, &conn_frame(1000));
         let mut out = Vec::new();

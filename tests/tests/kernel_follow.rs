@@ -283,3 +283,96 @@ fn counts_stay_exact_while_the_maps_flip_under_traffic() {
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }
+
+/// The TC filters tcptrack has on host a's interface, one line each (`tc filter show`).
+fn netlink_filters(hosts: &HostPair) -> Vec<String> {
+    let mut lines = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let out = Command::new("tc")
+            .args(["-n", &hosts.a, "filter", "show", "dev", &hosts.a_if, hook])
+            .output()
+            .expect("tc filter show");
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("tcptrack_tc"))
+                .map(|l| format!("{hook}: {l}")),
+        );
+    }
+    lines
+}
+
+/// tcptrack in host a with TC hooked through netlink (as on kernels before 6.6), writing JSON
+/// into `out`, once its filters are there.
+fn start_netlink(hosts: &HostPair, out: &Path, errors: &Path) -> Background {
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.env("TCPTRACK_TC_HOOK", "netlink")
+        .args(["-i", &hosts.a_if, "--output", "json", "--interval", "0.2"])
+        .args(["-r", "600"])
+        .stdout(std::fs::File::create(out).expect("output file"))
+        .stderr(std::fs::File::create(errors).expect("stderr file"));
+    let bg = Background(cmd.spawn().expect("start tcptrack"));
+    // Attached once it says which path it took.
+    wait_until("the path line", Duration::from_secs(20), || {
+        std::fs::read_to_string(errors).is_ok_and(|e| e.ends_with('\n'))
+    });
+    bg
+}
+
+#[test]
+fn tc_through_netlink_counts_and_leaves_nothing_even_after_sigkill() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, errors) = (dir.path().join("out.json"), dir.path().join("err.txt"));
+    let first = start_netlink(&hosts, &out, &errors);
+    assert_eq!(netlink_filters(&hosts).len(), 2, "ingress and egress");
+    let counted = |port: u16| {
+        let server = format!("{B4}:{port}");
+        wait_refresh(&out, &format!("the connection to {server}"), |r| {
+            r.iter().any(|r| {
+                r.server == server
+                    && r.state == "CLOSED"
+                    && (r.client_payload_bytes, r.server_payload_bytes) == (3_000, 7_000)
+            })
+        });
+    };
+    assert_eq!(
+        hosts.transfer(B4, 5951, 3_000, 7_000, false),
+        (7_000, 3_000)
+    );
+    counted(5951);
+    // SIGKILL leaves the filters behind; the next start takes them off and counts once.
+    first.signal(libc::SIGKILL);
+    drop(first);
+    assert_eq!(netlink_filters(&hosts).len(), 2, "left behind by SIGKILL");
+    let second = start_netlink(&hosts, &out, &errors);
+    assert_eq!(
+        netlink_filters(&hosts).len(),
+        2,
+        "{:#?}",
+        netlink_filters(&hosts)
+    );
+    let err = std::fs::read_to_string(&errors).unwrap_or_default();
+    assert_eq!(
+        err,
+        format!("tcptrack: kernel on {} (TC through netlink)\n", hosts.a_if)
+    );
+    assert_eq!(
+        hosts.transfer(B4, 5952, 3_000, 7_000, false),
+        (7_000, 3_000)
+    );
+    counted(5952);
+    // Every exit it sees takes its filters off.
+    drop(second.interrupt());
+    assert_eq!(netlink_filters(&hosts), Vec::<String>::new());
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let t = start_netlink(&hosts, &out, &errors);
+        assert_eq!(netlink_filters(&hosts).len(), 2);
+        t.signal(signal);
+        wait_until("tcptrack to end", Duration::from_secs(10), || {
+            netlink_filters(&hosts).is_empty()
+        });
+        drop(t);
+    }
+}

@@ -223,7 +223,7 @@ fn through_kernel(poller: &mut Poller, frame: &[u8]) -> (Vec<FlowUpdate>, Vec<Fl
 
 #[test]
 fn decode_and_the_kernel_program_read_every_frame_alike() {
-    let kernel = Kernel::load(4096, false).expect("load the kernel programs (root)");
+    let kernel = Kernel::load(4096, false, false).expect("load the kernel programs (root)");
     let mut poller = Poller::new(kernel, Interfaces::Named(Vec::new())).expect("poller");
     let mut compared = 0;
     for (name, ip) in packets() {

@@ -4,86 +4,24 @@
 //! Programs are attached only through links (tcx, XDP links): they go away when the process
 //! does, even on SIGKILL. Dropping [`Kernel`] detaches everything.
 
+mod attach;
 pub mod batch;
+mod error;
+
+pub use attach::{interface_exists, interface_index, Attachment, Features, TcHook};
+pub use error::KernelError;
 
 use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{
-    tc::TcAttachOptions, LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-};
+use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use tcptrack_common::{
-    counter, ConnKey, FilterInsn, FlowValue, GLOBAL_FILTER_ENABLED, MAP_COUNTERS, MAP_EPOCH,
-    MAP_EVENTS, MAP_FILTER, MAP_FLOWS, MAX_FILTER_INSNS, PROGRAM_TC, PROGRAM_XDP,
+    counter, ConnKey, FilterInsn, FlowValue, GLOBAL_COARSE_CLOCK, MAP_COUNTERS, MAP_EPOCH,
+    MAP_EVENTS, MAP_FILTER, MAP_FLOWS, MAX_FILTER_INSNS, PROGRAM_TC, PROGRAM_TC_FILTER,
+    PROGRAM_XDP, PROGRAM_XDP_FILTER,
 };
 
 /// The eBPF object file (ELF) of this build.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrack-ebpf"));
-
-/// What went wrong on the kernel path. Each says it in one line; a verifier's log is kept in
-/// the error ([`KernelError::verifier_log`]), never in its message.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    #[error("cannot load the eBPF object: {0}")]
-    Object(#[source] aya::EbpfError),
-    #[error("the kernel refused the {program} program ({})", short(.source))]
-    Refused {
-        program: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("cannot attach to {interface}: {}", short(.source))]
-    Attach {
-        interface: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("the {map} map: {source}")]
-    Map {
-        map: &'static str,
-        #[source]
-        source: MapError,
-    },
-    #[error("the eBPF object has no {0}")]
-    Missing(&'static str),
-    #[error("no interface is up")]
-    NoInterfaceUp,
-    #[error("the interface went away ({0})")]
-    InterfaceGone(String),
-    #[error("cannot count the CPUs: {0}")]
-    Cpus(#[source] std::io::Error),
-    #[error("cannot drain a flow map: {0}")]
-    Batch(#[source] std::io::Error),
-    #[error("promiscuous mode on {interface}: {source}")]
-    Promiscuous {
-        interface: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the filter needs {0} instructions, the kernel holds at most {MAX_FILTER_INSNS}")]
-    FilterTooLong(usize),
-}
-
-/// A program error in one line: a load error's system error without the verifier's log.
-fn short(e: &ProgramError) -> String {
-    match e {
-        ProgramError::LoadError { io_error, .. } => io_error.to_string(),
-        other => other.to_string(),
-    }
-}
-
-impl KernelError {
-    /// The verifier's log, for a program the kernel refused.
-    #[must_use]
-    pub fn verifier_log(&self) -> Option<String> {
-        match self {
-            Self::Refused {
-                source: ProgramError::LoadError { verifier_log, .. },
-                ..
-            } => Some(verifier_log.to_string()),
-            _ => None,
-        }
-    }
-}
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> KernelError {
     move |source| KernelError::Map { map, source }
@@ -96,66 +34,88 @@ pub struct Kernel {
     cpus: usize,
     /// Whether the kernel takes batch operations on the flow maps (until it refuses one).
     batch: bool,
+    /// How TC programs are hooked on this kernel.
+    hook: TcHook,
+    /// The TC and XDP programs loaded (with or without the filter).
+    tc_name: &'static str,
+    xdp_name: Option<&'static str>,
 }
 
-/// The links that count one interface's packets; [`Kernel::detach`] takes them off.
-#[derive(Debug)]
-pub struct Attachment {
-    /// The interface's name when it was attached.
-    pub interface: String,
-    /// Its index: names can be reused, indexes are not while it exists.
-    pub index: u32,
-    tc: Vec<aya::programs::tc::SchedClassifierLinkId>,
-    xdp: Option<aya::programs::xdp::XdpLinkId>,
-}
-
-/// The index of interface `name` in this network namespace, if there is one.
-#[must_use]
-pub fn interface_index(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
-/// Whether an interface with `index` still exists in this network namespace.
-#[must_use]
-pub fn interface_exists(index: u32) -> bool {
-    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into the buffer we own.
-    !unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null()
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if self.hook == TcHook::Netlink {
+            // The attachments (and with them the filters) went before the kernel.
+            attach::forget_records();
+        }
+    }
 }
 
 impl Kernel {
-    /// Loads the object (its two flow maps sized for `max_flows` connections each; with the
-    /// filter code when `filtering`) and both programs, through the verifier, without attaching
-    /// them. The programs count into the flow map of epoch 0.
+    /// Loads the object (its two flow maps sized for `max_flows` connections each) and the TC
+    /// program (with the filter when `filtering`), and the XDP one with `xdp`, through the
+    /// verifier, without attaching them; what the running kernel offers decides the rest
+    /// ([`Features`]). The programs count into the flow map of epoch 0.
     ///
     /// # Errors
-    /// No privilege (CAP_BPF, CAP_NET_ADMIN), a kernel without what the programs need, or a
-    /// verifier rejection.
-    pub fn load(max_flows: u32, filtering: bool) -> Result<Self, KernelError> {
+    /// The kernel lacks what is asked for, no privilege, or a verifier rejection.
+    pub fn load(max_flows: u32, filtering: bool, xdp: bool) -> Result<Self, KernelError> {
+        let features = Features::of_this_kernel();
+        if filtering && !features.bpf_loop {
+            return Err(KernelError::Lacks(
+                "bpf_loop (5.17), which the kernel filter runs with",
+            ));
+        }
+        if xdp && !features.xdp_load_bytes {
+            return Err(KernelError::Lacks(
+                "bpf_xdp_load_bytes (5.18), which --xdp reads packets with",
+            ));
+        }
         let ebpf = EbpfLoader::new()
             .map_max_entries(MAP_FLOWS[0], max_flows)
             .map_max_entries(MAP_FLOWS[1], max_flows)
-            .override_global(GLOBAL_FILTER_ENABLED, &u8::from(filtering), true)
+            .override_global(GLOBAL_COARSE_CLOCK, &u8::from(features.coarse_clock), true)
             .load(OBJECT)
             .map_err(KernelError::Object)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelError::Cpus(e))?;
+        let hook = if features.tcx {
+            TcHook::Tcx
+        } else {
+            attach::remove_leftovers();
+            TcHook::Netlink
+        };
         let mut k = Self {
             ebpf,
             cpus,
             batch: true,
+            hook,
+            tc_name: if filtering {
+                PROGRAM_TC_FILTER
+            } else {
+                PROGRAM_TC
+            },
+            xdp_name: xdp.then_some(if filtering {
+                PROGRAM_XDP_FILTER
+            } else {
+                PROGRAM_XDP
+            }),
         };
         k.tc()?.load().map_err(|source| KernelError::Refused {
             program: "TC",
             source,
         })?;
-        k.xdp()?.load().map_err(|source| KernelError::Refused {
-            program: "XDP",
-            source,
-        })?;
+        if xdp {
+            k.xdp()?.load().map_err(|source| KernelError::Refused {
+                program: "XDP",
+                source,
+            })?;
+        }
         Ok(k)
+    }
+
+    /// How the TC programs are hooked on this kernel.
+    #[must_use]
+    pub const fn hook(&self) -> TcHook {
+        self.hook
     }
 
     /// The TC program, loaded.
@@ -164,7 +124,7 @@ impl Kernel {
     /// The object has no TC program (cannot happen with the embedded object).
     pub fn tc(&mut self) -> Result<&mut SchedClassifier, KernelError> {
         self.ebpf
-            .program_mut(PROGRAM_TC)
+            .program_mut(self.tc_name)
             .and_then(|p| p.try_into().ok())
             .ok_or(KernelError::Missing("TC program"))
     }
@@ -175,74 +135,9 @@ impl Kernel {
     /// The object has no XDP program (cannot happen with the embedded object).
     pub fn xdp(&mut self) -> Result<&mut Xdp, KernelError> {
         self.ebpf
-            .program_mut(PROGRAM_XDP)
+            .program_mut(self.xdp_name.unwrap_or(PROGRAM_XDP))
             .and_then(|p| p.try_into().ok())
             .ok_or(KernelError::Missing("XDP program"))
-    }
-
-    /// Counts the packets of `interface`: TC on egress, and on ingress TC, or XDP with `xdp`.
-    ///
-    /// # Errors
-    /// The interface does not exist, or the kernel refused the attachment.
-    pub fn attach(&mut self, interface: &str, xdp: bool) -> Result<Attachment, KernelError> {
-        let tcx = || TcAttachOptions::TcxOrder(LinkOrder::default());
-        let at = |source| KernelError::Attach {
-            interface: interface.to_owned(),
-            source,
-        };
-        let index = interface_index(interface).ok_or_else(|| KernelError::Attach {
-            interface: interface.to_owned(),
-            source: ProgramError::UnknownInterface {
-                name: interface.to_owned(),
-            },
-        })?;
-        let mut a = Attachment {
-            interface: interface.to_owned(),
-            index,
-            tc: Vec::new(),
-            xdp: None,
-        };
-        let attached = (|| {
-            a.tc.push(
-                self.tc()?
-                    .attach_with_options(interface, TcAttachType::Egress, tcx())
-                    .map_err(at)?,
-            );
-            if xdp {
-                a.xdp = Some(
-                    self.xdp()?
-                        .attach(interface, XdpMode::default())
-                        .map_err(at)?,
-                );
-            } else {
-                a.tc.push(
-                    self.tc()?
-                        .attach_with_options(interface, TcAttachType::Ingress, tcx())
-                        .map_err(at)?,
-                );
-            }
-            Ok(())
-        })();
-        match attached {
-            Ok(()) => Ok(a),
-            Err(e) => {
-                // Half attached is not attached.
-                self.detach(a);
-                Err(e)
-            }
-        }
-    }
-
-    /// Takes `a`'s links off (those the kernel has not already dropped with their interface).
-    pub fn detach(&mut self, a: Attachment) {
-        if let Ok(tc) = self.tc() {
-            for link in a.tc {
-                let _ = tc.detach(link);
-            }
-        }
-        if let (Some(link), Ok(xdp)) = (a.xdp, self.xdp()) {
-            let _ = xdp.detach(link);
-        }
     }
 
     /// Sets the filter program the kernel runs on every TCP packet (see [`crate::filter`]);

@@ -101,6 +101,19 @@ pub struct Started {
     pub fallback: Option<Fallback>,
     /// Promiscuous mode, held for as long as this lives (kernel path, `-p` not given).
     pub promiscuous: Vec<kernel::Promiscuous>,
+    /// The kernel poller's thread: it ends at its next poll once the channel is gone, taking
+    /// its programs off (netlink filters outlive a process that does not).
+    poller: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Waits, once the monitor has let go of the channel, for the source's thread to have taken
+    /// off what it attached.
+    pub fn finish(mut self) {
+        if let Some(t) = self.poller.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn file_name(p: &Path) -> String {
@@ -124,6 +137,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
         label,
         fallback,
         promiscuous,
+        poller: None,
     };
     let channel = Feed::Channel(rx);
     match &cfg.source {
@@ -152,15 +166,15 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
         Source::Interface(_) | Source::DefaultInterface => {
             let (live, fallback) = open_live(cfg)?;
             let label = SourceLabel::Live(live.label());
-            let promiscuous = match live {
+            let (promiscuous, thread) = match live {
                 Live::Kernel {
                     poller,
                     promiscuous,
                     ..
                 } => {
                     let name = live::interface_name(&cfg.source)?;
-                    spawn_kernel_poller(poller, name, cfg.interval, tx);
-                    promiscuous
+                    let t = spawn_kernel_poller(poller, name, cfg.interval, tx);
+                    (promiscuous, Some(t))
                 }
                 Live::Libpcap {
                     cap,
@@ -168,10 +182,11 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                     interface,
                 } => {
                     live::spawn_reader(cap, link, interface, tx);
-                    Vec::new()
+                    (Vec::new(), None)
                 }
             };
-            let live = started(SourceKind::Live, label, fallback, promiscuous);
+            let mut live = started(SourceKind::Live, label, fallback, promiscuous);
+            live.poller = thread;
             Ok((live, channel))
         }
     }
@@ -182,6 +197,8 @@ pub enum Live {
     /// The kernel counts; `poller` reads it.
     Kernel {
         poller: Box<kernel::Poller>,
+        /// How its TC programs are hooked.
+        hook: crate::ebpf::TcHook,
         interfaces: Vec<String>,
         /// Held for the life of the capture (`-p` not given).
         promiscuous: Vec<kernel::Promiscuous>,
@@ -199,7 +216,15 @@ impl Live {
     #[must_use]
     pub fn label(&self) -> String {
         match self {
-            Self::Kernel { interfaces, .. } => format!("kernel on {}", interfaces.join(",")),
+            Self::Kernel {
+                interfaces, hook, ..
+            } => {
+                let how = match hook {
+                    crate::ebpf::TcHook::Tcx => "",
+                    crate::ebpf::TcHook::Netlink => " (TC through netlink)",
+                };
+                format!("kernel on {}{how}", interfaces.join(","))
+            }
             Self::Libpcap { interface, .. } => format!("libpcap on {interface}"),
         }
     }
@@ -312,7 +337,7 @@ fn open_kernel(
     if interfaces.is_empty() {
         return Err(KernelError::NoInterfaceUp);
     }
-    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty())?;
+    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty(), cfg.xdp)?;
     k.set_filter(filter)?;
     let mut attached = Vec::new();
     for i in &interfaces {
@@ -338,9 +363,11 @@ fn open_kernel(
     } else {
         kernel::Interfaces::Named(attached)
     };
+    let hook = k.hook();
     let poller = Box::new(kernel::Poller::new(k, followed)?);
     Ok(Live::Kernel {
         poller,
+        hook,
         // `any` follows the interfaces that come and go: it is named as asked.
         interfaces: if interface == "any" {
             vec![interface.to_owned()]
@@ -350,6 +377,9 @@ fn open_kernel(
         promiscuous,
     })
 }
+
+/// How often the kernel poller looks whether tcptrack is ending, between two polls.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`
 /// (first, the clock: the kernel's monotonic time, the packets' time), and reads its events as
@@ -372,7 +402,11 @@ fn spawn_kernel_poller(
         let mut due = Instant::now() + interval;
         loop {
             while let Some(left) = due.checked_duration_since(Instant::now()) {
-                poller.wait_events(left);
+                // The monitor gone (tcptrack is ending): take the programs off now.
+                if tx.is_closed() {
+                    return;
+                }
+                poller.wait_events(left.min(STOP_CHECK));
             }
             due += interval;
             let msg = match poller.poll() {

@@ -50,6 +50,9 @@ pub enum Interfaces {
 
 /// Reads the kernel's maps and events; every poll gives what happened since the last.
 pub struct Poller {
+    /// First, so that its links go before the kernel's programs and records (netlink filters
+    /// are taken off, then forgotten).
+    interfaces: Interfaces,
     kernel: Kernel,
     events: RingBuf<MapData>,
     /// The epoch the programs count into.
@@ -60,7 +63,6 @@ pub struct Poller {
     pending: Vec<FlowUpdate>,
     /// The last drain (kept for its allocation).
     drained: Vec<(ConnKey, Vec<FlowValue>)>,
-    interfaces: Interfaces,
     stats: KernelStats,
 }
 
