@@ -33,11 +33,17 @@ enum Task {
     },
     /// Check formatting and lints, then run every test (eBPF and network-namespace tests included)
     Test,
-    /// Measure tcptrack against a bare libpcap read loop and the classic tcptrack
+    /// Measure tcptrack against a bare libpcap read loop and the classic tcptrack, and each live
+    /// monitor on many real connections
     Bench {
-        /// A smaller run (fewer packets)
+        /// A smaller run (fewer packets, smaller loads, shorter windows)
         #[arg(long)]
         quick: bool,
+        /// Run only CASE (repeat, or separate with commas, for several). The report then holds
+        /// only those cases and is written to target/bench/NAME-only-CASES.{md,json}, leaving
+        /// results/ to whole runs. Example: `cargo xtask bench --quick --only scale`
+        #[arg(long, value_name = "CASE", value_enum, value_delimiter = ',')]
+        only: Vec<bench::Case>,
     },
 }
 
@@ -50,11 +56,14 @@ fn main() -> Result<()> {
         }),
         Task::Run { args } => run(&args),
         Task::Test => test(),
-        Task::Bench { quick } => bench::run(if quick {
-            bench::Profile::Quick
-        } else {
-            bench::Profile::Full
-        }),
+        Task::Bench { quick, only } => bench::run(
+            if quick {
+                bench::Profile::Quick
+            } else {
+                bench::Profile::Full
+            },
+            &only,
+        ),
     }
 }
 

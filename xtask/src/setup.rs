@@ -19,7 +19,13 @@ pub enum Need {
 const RUN_PACKAGES: &[&str] = &["libpcap-dev", "pkg-config"];
 /// Debian packages the tests and benchmarks use.
 const TEST_PACKAGES: &[&str] = &[
-    "tcpdump", "tshark", "tmux", "iproute2", "iperf3", "tcptrack", "bpftool",
+    "tcpdump",
+    "tshark",
+    "tmux",
+    "iproute2",
+    "iperf3",
+    "tcptrack",
+    "bpftool",
     // setcap, for the least-privilege tests.
     "libcap2-bin",
 ];

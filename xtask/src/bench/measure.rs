@@ -182,6 +182,11 @@ impl Screen {
         });
     }
 
+    /// What the screen shows now, one string per line.
+    pub fn text(&self) -> String {
+        self.tmux.screen()
+    }
+
     /// CPU time used so far and peak memory of the program.
     pub fn usage(&self) -> Result<(Duration, u64)> {
         proc_usage(self.pid)

@@ -5,6 +5,9 @@
 //! system) of the measured process, so that the classic tcptrack, which needs a terminal and a
 //! pipe held open to process a whole file, is measured the same way as the others.
 //!
+//! `--only CASE` runs some of the cases (see [`Case`]); the report of such a run holds only
+//! their sections and goes to `target/bench/`, so that `results/` keeps the last whole run.
+//!
 //! The cases are in [`cases`], what they measure with in [`measure`], and every figure goes into
 //! one [`report::Report`], printed and written as Markdown and as JSON.
 
@@ -13,10 +16,11 @@ mod measure;
 mod report;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use clap::ValueEnum;
 
 use crate::gen::{self, Shape};
 use crate::{root, setup, sh, step};
@@ -81,6 +85,29 @@ impl Profile {
         }
     }
 
+    /// The loads of the scale case, each held while every monitor in turn watches it.
+    pub const fn scale_loads(self) -> &'static [Load] {
+        const QUICK: [Load; 3] = [Load::idle(1_000), Load::idle(10_000), Load::active(2_000)];
+        const FULL: [Load; 4] = [
+            Load::idle(1_000),
+            Load::idle(10_000),
+            Load::idle(60_000),
+            Load::active(10_000),
+        ];
+        match self {
+            Self::Quick => &QUICK,
+            Self::Full => &FULL,
+        }
+    }
+
+    /// How long the CPU of each monitor is measured on each load of the scale case.
+    pub const fn scale_span(self) -> Duration {
+        match self {
+            Self::Quick => Duration::from_secs(5),
+            Self::Full => Duration::from_secs(15),
+        }
+    }
+
     /// How long the CPU of an idle screen is measured.
     pub const fn idle_span(self) -> Duration {
         match self {
@@ -98,11 +125,69 @@ impl Profile {
     }
 }
 
+/// Real TCP connections held open between the two hosts of a [`HostPair`](tcptrack_tests::netns::HostPair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    pub connections: u32,
+    /// Each connection sends 100 bytes a second (otherwise: idle, nothing sent).
+    pub active: bool,
+}
+
+impl Load {
+    const fn idle(connections: u32) -> Self {
+        Self {
+            connections,
+            active: false,
+        }
+    }
+
+    const fn active(connections: u32) -> Self {
+        Self {
+            connections,
+            active: true,
+        }
+    }
+}
+
+/// A case of the bench (`--only` runs the ones it names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Case {
+    /// `-T` throughput against the bare libpcap loop, tshark and the classic
+    Throughput,
+    /// Peak memory per connection (`-T` on many connections)
+    Memory,
+    /// Kernel cost per packet (BPF_PROG_TEST_RUN)
+    Kernel,
+    /// iperf3 across a veth pair under each monitor
+    Live,
+    /// CPU of an idle live screen
+    Idle,
+    /// CPU and memory of each live monitor on many real connections, idle and active
+    Scale,
+}
+
+impl Case {
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+}
+
 /// A generated capture.
 pub struct Capture {
     pub path: PathBuf,
     /// Connections it holds.
     pub connections: u64,
+}
+
+/// The captures the `-T` cases read.
+pub struct Captures {
+    /// Short connections, 2,000 at a time (throughput).
+    pub flows: Capture,
+    /// Connections that never close, many at a time (memory).
+    pub many: Capture,
+    /// 10 connections (the memory baseline).
+    pub tiny: Capture,
 }
 
 /// What every case works with: the programs built, the captures generated.
@@ -116,38 +201,46 @@ pub struct Bench {
     pub kernel_cost: PathBuf,
     /// A folder for the captures and the classic's FIFO.
     pub work: PathBuf,
-    /// Short connections, 2,000 at a time (throughput).
-    pub flows: Capture,
-    /// Connections that never close, many at a time (memory).
-    pub many: Capture,
-    /// 10 connections (the memory baseline).
-    pub tiny: Capture,
+    /// Generated only when a case that reads them runs.
+    captures: Option<Captures>,
 }
 
-/// Runs every case, prints the report and writes it to `results/`.
-pub fn run(profile: Profile) -> Result<()> {
+impl Bench {
+    /// The captures the `-T` cases read.
+    pub fn captures(&self) -> Result<&Captures> {
+        self.captures
+            .as_ref()
+            .context("the captures were not generated for this run")
+    }
+}
+
+/// Runs every case (or those of `only`, when it names any), prints the report and writes it.
+pub fn run(profile: Profile, only: &[Case]) -> Result<()> {
     setup::ensure(setup::Need::Tests)?;
-    let bench = prepare(profile)?;
-    let throughput = cases::throughput::measure(&bench)?;
-    let memory = cases::memory::measure(&bench)?;
-    let kernel_cost_ns = cases::kernel::measure(&bench)?;
-    let live = cases::live::measure(&bench)?;
-    let idle_screen = cases::idle::measure(&bench)?;
+    let runs = |case: Case| only.is_empty() || only.contains(&case);
+    let bench = prepare(profile, runs(Case::Throughput) || runs(Case::Memory))?;
+    // Each case if it runs, in this order (fields are evaluated as written).
     let report = Report {
-        idle_screen,
-        kernel_cost_ns,
-        live,
+        throughput: run_if(runs(Case::Throughput), &bench, cases::throughput::measure)?,
+        memory: run_if(runs(Case::Memory), &bench, cases::memory::measure)?,
+        kernel_cost_ns: run_if(runs(Case::Kernel), &bench, cases::kernel::measure)?,
+        live: run_if(runs(Case::Live), &bench, cases::live::measure)?.unwrap_or_default(),
+        idle_screen: run_if(runs(Case::Idle), &bench, cases::idle::measure)?,
+        scale: run_if(runs(Case::Scale), &bench, cases::scale::measure)?,
         live_seconds: profile.live_span().as_secs(),
-        memory,
         packets: profile.packets(),
         runs: profile.runs(),
-        throughput,
     };
-    write(&report, profile)
+    write(&report, profile, only)
 }
 
-/// Builds the programs measured and generates the captures.
-fn prepare(profile: Profile) -> Result<Bench> {
+/// `case` on `bench` if it `runs`.
+fn run_if<T>(runs: bool, bench: &Bench, case: fn(&Bench) -> Result<T>) -> Result<Option<T>> {
+    runs.then(|| case(bench)).transpose()
+}
+
+/// Builds the programs measured and, when `captures`, generates the captures.
+fn prepare(profile: Profile, captures: bool) -> Result<Bench> {
     step("building tcptrack and the bare libpcap read loop (release)");
     sh(
         "cargo",
@@ -168,6 +261,18 @@ fn prepare(profile: Profile) -> Result<Bench> {
     let root = root();
     let work = root.join("target/bench");
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    Ok(Bench {
+        profile,
+        ours: root.join("target/release/tcptrack"),
+        bare: root.join("target/release/examples/pcap_read_loop"),
+        kernel_cost: root.join("target/release/examples/kernel_cost"),
+        captures: captures.then(|| generate(profile, &work)).transpose()?,
+        work,
+    })
+}
+
+/// Generates the captures of the `-T` cases into `work`.
+fn generate(profile: Profile, work: &Path) -> Result<Captures> {
     let packets = profile.packets();
     let big = profile.many_connections();
     step(&format!("generating captures: {packets} packets with 2,000 concurrent connections; {packets} packets with {big} concurrent connections"));
@@ -200,25 +305,24 @@ fn prepare(profile: Profile) -> Result<Bench> {
             data_segments: None,
         },
     )?;
-    Ok(Bench {
-        profile,
-        ours: root.join("target/release/tcptrack"),
-        bare: root.join("target/release/examples/pcap_read_loop"),
-        kernel_cost: root.join("target/release/examples/kernel_cost"),
-        work,
-        flows,
-        many,
-        tiny,
-    })
+    Ok(Captures { flows, many, tiny })
 }
 
-/// Prints the report (Markdown) and writes it to `results/NAME.{md,json}`.
-fn write(report: &Report, profile: Profile) -> Result<()> {
+/// Prints the report (Markdown) and writes it to `results/NAME.{md,json}`, or for a run of
+/// some cases only, to `target/bench/NAME-only-CASES.{md,json}`.
+fn write(report: &Report, profile: Profile, only: &[Case]) -> Result<()> {
     let md = report.to_string();
     print!("{md}");
-    let results = root().join("results");
+    let (results, name) = if only.is_empty() {
+        (root().join("results"), profile.results_name().to_owned())
+    } else {
+        let cases: Vec<String> = only.iter().map(|c| c.name()).collect();
+        (
+            root().join("target/bench"),
+            format!("{}-only-{}", profile.results_name(), cases.join("-")),
+        )
+    };
     fs::create_dir_all(&results)?;
-    let name = profile.results_name();
     let file = |ext: &str| results.join(format!("{name}.{ext}"));
     fs::write(file("md"), &md).with_context(|| format!("write {}", file("md").display()))?;
     fs::write(file("json"), report.json()?)

@@ -4,28 +4,40 @@
 //! Fields are declared in alphabetical order: the JSON's keys come out in the order they had
 //! when it was built with `serde_json::json!` (sorted), and runs before and after compare line
 //! by line.
+//!
+//! A case not run (`--only`) leaves its section out of both renderings.
+
+mod scale;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::measure::Usage;
+pub use scale::{MonitorCost, Scale, ScaleRow};
 
-/// One benchmark run.
+/// One benchmark run; a case not run is `None` (or, for `live`, empty).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    pub idle_screen: IdleScreen,
-    pub kernel_cost_ns: KernelCost,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_screen: Option<IdleScreen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_cost_ns: Option<KernelCost>,
     /// Per monitor, unmonitored first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub live: Vec<LiveCase>,
     /// How long each iperf3 run of the live cases lasted.
     pub live_seconds: u64,
-    pub memory: Memory,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
     /// Packets in each generated capture but the baseline's.
     pub packets: u64,
     /// Runs of each case; the median is kept.
     pub runs: usize,
-    pub throughput: Throughput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<Throughput>,
 }
 
 /// What one run of a process cost.
@@ -158,8 +170,7 @@ impl Report {
         serde_json::to_string_pretty(self).map(|j| j + "\n")
     }
 
-    fn throughput_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = &self.throughput;
+    fn throughput_md(&self, f: &mut fmt::Formatter<'_>, t: &Throughput) -> fmt::Result {
         let packets = self.packets;
         writeln!(
             f,
@@ -190,11 +201,10 @@ impl Report {
         Ok(())
     }
 
-    fn memory_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.memory;
+    fn memory_md(&self, f: &mut fmt::Formatter<'_>, m: &Memory) -> fmt::Result {
         writeln!(
             f,
-            "\n## Memory: {} concurrent connections ({} packets)\n",
+            "## Memory: {} concurrent connections ({} packets)\n",
             m.connections, self.packets
         )?;
         writeln!(
@@ -225,11 +235,10 @@ impl Report {
         Ok(())
     }
 
-    fn idle_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = &self.idle_screen;
+    fn idle_md(f: &mut fmt::Formatter<'_>, i: &IdleScreen) -> fmt::Result {
         writeln!(
             f,
-            "\n## CPU of an idle live screen over {} s (`-i lo` in an empty network namespace)\n",
+            "## CPU of an idle live screen over {} s (`-i lo` in an empty network namespace)\n",
             i.seconds
         )?;
         writeln!(f, "| program | CPU, % of one core |")?;
@@ -242,12 +251,11 @@ impl Report {
         )
     }
 
-    fn kernel_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let k = &self.kernel_cost_ns;
+    fn kernel_md(f: &mut fmt::Formatter<'_>, k: &KernelCost) -> fmt::Result {
         let (repeat, fresh) = (k.repeat, k.new_connections);
         writeln!(
             f,
-            "\n## Kernel cost per packet (BPF_PROG_TEST_RUN, TC, 1000-byte TCP segments)\n"
+            "## Kernel cost per packet (BPF_PROG_TEST_RUN, TC, 1000-byte TCP segments)\n"
         )?;
         writeln!(f, "| program | ns per packet |")?;
         writeln!(f, "|---|---:|")?;
@@ -276,7 +284,7 @@ impl Report {
     fn live_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "\n## Live overhead: iperf3 across a veth pair, {} s each, median of {} run(s)\n",
+            "## Live overhead: iperf3 across a veth pair, {} s each, median of {} run(s)\n",
             self.live_seconds, self.runs
         )?;
         writeln!(
@@ -300,27 +308,78 @@ impl Report {
         Ok(())
     }
 
-    fn targets_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "\nTargets: within 3x of the bare loop (measured {:.2}x), at least 10x the classic (measured {:.1}x), under 300 bytes per connection (measured {}), idle screen under 1% of a core (measured {:.2}%).",
-            self.throughput.bare_over_ours,
-            self.throughput.ours_over_classic,
-            self.memory.tcptrack_bytes_per_connection,
-            self.idle_screen.tcptrack_cpu_percent
-        )
+    /// Every target of the cases run, each with what was measured.
+    fn targets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.throughput {
+            out.push(format!(
+                "within 3x of the bare loop (measured {:.2}x)",
+                t.bare_over_ours
+            ));
+            out.push(format!(
+                "at least 10x the classic (measured {:.1}x)",
+                t.ours_over_classic
+            ));
+        }
+        if let Some(m) = &self.memory {
+            out.push(format!(
+                "under 300 bytes per connection (measured {})",
+                m.tcptrack_bytes_per_connection
+            ));
+        }
+        if let Some(i) = &self.idle_screen {
+            out.push(format!(
+                "idle screen under 1% of a core (measured {:.2}%)",
+                i.tcptrack_cpu_percent
+            ));
+        }
+        if let Some(s) = &self.scale {
+            out.extend(s.targets());
+        }
+        out
     }
 }
 
-/// The Markdown printed and written to `results/*.md`.
+/// The Markdown printed and written to `results/*.md`: the section of each case run, a blank
+/// line apart, then the targets.
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.throughput_md(f)?;
-        self.memory_md(f)?;
-        self.idle_md(f)?;
-        self.kernel_md(f)?;
-        self.live_md(f)?;
-        self.targets_md(f)
+        let mut first = true;
+        let mut gap = |f: &mut fmt::Formatter<'_>| {
+            let blank = if first { Ok(()) } else { writeln!(f) };
+            first = false;
+            blank
+        };
+        if let Some(t) = &self.throughput {
+            gap(f)?;
+            self.throughput_md(f, t)?;
+        }
+        if let Some(m) = &self.memory {
+            gap(f)?;
+            self.memory_md(f, m)?;
+        }
+        if let Some(i) = &self.idle_screen {
+            gap(f)?;
+            Self::idle_md(f, i)?;
+        }
+        if let Some(k) = &self.kernel_cost_ns {
+            gap(f)?;
+            Self::kernel_md(f, k)?;
+        }
+        if !self.live.is_empty() {
+            gap(f)?;
+            self.live_md(f)?;
+        }
+        if let Some(s) = &self.scale {
+            gap(f)?;
+            write!(f, "{s}")?;
+        }
+        let targets = self.targets();
+        if !targets.is_empty() {
+            gap(f)?;
+            writeln!(f, "Targets: {}.", targets.join(", "))?;
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! pair, unmonitored and with each monitor in turn watching host a's interface (in a tmux
 //! pane, as people run them), and the CPU the monitor used meanwhile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tcptrack_tests::netns::{wait_until, Background, HostPair, B4};
 use super::super::measure::{median_by, percent, READY};
 use super::super::report::LiveCase;
 use super::super::Bench;
-use super::{start_monitor, Monitor, Ready, CLASSIC};
+use super::{start_monitor, watchers, Monitor};
 use crate::step;
 
 /// iperf3's default port.
@@ -38,35 +38,14 @@ pub fn measure(b: &Bench) -> Result<Vec<LiveCase>> {
 
 /// The cases, unmonitored first (the others are compared with it), each monitor watching
 /// `interface`.
-fn monitors(ours: &Path, interface: &str) -> [(&'static str, Option<Monitor>); 4] {
-    let watch = |program: &Path, extra: &str, ready: Ready| Monitor {
-        program: program.to_path_buf(),
-        args: format!("{extra}-i {interface}"),
-        ready,
-    };
-    [
-        ("unmonitored", None),
-        (
-            "tcptrack (kernel)",
-            Some(watch(
-                ours,
-                "",
-                Ready::Screen(format!("kernel on {interface}")),
-            )),
-        ),
-        (
-            "tcptrack --libpcap",
-            Some(watch(
-                ours,
-                "--libpcap ",
-                Ready::Screen(format!("libpcap on {interface}")),
-            )),
-        ),
-        (
-            "classic tcptrack 1.4.3",
-            Some(watch(&PathBuf::from(CLASSIC), "", Ready::Classic)),
-        ),
-    ]
+fn monitors(ours: &Path, interface: &str) -> Vec<(&'static str, Option<Monitor>)> {
+    std::iter::once(("unmonitored", None))
+        .chain(
+            watchers(ours, interface)
+                .into_iter()
+                .map(|(name, m)| (name, Some(m))),
+        )
+        .collect()
 }
 
 /// Every case once, on a fresh pair of hosts with an iperf3 server on host b.

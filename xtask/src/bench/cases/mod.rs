@@ -5,6 +5,7 @@ pub mod idle;
 pub mod kernel;
 pub mod live;
 pub mod memory;
+pub mod scale;
 pub mod throughput;
 
 use std::fs::{self, File, OpenOptions};
@@ -126,6 +127,34 @@ pub struct Monitor {
     /// Its arguments, as a shell command line.
     pub args: String,
     pub ready: Ready,
+}
+
+/// The live monitors, each watching `interface`, with their names in the report: tcptrack
+/// (`ours`) on its kernel path (the default), tcptrack `--libpcap`, and the classic.
+pub fn watchers(ours: &Path, interface: &str) -> [(&'static str, Monitor); 3] {
+    let watch = |program: &Path, extra: &str, ready: Ready| Monitor {
+        program: program.to_path_buf(),
+        args: format!("{extra}-i {interface}"),
+        ready,
+    };
+    [
+        (
+            "tcptrack (kernel)",
+            watch(ours, "", Ready::Screen(format!("kernel on {interface}"))),
+        ),
+        (
+            "tcptrack --libpcap",
+            watch(
+                ours,
+                "--libpcap ",
+                Ready::Screen(format!("libpcap on {interface}")),
+            ),
+        ),
+        (
+            "classic tcptrack 1.4.3",
+            watch(&PathBuf::from(CLASSIC), "", Ready::Classic),
+        ),
+    ]
 }
 
 /// Starts `monitor` on interface `interface` of namespace `ns`, in a `size` window, and waits

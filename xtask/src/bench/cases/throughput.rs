@@ -14,7 +14,8 @@ use crate::step;
 /// The median of the profile's runs of each program.
 pub fn measure(b: &Bench) -> Result<Throughput> {
     let runs = b.profile.runs();
-    let flows = &b.flows.path;
+    let captures = b.captures()?;
+    let flows = &captures.flows.path;
     step(&format!(
         "-T throughput, {runs} run(s) each: tcptrack, bare libpcap loop, tshark, classic tcptrack"
     ));
@@ -30,7 +31,7 @@ pub fn measure(b: &Bench) -> Result<Throughput> {
     let classic = median_of(runs, || classic_on_file(flows, &b.work))?;
     Ok(Throughput::new(
         b.profile.packets(),
-        b.flows.connections,
+        captures.flows.connections,
         [ours, bare, tshark, classic].map(Cost::from),
     ))
 }
