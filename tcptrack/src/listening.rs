@@ -46,11 +46,20 @@ impl ListeningSockets {
     /// Builds the set from the text of `/proc/net/tcp` and `/proc/net/tcp6` and the host's
     /// addresses. Lines that do not parse (the header among them) are skipped.
     pub fn parse(tcp: &str, tcp6: &str, local_addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        let rows = tcp.lines().chain(tcp6.lines()).filter_map(parse_listen_row);
+        Self::new(rows, local_addrs)
+    }
+
+    /// Builds the set from the listening endpoints and the host's addresses.
+    pub fn new(
+        listeners: impl IntoIterator<Item = (IpAddr, u16)>,
+        local_addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> Self {
         let mut s = Self {
             local: local_addrs.into_iter().map(canonical).collect(),
             ..Self::default()
         };
-        for (ip, port) in tcp.lines().chain(tcp6.lines()).filter_map(parse_listen_row) {
+        for (ip, port) in listeners {
             match ip {
                 IpAddr::V4(v4) if v4.is_unspecified() => {
                     s.wildcard_v4.insert(port);

@@ -1,7 +1,9 @@
-//! Reads the host's listening TCP sockets from the kernel's socket table (`/proc/net/tcp` and
-//! `/proc/net/tcp6` of the reading process's network namespace) and the host's interface
-//! addresses (`getifaddrs`). Parsing them and matching endpoints against them is pure, and lives
-//! in [`crate::listening`].
+//! Reads the host's listening TCP sockets (of the reading process's network namespace) and the
+//! host's interface addresses (`getifaddrs`). The listeners come from sock_diag, which the
+//! kernel filters by state: the cost is the listeners', not the connections' (reading
+//! `/proc/net/tcp` with 60,000 connections took 0.2 s of a core). `/proc/net/tcp{,6}` serve
+//! where sock_diag is missing. Matching endpoints against them is pure, and lives in
+//! [`crate::listening`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -15,14 +17,113 @@ use crate::listening::ListeningSockets;
 /// # Errors
 /// `/proc/net/tcp` or `/proc/net/tcp6` cannot be read, or `getifaddrs` fails.
 pub fn read_listening() -> io::Result<ListeningSockets> {
+    let local = interface_addrs()?;
+    let mut listeners = Vec::new();
+    let diag = [libc::AF_INET, libc::AF_INET6]
+        .iter()
+        .try_for_each(|&family| diag_listeners(family, &mut listeners));
+    if diag.is_ok() {
+        return Ok(ListeningSockets::new(listeners, local));
+    }
     let tcp = std::fs::read_to_string("/proc/net/tcp")?;
     let tcp6 = match std::fs::read_to_string("/proc/net/tcp6") {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
-    let local = interface_addrs()?;
     Ok(ListeningSockets::parse(&tcp, &tcp6, local))
+}
+
+/// `SOCK_DIAG_BY_FAMILY`, `NETLINK_SOCK_DIAG`, and the netlink message types and flags used.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NETLINK_SOCK_DIAG: i32 = 4;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// `TCP_LISTEN` in the kernel's state numbering.
+const TCP_LISTEN: u32 = 10;
+/// `struct nlmsghdr` and `struct inet_diag_req_v2`; `inet_diag_msg`'s address offsets.
+const NLMSG_HDR: usize = 16;
+const DIAG_REQ: usize = 56;
+const DIAG_MSG_MIN: usize = 72;
+
+/// Appends the TCP listeners of `family` (`AF_INET` or `AF_INET6`) to `out`, asking sock_diag.
+fn diag_listeners(family: i32, out: &mut Vec<(IpAddr, u16)>) -> io::Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: plain socket(2) call.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut req = Vec::with_capacity(NLMSG_HDR + DIAG_REQ);
+    req.extend_from_slice(
+        &u32::try_from(NLMSG_HDR + DIAG_REQ)
+            .unwrap_or(0)
+            .to_ne_bytes(),
+    );
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&[0; 8]); // sequence number, port id
+    req.push(u8::try_from(family).unwrap_or(0));
+    req.push(u8::try_from(libc::IPPROTO_TCP).unwrap_or(0));
+    req.extend_from_slice(&[0, 0]); // extensions, padding
+    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend_from_slice(&[0; 48]); // the socket id: any
+                                     // SAFETY: send(2) of a buffer we own, with its length.
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: recv(2) into a buffer we own, at most its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        if diag_messages(&buf[..n], out)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the netlink messages of one datagram into `out`; true at the end of the dump.
+fn diag_messages(mut b: &[u8], out: &mut Vec<(IpAddr, u16)>) -> io::Result<bool> {
+    let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+    while b.len() >= NLMSG_HDR {
+        let len = usize::try_from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+        if len < NLMSG_HDR || len > b.len() {
+            return Err(io::Error::other("a malformed sock_diag answer"));
+        }
+        match u16_at(b, 4) {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the request")),
+            _ if len >= NLMSG_HDR + DIAG_MSG_MIN => {
+                let m = &b[NLMSG_HDR..len];
+                // inet_diag_msg: family at 0, the socket id at 4: source port (big-endian) at
+                // 4, source address (16 bytes) at 8.
+                let port = u16::from_be_bytes([m[4], m[5]]);
+                let addr: [u8; 16] = m[8..24].try_into().unwrap_or([0; 16]);
+                let ip = if i32::from(m[0]) == libc::AF_INET {
+                    IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(addr))
+                };
+                out.push((ip, port));
+            }
+            _ => {}
+        }
+        // Messages are 4-byte aligned.
+        let next = (len + 3) & !3;
+        b = b.get(next..).unwrap_or_default();
+    }
+    Ok(false)
 }
 
 /// The IPv4 and IPv6 addresses of this host's interfaces (IPv4-mapped ones are taken as IPv4 by
@@ -67,6 +168,24 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+
+    #[test]
+    fn sock_diag_lists_listeners_and_only_them() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let v4_addr = v4.local_addr().expect("addr");
+        let conn = std::net::TcpStream::connect(v4_addr).expect("connect");
+        let client = conn.local_addr().expect("client");
+        let v6 = std::net::TcpListener::bind("[::1]:0").expect("bind [::1]");
+        let v6_addr = v6.local_addr().expect("addr");
+        let mut diag = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            diag_listeners(family, &mut diag).expect("sock_diag");
+        }
+        assert!(diag.contains(&(v4_addr.ip(), v4_addr.port())), "{diag:?}");
+        assert!(diag.contains(&(v6_addr.ip(), v6_addr.port())), "{diag:?}");
+        assert!(!diag.iter().any(|&(_, p)| p == client.port()), "{diag:?}");
+        drop((conn, v4, v6));
+    }
 
     #[test]
     fn read_sees_a_live_listener() {
