@@ -1,8 +1,9 @@
-//! The live cost of monitoring many real TCP connections: for each load (thousands of
+//! The live cost of tracking many real TCP connections: for each load (thousands of
 //! connections from host b to host a, idle or each sending 100 bytes a second), each live
-//! monitor in turn, started once the connections exist (it picks them up mid-stream, as on a
-//! busy host) and on its screen at its default refresh: its CPU over a window once it is ready,
-//! its peak memory, and for tcptrack's kernel path what it could not count.
+//! monitor in turn, on its screen at its default refresh and on a fresh pair of hosts: the
+//! monitor starts first, then the connections are opened (it sees every handshake), then, once
+//! its screen lists them all, its CPU over a window, its peak memory, what it listed at the
+//! end, and for tcptrack's kernel path what it could not count.
 
 mod load;
 
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use tcptrack_tests::netns::HostPair;
 
-use super::super::measure::percent;
-use super::super::report::{MonitorCost, Scale, ScaleRow};
+use super::super::measure::{percent, Screen};
+use super::super::report::{MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
 use super::super::{Bench, Load, Profile};
-use super::{start_monitor, watchers, Monitor};
+use super::{start_monitor, watchers};
 use crate::step;
 use load::Held;
 
@@ -26,12 +27,19 @@ const SIZE: (u16, u16) = (200, 50);
 const UNCOUNTED: &str = " | uncounted (map full) ";
 const EVENTS_LOST: &str = " | events lost ";
 
-/// Every load of the profile, one after the other, each on a fresh pair of hosts.
+/// How long after all the connections are established a monitor may take to list them all;
+/// one that has not by then is measured anyway (the count it listed is in the report).
+const LISTING: Duration = Duration::from_secs(LISTING_SECONDS);
+
+// tcptrack re-reads the listening sockets every 10 s: the full profile's window holds one.
+const _: () = assert!(Profile::Full.scale_span().as_secs() >= 15);
+
+/// Every load of the profile, one after the other, each monitor on a fresh pair of hosts.
 pub fn measure(b: &Bench) -> Result<Scale> {
     let window = b.profile.scale_span();
     let loads = b.profile.scale_loads();
     step(&format!(
-        "many real connections: {} loads, each watched by tcptrack (kernel), tcptrack --libpcap and the classic for {} s",
+        "many real connections: {} loads, each opened under tcptrack (kernel), tcptrack --libpcap and the classic in turn, then watched for {} s",
         loads.len(),
         window.as_secs()
     ));
@@ -46,32 +54,17 @@ pub fn measure(b: &Bench) -> Result<Scale> {
     })
 }
 
-/// `load` held between a fresh pair of hosts while each monitor watches host a's interface.
+/// `load` opened and held under each monitor in turn.
 fn one_load(ours: &Path, load: Load, window: Duration) -> Result<ScaleRow> {
     let what = format!(
         "{} {} connections",
         load.connections,
         if load.active { "active" } else { "idle" }
     );
-    let hosts = HostPair::new();
-    let opening = Instant::now();
-    // Declared after `hosts`: the holders are killed before the namespaces go.
-    let mut held = Held::open(&hosts, load).with_context(|| format!("open {what}"))?;
-    step(&format!(
-        "{what}: established in {:.1} s",
-        opening.elapsed().as_secs_f64()
-    ));
     let mut seen = Vec::new();
-    for (name, monitor) in watchers(ours, &hosts.a_if) {
-        let (cost, screen) = watch(&hosts, name, &monitor, window)?;
-        held.check()
-            .with_context(|| format!("{what}, while {name} watched"))?;
-        step(&format!(
-            "{what}, {name}: {:.2}% of a core, peak {} KiB; bottom line: {}",
-            cost.cpu_percent,
-            cost.peak_rss_kib,
-            bottom_line(&screen)
-        ));
+    for which in 0..3 {
+        let (cost, screen) =
+            watch(ours, which, load, window, &what).with_context(|| what.clone())?;
         seen.push((cost, screen));
     }
     let [(kernel, kernel_screen), (libpcap, _), (classic, _)]: [(MonitorCost, String); 3] = seen
@@ -88,15 +81,75 @@ fn one_load(ours: &Path, load: Load, window: Duration) -> Result<ScaleRow> {
     })
 }
 
-/// `monitor` (called `name`) on host a's interface, once ready, for `window`: its cost, and
-/// its screen at the end.
+/// Monitor number `which` of [`watchers`] on host a's interface of a fresh pair of hosts,
+/// ready before `load` is opened from host b, then, once it lists the connections, for
+/// `window`: its cost and what it listed, and its screen at the end. The connections are
+/// closed and the hosts removed before it returns.
 fn watch(
-    hosts: &HostPair,
-    name: &str,
-    monitor: &Monitor,
+    ours: &Path,
+    which: usize,
+    load: Load,
     window: Duration,
+    what: &str,
 ) -> Result<(MonitorCost, String)> {
-    let screen = start_monitor(&hosts.a, &hosts.a_if, monitor, SIZE)?;
+    let hosts = HostPair::new();
+    let (name, monitor) = watchers(ours, &hosts.a_if)
+        .into_iter()
+        .nth(which)
+        .context("no such monitor")?;
+    let screen = start_monitor(&hosts.a, &hosts.a_if, &monitor, SIZE)?;
+    let opening = Instant::now();
+    // Declared after `hosts`: the holders are killed before the namespaces go.
+    let mut held = Held::open(&hosts, load).with_context(|| format!("open them under {name}"))?;
+    let established = opening.elapsed();
+    let listing = wait_listed(&screen, name, load.connections)?;
+    step(&format!(
+        "{what}, {name}: established in {:.1} s, {}",
+        established.as_secs_f64(),
+        listing.map_or_else(
+            || format!(
+                "NOT all listed {} s later: {}",
+                LISTING.as_secs(),
+                bottom_line(&screen.text())
+            ),
+            |d| format!("all listed {:.1} s later", d.as_secs_f64())
+        )
+    ));
+    let (cost, text) = measure_window(&screen, name, window)?;
+    held.check()
+        .with_context(|| format!("while {name} was measured"))?;
+    screen.stop();
+    drop(held);
+    step(&format!(
+        "{what}, {name}: {:.2}% of a core, peak {} KiB, {} listed; bottom line: {}",
+        cost.cpu_percent,
+        cost.peak_rss_kib,
+        cost.listed,
+        bottom_line(&text)
+    ));
+    Ok((cost, text))
+}
+
+/// Waits until `screen` (of `name`) lists at least `want` connections, for at most
+/// [`LISTING`]: how long it took, or `None` when it did not get there.
+fn wait_listed(screen: &Screen, name: &str, want: u32) -> Result<Option<Duration>> {
+    let start = Instant::now();
+    loop {
+        if screen.ended() {
+            bail!("{name} ended; its screen:\n{}", screen.text());
+        }
+        if listed(&screen.text()).is_some_and(|n| n >= want) {
+            return Ok(Some(start.elapsed()));
+        }
+        if start.elapsed() > LISTING {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `screen` (of `name`) for `window`: its cost, and the screen at the end.
+fn measure_window(screen: &Screen, name: &str, window: Duration) -> Result<(MonitorCost, String)> {
     let (before, _) = screen.usage()?;
     // The measurement window itself, not a wait for anything. The CPU is taken over the
     // window as slept (the few ms of reading /proc on either side count against the monitor),
@@ -110,12 +163,28 @@ fn watch(
     }
     let (after, peak_rss_kib) = screen.usage()?;
     let text = screen.text();
-    screen.stop();
+    let listed = listed(&text)
+        .with_context(|| format!("no connection count on {name}'s screen:\n{text}"))?;
     let cost = MonitorCost {
         cpu_percent: percent(after.saturating_sub(before), window),
+        listed,
         peak_rss_kib,
     };
     Ok((cost, text))
+}
+
+/// The connections `screen` lists in all: N of its status line's `Connections 1-K of N`
+/// (tcptrack's and the classic's alike).
+fn listed(screen: &str) -> Option<u32> {
+    let (_, status) = screen.rsplit_once(" Connections ")?;
+    let (range, rest) = status.split_once(" of ")?;
+    let (first, last) = range.split_once('-')?;
+    let number = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if !number(first) || !number(last) {
+        return None;
+    }
+    let total: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    total.parse().ok()
 }
 
 /// The last line of `screen` with something on it (tcptrack's status line), trimmed.
@@ -154,5 +223,18 @@ mod tests {
         assert_eq!(count_after(both, EVENTS_LOST).ok(), Some(56));
         assert!(count_after(" | events lost ", EVENTS_LOST).is_err());
         assert_eq!(bottom_line("a\n b \n\n  \n"), "b");
+    }
+
+    #[test]
+    fn the_total_listed_read_off_either_status_line() {
+        let ours = " Client  Server\n Connections 1-47 of 60000  Unpaused  Unsorted  | kernel on veth-a  | ? help\n";
+        assert_eq!(listed(ours), Some(60_000));
+        let classic =
+            " TOTAL    0 B/s\n Connections 1-47 of 59188                    Unpaused  Unsorted\n";
+        assert_eq!(listed(classic), Some(59_188));
+        assert_eq!(listed(" Connections 0-0 of 0  Unpaused\n"), Some(0));
+        assert_eq!(listed(" Connections  Unpaused\n"), None);
+        assert_eq!(listed(" Connections 1-x of 5\n"), None);
+        assert_eq!(listed("nothing here\n"), None);
     }
 }

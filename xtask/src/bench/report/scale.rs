@@ -5,6 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// How long after all the connections of a load are established a monitor may take to list
+/// them all; one that has not by then is measured anyway.
+pub const LISTING_SECONDS: u64 = 30;
+
 /// Each live monitor on each load of real connections between two network namespaces.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scale {
@@ -32,11 +36,14 @@ pub struct ScaleRow {
     pub libpcap: MonitorCost,
 }
 
-/// A live monitor's cost over the measurement window.
+/// A live monitor over the measurement window: its cost, and the connections it listed.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MonitorCost {
     /// Percent of one core, user + system.
     pub cpu_percent: f64,
+    /// The connections its screen listed at the end of the window (N of its status line's
+    /// `Connections 1-K of N`).
+    pub listed: u32,
     /// VmHWM at the end of the window.
     pub peak_rss_kib: u64,
 }
@@ -176,21 +183,25 @@ impl Scale {
     }
 }
 
-/// The section: a row per load, a column pair per monitor, the kernel path's losses.
+/// The section: a row per load, a column triple per monitor, the kernel path's losses, and
+/// which monitors listed fewer connections than were opened.
 impl fmt::Display for Scale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let profile = if self.quick { "quick profile: " } else { "" };
         writeln!(
             f,
-            "## Many real connections ({profile}{}), each monitor on screen for {} s once ready\n",
+            "## Many real connections ({profile}{}), opened under each monitor, then measured for {} s once it listed them all\n",
             self.loads(),
             self.seconds
         )?;
         writeln!(
             f,
-            "| connections | tcptrack (kernel) CPU % | MiB | tcptrack --libpcap CPU % | MiB | classic tcptrack 1.4.3 CPU % | MiB | kernel: uncounted packets | kernel: events lost |"
+            "| connections | tcptrack (kernel) CPU % | MiB | listed | tcptrack --libpcap CPU % | MiB | listed | classic tcptrack 1.4.3 CPU % | MiB | listed | kernel: uncounted packets | kernel: events lost |"
         )?;
-        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(
+            f,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
         for r in &self.rows {
             let load = if r.active {
                 format!("{} (100 B/s each)", r.load())
@@ -199,14 +210,53 @@ impl fmt::Display for Scale {
             };
             write!(f, "| {load} |")?;
             for m in [r.kernel, r.libpcap, r.classic] {
-                write!(f, " {:.2} | {} |", m.cpu_percent, mib(m.peak_rss_kib))?;
+                write!(
+                    f,
+                    " {:.2} | {} | {} |",
+                    m.cpu_percent,
+                    mib(m.peak_rss_kib),
+                    thousands(m.listed.into())
+                )?;
             }
             writeln!(f, " {} | {} |", r.kernel_uncounted, r.kernel_events_lost)?;
         }
         writeln!(
             f,
-            "\nCPU: % of one core used by the monitor's own process (user + system, from /proc/PID/stat in 10 ms ticks); the kernel programs' cost per packet is charged to the processes the packets pass through, and is in the kernel cost table. MiB: peak resident memory (VmHWM). Losses: read off tcptrack's status line at the end of the window."
-        )
+            "\nEach monitor in turn on a fresh pair of hosts: started and ready, then the connections opened (in bursts) and established, then its window, from the moment the total on its screen's status line (`Connections 1-K of N`, on the classic's as on tcptrack's) reached the load, or, if it had not, {LISTING_SECONDS} s after ss in host b counted them all established. CPU: % of one core used by the monitor's own process (user + system, from /proc/PID/stat in 10 ms ticks); the kernel programs' cost per packet is charged to the processes the packets pass through, and is in the kernel cost table. MiB: peak resident memory (VmHWM), the opening included. Listed: N on the status line at the end of the window. Losses: read off tcptrack's status line at the end of the window, counted since it started (the opening included)."
+        )?;
+        let short = self.short();
+        if !short.is_empty() {
+            writeln!(
+                f,
+                "\nListed fewer connections than were opened: {}.",
+                short.join("; ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Scale {
+    /// Each monitor that listed fewer connections than its load held: `classic tcptrack 1.4.3
+    /// on 60,000 idle (59,188)`.
+    fn short(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.rows {
+            for (name, m) in [
+                ("tcptrack (kernel)", r.kernel),
+                ("tcptrack --libpcap", r.libpcap),
+                ("classic tcptrack 1.4.3", r.classic),
+            ] {
+                if m.listed < r.connections {
+                    out.push(format!(
+                        "{name} on {} ({})",
+                        r.load(),
+                        thousands(m.listed.into())
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -226,6 +276,7 @@ mod tests {
     fn row(connections: u32, active: bool, kernel: f64, libpcap: f64) -> ScaleRow {
         let cost = |cpu_percent| MonitorCost {
             cpu_percent,
+            listed: connections,
             peak_rss_kib: 1024,
         };
         ScaleRow {
@@ -251,5 +302,24 @@ mod tests {
         assert!(t[1].ends_with("(measured 2.99%: met)"), "{}", t[1]);
         assert!(t[2].ends_with(": NOT met)"), "{}", t[2]);
         assert!(t[3].ends_with("(measured uncounted 0, events lost 0: met)"));
+    }
+
+    #[test]
+    fn monitors_that_listed_fewer_are_named() {
+        let mut r = row(60_000, false, 0.1, 0.2);
+        r.classic.listed = 59_188;
+        let s = Scale {
+            quick: false,
+            rows: vec![row(1_000, false, 0.0, 0.0), r],
+            seconds: 15,
+        };
+        assert_eq!(
+            s.short(),
+            ["classic tcptrack 1.4.3 on 60,000 idle (59,188)"]
+        );
+        assert!(s
+            .to_string()
+            .ends_with("\nListed fewer connections than were opened: classic tcptrack 1.4.3 on 60,000 idle (59,188).\n"));
+        assert!(s.to_string().contains("| 60,000 idle | 0.10 | 1.0 | 60,000 | 0.20 | 1.0 | 60,000 | 10.00 | 1.0 | 59,188 | 0 | 0 |"));
     }
 }
