@@ -376,3 +376,32 @@ fn tc_through_netlink_counts_and_leaves_nothing_even_after_sigkill() {
         drop(t);
     }
 }
+
+/// The libpcap path (every fallback takes it) moves on the clock: a connection that closes and
+/// is followed by silence shows CLOSED with all its bytes, with no later packet to push it.
+#[test]
+fn the_libpcap_path_shows_the_last_packets_without_waiting_for_more() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, errors) = (dir.path().join("out.json"), dir.path().join("err.txt"));
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.args(["--libpcap", "-i", &hosts.a_if, "--output", "json"])
+        .args(["--interval", "0.2", "-r", "600"])
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stderr(std::fs::File::create(&errors).expect("stderr file"));
+    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
+    wait_until("the path line", Duration::from_secs(20), || {
+        std::fs::read_to_string(&errors).is_ok_and(|e| e.ends_with('\n'))
+    });
+    assert_eq!(hosts.transfer(B4, 5961, 2_000, 3_000, false), (3_000, 2_000));
+    // Nothing else crosses the link from here on.
+    wait_refresh(&out, "the connection CLOSED, every byte counted", |r| {
+        r.iter().any(|r| {
+            r.server == "198.18.0.2:5961"
+                && r.state == "CLOSED"
+                && (r.client_payload_bytes, r.server_payload_bytes) == (2_000, 3_000)
+        })
+    });
+    drop(tcptrack.interrupt());
+}

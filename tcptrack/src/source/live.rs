@@ -59,16 +59,18 @@ pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType)
 }
 
 /// Captures on a thread of its own, stamping each packet with the time since it started (the
-/// clock it sends first), and sends batches into `tx`; batches that find the channel full are
-/// dropped and counted.
+/// clock it sends first), and sends batches into `tx`: everything libpcap holds as soon as it is
+/// read (the capture is non-blocking and the thread waits on its descriptor), so that every
+/// packet reaches the table within one wake-up of its arrival, not when a later one comes. A
+/// batch that finds the channel full is dropped and counted.
 pub fn spawn_reader(
-    mut cap: Capture<Active>,
+    cap: Capture<Active>,
     link: LinkType,
     interface: String,
     tx: tokio::sync::mpsc::Sender<super::SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
-    use super::{SourceMsg, BATCH_AGE, BATCH_MAX};
-    use tokio::sync::mpsc::error::TrySendError;
+    use super::{SourceMsg, BATCH_MAX};
+    use std::os::fd::AsRawFd as _;
     let start = Instant::now();
     let clock = SourceMsg::Clock {
         at: Duration::ZERO,
@@ -76,43 +78,92 @@ pub fn spawn_reader(
         speed: 1.0,
     };
     std::thread::spawn(move || {
+        let end = |e| {
+            let _ = tx.blocking_send(SourceMsg::End(Some(Error::capture(&interface, e))));
+        };
+        let mut cap = match cap.setnonblock() {
+            Ok(c) => c,
+            Err(e) => return end(e),
+        };
         if tx.blocking_send(clock).is_err() {
             return;
         }
+        let mut losses = Losses::default();
         let mut batch = Vec::with_capacity(BATCH_MAX);
-        let mut sent_at = Instant::now();
-        let mut dropped: u64 = 0;
-        let mut pcap_dropped: u64 = 0;
         loop {
-            match cap.next_packet() {
-                Ok(p) => {
-                    if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
-                        batch.push(u);
+            // Everything libpcap holds now.
+            loop {
+                match cap.next_packet() {
+                    Ok(p) => {
+                        if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
+                            batch.push(u);
+                        }
+                        if batch.len() >= BATCH_MAX && !losses.send(&tx, &mut batch) {
+                            return;
+                        }
                     }
-                }
-                Err(pcap::Error::TimeoutExpired) => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(SourceMsg::End(Some(Error::capture(interface, e))));
-                    return;
+                    // Non-blocking: nothing more for now.
+                    Err(pcap::Error::TimeoutExpired) => break,
+                    Err(e) => return end(e),
                 }
             }
-            if batch.len() >= BATCH_MAX || (!batch.is_empty() && sent_at.elapsed() >= BATCH_AGE) {
-                sent_at = Instant::now();
-                let n = batch.len() as u64;
-                match tx.try_send(SourceMsg::Batch(std::mem::take(&mut batch))) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => dropped += n,
-                    Err(TrySendError::Closed(_)) => return,
-                }
-                let kernel = cap
-                    .stats()
-                    .map_or(0, |s| u64::from(s.dropped) + u64::from(s.if_dropped));
-                let lost = dropped + kernel.saturating_sub(pcap_dropped);
-                if lost > 0 && tx.try_send(SourceMsg::Dropped(lost)).is_ok() {
-                    dropped = 0;
-                    pcap_dropped = kernel;
-                }
+            if !batch.is_empty() && !losses.send(&tx, &mut batch) {
+                return;
             }
+            losses.report(&mut cap, &tx);
+            if tx.is_closed() {
+                return;
+            }
+            let mut fds = libc::pollfd {
+                fd: cap.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one pollfd we own; it only reads and writes that struct.
+            unsafe { libc::poll(&raw mut fds, 1, READ_TIMEOUT_MS) };
         }
     })
+}
+
+/// What the libpcap path lost on the way: batches a full channel refused, and libpcap's own
+/// drops, reported to the monitor as they grow.
+#[derive(Default)]
+struct Losses {
+    /// Packets of refused batches not reported yet.
+    refused: u64,
+    /// libpcap's drops as last reported.
+    pcap: u64,
+}
+
+impl Losses {
+    /// Hands `batch` over; false when the monitor is gone.
+    fn send(
+        &mut self,
+        tx: &tokio::sync::mpsc::Sender<super::SourceMsg>,
+        batch: &mut Vec<crate::flow::FlowUpdate>,
+    ) -> bool {
+        use tokio::sync::mpsc::error::TrySendError;
+        let n = batch.len() as u64;
+        let full = std::mem::replace(batch, Vec::with_capacity(super::BATCH_MAX));
+        match tx.try_send(super::SourceMsg::Batch(full)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.refused += n;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Tells the monitor what was lost since the last report, if anything.
+    fn report(&mut self, cap: &mut Capture<Active>, tx: &tokio::sync::mpsc::Sender<super::SourceMsg>) {
+        let pcap = cap
+            .stats()
+            .map_or(0, |s| u64::from(s.dropped) + u64::from(s.if_dropped));
+        let lost = self.refused + pcap.saturating_sub(self.pcap);
+        if lost > 0 && tx.try_send(super::SourceMsg::Dropped(lost)).is_ok() {
+            self.refused = 0;
+            self.pcap = pcap;
+        }
+    }
 }
