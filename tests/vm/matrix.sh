@@ -1,0 +1,164 @@
+# matrix.sh OUTDIR: the kernel path's tests, run as root INSIDE a VM booted by run.sh with one
+# of Debian's kernels. The tcptrack binary is the one named in OUTDIR/bin. Each check writes a
+# line into OUTDIR/report.txt; the script exits 0 only when every check passed.
+#   - the path tcptrack says it took, as this kernel allows (tcx from 6.6, netlink TC before);
+#   - counts and states equal the -T table of a tcpdump recording of the same traffic (a FIN
+#     close and a RST);
+#   - a filter of the kernel subset selects the same connections (in the kernel where it has
+#     bpf_loop, through libpcap, said in one line, where not);
+#   - nothing of tcptrack is left after SIGINT, SIGTERM, and after SIGKILL followed by a start.
+set -u
+OUT=$1
+TCPTRACK=$(cat "$OUT/bin")
+PY=/usr/bin/python3 # Debian's, not a pyenv shim
+REPORT=$OUT/report.txt
+: >"$REPORT"
+failed=0
+check() { # check WHAT COMMAND...: runs the command, reports pass or FAIL
+    what=$1; shift
+    if "$@" >>"$OUT/details.txt" 2>&1; then echo "pass: $what" >>"$REPORT"; else
+        echo "FAIL: $what" >>"$REPORT"; failed=1; fi
+}
+# Waits (0.1 s steps, at most $1 tenths) for the command that follows: the guest CPU is emulated
+# and 10-30x slower than the host's, so fixed sleeps would be either too long or flaky.
+wait_for() {
+    n=$1; shift
+    until "$@"; do n=$((n - 1)); [ "$n" -gt 0 ] || return 1; sleep 0.1; done
+}
+uname -r >>"$REPORT"
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+modprobe veth
+ip netns add a
+ip netns add b
+ip link add veth-a netns a type veth peer name veth-b netns b
+ip -n a addr add 198.18.0.1/24 dev veth-a
+ip -n b addr add 198.18.0.2/24 dev veth-b
+for ns in a b; do ip -n $ns link set lo up; done
+ip -n a link set veth-a up
+ip -n b link set veth-b up
+
+# One connection to PORT: the client sends 6 KiB in steps, the server answers 1 KiB and closes
+# (with a RST when HOW is rst).
+transfer() { # transfer PORT HOW
+    ip netns exec b $PY -c "
+import socket, struct
+s = socket.create_server(('198.18.0.2', $1)); c, _ = s.accept()
+while c.recv(4096): pass
+c.sendall(b'y' * 1024)
+if '$2' == 'rst': c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+c.close()" &
+    server=$!
+    wait_for 300 sh -c "ip netns exec b ss -ltn | grep -q :$1"
+    ip netns exec a $PY -c "
+import socket, time
+c = socket.create_connection(('198.18.0.2', $1))
+for _ in range(6): c.sendall(b'x' * 1024); time.sleep(0.1)
+c.shutdown(socket.SHUT_WR)
+try:
+    while c.recv(4096): pass
+except ConnectionResetError: pass
+c.close()"
+    wait "$server"
+}
+
+# tcptrack's programs: links (tcx) or TC filters (netlink) on veth-a, one line each.
+attached() {
+    { ip netns exec a tc filter show dev veth-a ingress; ip netns exec a tc filter show dev veth-a egress
+      bpftool -j link show 2>/dev/null | $PY -c "
+import json, subprocess, sys
+links = json.load(sys.stdin) or []
+progs = {p['id']: p.get('name', '') for p in json.loads(subprocess.run(['bpftool', '-j', 'prog', 'show'], capture_output=True, text=True).stdout or '[]')}
+for l in links:
+    if progs.get(l.get('prog_id'), '').startswith('tcptrack_'): print('link', l.get('id'))"
+    } 2>/dev/null | grep -E 'tcptrack_|^link'
+}
+nothing_attached() { ! attached; }
+
+start() { # start NAME ARGS...: tcptrack in namespace a, headless, until it says its path
+    name=$1; shift
+    rm -f "$OUT/$name.json" "$OUT/$name.err"
+    ip netns exec a "$TCPTRACK" -i veth-a --output json --interval 0.5 -r 600 "$@" \
+        >"$OUT/$name.json" 2>"$OUT/$name.err" &
+    pid=$!
+    wait_for 600 test -s "$OUT/$name.err"
+}
+
+# Compares the last refresh of a live JSON file with the -T table of a recording (already
+# written by `tcptrack -T` into CAPTURE.json).
+same_table() { # same_table LIVE.json CAPTURE.json
+    $PY - "$1" "$2" <<'EOF'
+import json, sys
+def table(path, last_refresh):
+    recs = [json.loads(l) for l in open(path) if l.strip()]
+    if last_refresh and recs:
+        t = recs[-1]['time']; recs = [r for r in recs if r['time'] == t]
+    return sorted((r['client'], r['server'], r['state'], r['client_payload_bytes'],
+                   r['server_payload_bytes']) for r in recs)
+live, capture = table(sys.argv[1], True), table(sys.argv[2], False)
+print('live   ', live); print('capture', capture)
+sys.exit(0 if live == capture and len(capture) == 2 else 1)
+EOF
+}
+
+# 1. The path, counts and states against a recording.
+ip netns exec a tcpdump -i veth-a -s 262144 -w "$OUT/live.pcap" -U 2>"$OUT/tcpdump.err" &
+dump=$!
+wait_for 300 test -s "$OUT/tcpdump.err"
+start counts
+case $(uname -r) in
+    5.*|6.[0-5].*) path="tcptrack: kernel on veth-a (TC through netlink)" ;;
+    *) path="tcptrack: kernel on veth-a" ;;
+esac
+check "path line: $path" grep -qx "$path" "$OUT/counts.err"
+transfer 5001 fin
+transfer 5002 rst
+# tcpdump runs behind on the emulated CPU: let it write everything (-U: each packet as it is
+# read) before it is stopped, or the last packets stay unread.
+quiet() {
+    a=$(stat -c %s "$OUT/live.pcap"); sleep 1; [ "$a" = "$(stat -c %s "$OUT/live.pcap")" ]
+}
+wait_for 100 quiet
+kill -INT "$dump"; wait "$dump"
+"$TCPTRACK" -T "$OUT/live.pcap" --output json -r 600 >"$OUT/from-capture.json"
+check "counts and states equal the recording's" \
+    wait_for 300 same_table "$OUT/counts.json" "$OUT/from-capture.json"
+kill -INT "$pid"; wait "$pid"
+check "exit status 0 after SIGINT" test $? -eq 0
+check "nothing attached after SIGINT" wait_for 100 nothing_attached
+
+# 2. A filter of the kernel subset.
+start filter port 5003
+literal() { printf '%s' "$1" | sed 's/[]().*[]/\\&/g'; } # a line as an extended regex
+case $(uname -r) in
+    # No bpf_loop: libpcap decides the filter, and says why.
+    5.1[0-6].*|5.[0-9].*) fpath=$(literal "tcptrack: libpcap on veth-a: the kernel path is unavailable: this kernel lacks bpf_loop (5.17), which the kernel filter runs with") ;;
+    # The kernel's own path; or libpcap where its verifier refuses the filter's program (6.1's
+    # does, for its size), said in one line.
+    *) fpath="$(literal "$path")|tcptrack: libpcap on veth-a: the kernel path is unavailable: the kernel refused the TC program .*" ;;
+esac
+check "filter path line: $(cat "$OUT/filter.err")" grep -qxE "$fpath" "$OUT/filter.err"
+transfer 5003 fin
+transfer 5004 fin
+only_5003() {
+    grep -q '"server":"198.18.0.2:5003".*"state":"CLOSED"' "$OUT/filter.json" &&
+    ! grep -q '198.18.0.2:5004' "$OUT/filter.json"
+}
+check "the filter selects port 5003 only" wait_for 300 only_5003
+kill -TERM "$pid"; wait "$pid"
+check "nothing attached after SIGTERM" wait_for 100 nothing_attached
+
+# 3. SIGKILL, then a new start: what the killed one left (netlink filters) goes, and the new
+#    one counts once.
+start killed
+kill -KILL "$pid"; wait "$pid" 2>/dev/null
+attached >"$OUT/after-sigkill.txt" || true
+start again
+check "a start after SIGKILL has just its own programs" test "$(attached | wc -l)" -le 2
+transfer 5005 fin
+once() { grep -q '"server":"198.18.0.2:5005".*"state":"CLOSED","payload_bytes":7168' "$OUT/again.json"; }
+check "counted once after the restart" wait_for 300 once
+kill -INT "$pid"; wait "$pid"
+check "nothing attached after SIGKILL and a new start" wait_for 100 nothing_attached
+
+cat "$REPORT"
+exit $failed
