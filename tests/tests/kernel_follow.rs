@@ -394,7 +394,10 @@ fn the_libpcap_path_shows_the_last_packets_without_waiting_for_more() {
     wait_until("the path line", Duration::from_secs(20), || {
         std::fs::read_to_string(&errors).is_ok_and(|e| e.ends_with('\n'))
     });
-    assert_eq!(hosts.transfer(B4, 5961, 2_000, 3_000, false), (3_000, 2_000));
+    assert_eq!(
+        hosts.transfer(B4, 5961, 2_000, 3_000, false),
+        (3_000, 2_000)
+    );
     // Nothing else crosses the link from here on.
     wait_refresh(&out, "the connection CLOSED, every byte counted", |r| {
         r.iter().any(|r| {

@@ -156,7 +156,11 @@ impl Losses {
     }
 
     /// Tells the monitor what was lost since the last report, if anything.
-    fn report(&mut self, cap: &mut Capture<Active>, tx: &tokio::sync::mpsc::Sender<super::SourceMsg>) {
+    fn report(
+        &mut self,
+        cap: &mut Capture<Active>,
+        tx: &tokio::sync::mpsc::Sender<super::SourceMsg>,
+    ) {
         let pcap = cap
             .stats()
             .map_or(0, |s| u64::from(s.dropped) + u64::from(s.if_dropped));
