@@ -62,6 +62,10 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     };
     // Promiscuous mode is held until here; the kernel's programs go before tcptrack does.
     started.finish();
+    // Once, whatever the sink (the screen is gone by now), before any error of the capture.
+    if let Some(warning) = m.out_of_order_warning() {
+        eprintln!("tcptrack: {warning}");
+    }
     result?;
     m.pending_error.map_or(Ok(()), Err)
 }

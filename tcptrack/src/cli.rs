@@ -19,7 +19,9 @@ use crate::table::TableConfig;
     override_usage = "tcptrack [-dfhvp] [-r seconds] [-i interface | -T file] [options] [filter expression]",
     after_help = "The filter expression is every remaining word, in tcpdump syntax (see pcap-filter(7)).\n\
                   Without -i or -T, tcptrack monitors the default interface, as tcpdump does.\n\n\
-                  Exit status: 0 success; 1 runtime error; 2 bad usage; 3 capture file cut short \
+                  Exit status: 0 success, also when ended by SIGINT or SIGTERM (headless live \
+                  output first writes the interval in progress) or when the output's reader goes \
+                  away (a closed pipe); 1 runtime error; 2 bad usage; 3 capture file cut short \
                   (what was read before the cut is reported)."
 )]
 pub struct Args {
@@ -44,19 +46,19 @@ pub struct Args {
     pub no_promiscuous: bool,
 
     /// Keep closed and reset connections listed SECONDS after their last packet
-    #[arg(short = 'r', value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+    #[arg(short = 'r', value_name = "SECONDS", default_value = "2", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub linger: Duration,
 
     /// Redraw (and headless output) interval [default: 1, or 0.1 with -f]
-    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds, allow_negative_numbers = true)]
     pub interval: Option<Duration>,
 
     /// Speed averaging window [default: 1]
-    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds, allow_negative_numbers = true)]
     pub window: Option<Duration>,
 
     /// Forget ESTABLISHED connections idle for SECONDS (default: keep them while they live)
-    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds, allow_negative_numbers = true)]
     pub idle_timeout: Option<Duration>,
 
     /// Write connections as text instead of drawing the screen: at the end of a capture file, or
@@ -65,7 +67,7 @@ pub struct Args {
     pub output: Option<OutputFormat>,
 
     /// With -T: play the capture at its recorded pace (times SPEED), to watch it as if live
-    #[arg(long, value_name = "SPEED", num_args = 0..=1, default_missing_value = "1", requires = "file", value_parser = parse_speed)]
+    #[arg(long, value_name = "SPEED", num_args = 0..=1, default_missing_value = "1", requires = "file", value_parser = parse_speed, allow_negative_numbers = true)]
     pub replay: Option<f64>,
 
     /// Capture live through libpcap instead of counting in the kernel (eBPF)
@@ -78,7 +80,7 @@ pub struct Args {
 
     /// Connections the kernel's flow map holds; beyond, the least recently seen are evicted
     /// (and counted)
-    #[arg(long, value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
+    #[arg(long, value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(16..=16_777_216), allow_negative_numbers = true)]
     pub max_connections: u32,
 
     /// Print version
@@ -131,34 +133,59 @@ pub struct Config {
     pub table: TableConfig,
 }
 
+// The value parsers' messages follow clap's `invalid value '-5' for '-r <SECONDS>': `, and
+// [`value_error`] makes that one line.
+
 fn parse_speed(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if (0.001..=1e6).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "`{s}` is not a speed factor between 0.001 and 1000000"
-        )),
+        _ => Err("must be a speed factor between 0.001 and 1000000".to_owned()),
     }
 }
 
+/// Seconds, `0` included (`-r 0`: closed connections go at once).
 fn parse_seconds(s: &str) -> Result<Duration, String> {
+    seconds(s, "must be a positive number of seconds, or 0")
+}
+
+fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
+    let d = seconds(s, "must be a positive number of seconds")?;
+    if d < Duration::from_millis(1) {
+        return Err("too short: at least 0.001 seconds".to_owned());
+    }
+    Ok(d)
+}
+
+/// A number of seconds up to 1e9; `negative` says what a negative one is told.
+fn seconds(s: &str, negative: &str) -> Result<Duration, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+        .map_err(|_| "not a number of seconds".to_owned())?;
+    if v < 0.0 {
+        return Err(negative.to_owned());
+    }
     if !(0.0..=1e9).contains(&v) {
-        return Err(format!(
-            "`{s}` is not a number of seconds between 0 and 1e9"
-        ));
+        return Err("not a number of seconds between 0 and 1e9".to_owned());
     }
     Ok(Duration::from_secs_f64(v))
 }
 
-fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
-    let d = parse_seconds(s)?;
-    if d < Duration::from_millis(1) {
-        return Err(format!("`{s}` is too short: at least 0.001 seconds"));
+/// A bad option value (`-r -5`, `--interval soon`) as one line for a person:
+/// `invalid value '-5' for -r: must be a positive number of seconds, or 0`. `None` for every
+/// other error, which clap says its own way (unknown options with their suggestions, help).
+#[must_use]
+pub fn value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ErrorKind};
+    if e.kind() != ErrorKind::ValueValidation {
+        return None;
     }
-    Ok(d)
+    let arg = e.get(ContextKind::InvalidArg)?.to_string();
+    // `-r <SECONDS>`: the option is enough.
+    let arg = arg.split(' ').next().unwrap_or(&arg);
+    let value = e.get(ContextKind::InvalidValue)?;
+    let why = std::error::Error::source(e)?;
+    Some(format!("invalid value '{value}' for {arg}: {why}"))
 }
 
 impl Args {
@@ -257,6 +284,42 @@ mod tests {
         assert!(parse(&["--interval", "0"]).is_err());
         assert!(parse(&["-i", "eth0", "-T", "f.pcap"]).is_err());
         assert!(parse(&["--output", "xml"]).is_err());
+    }
+
+    #[test]
+    fn negative_values_are_one_line_saying_they_must_be_positive() {
+        for (flag, value, why) in [
+            ("-r", "-5", "must be a positive number of seconds, or 0"),
+            ("--interval", "-1", "must be a positive number of seconds"),
+            ("--window", "-1", "must be a positive number of seconds"),
+            (
+                "--idle-timeout",
+                "-0.5",
+                "must be a positive number of seconds",
+            ),
+            ("--interval", "0", "too short: at least 0.001 seconds"),
+            ("-r", "soon", "not a number of seconds"),
+        ] {
+            let e = Args::try_parse_from(["tcptrack", flag, value, "-T", "x.pcap"])
+                .expect_err("a bad value");
+            assert_eq!(
+                value_error(&e).as_deref(),
+                Some(format!("invalid value '{value}' for {flag}: {why}").as_str()),
+                "{flag} {value}"
+            );
+        }
+        let e = Args::try_parse_from(["tcptrack", "--max-connections", "-5"]).expect_err("bad");
+        let line = value_error(&e).expect("a bad value");
+        assert!(
+            line.starts_with("invalid value '-5' for --max-connections: "),
+            "{line}"
+        );
+        // Other errors are clap's, with their suggestions.
+        let e = Args::try_parse_from(["tcptrack", "--intervall", "1"]).expect_err("unknown");
+        assert_eq!(value_error(&e), None);
+        // 0 stays a valid -r.
+        let c = parse(&["-T", "x.pcap", "-r", "0", "port", "80"]).expect("valid");
+        assert_eq!(c.table.closed_linger, Duration::ZERO);
     }
 
     #[test]

@@ -14,6 +14,17 @@ fn pcap_reason(e: &pcap::Error) -> String {
     }
 }
 
+/// What the file system said, in a few words.
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "no such file".to_owned(),
+        ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        ErrorKind::IsADirectory => "a directory, not a file".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
 impl Error {
     /// A live capture on `interface` failed, for `source`.
     pub fn capture(interface: impl Into<String>, source: impl Into<CaptureError>) -> Self {
@@ -35,6 +46,15 @@ pub enum Error {
         #[source]
         source: pcap::Error,
     },
+    /// The file system's reason a capture cannot be read (no such file, a directory).
+    #[error("cannot read capture {}: {}", .path.display(), io_reason(.source))]
+    CaptureFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is empty, not a capture", .path.display())]
+    EmptyCapture { path: PathBuf },
     #[error("{}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback", .path.display())]
     UnsupportedLinkType {
         path: PathBuf,
@@ -117,5 +137,11 @@ impl Error {
             Self::Truncated { .. } => 3,
             _ => 1,
         }
+    }
+
+    /// Whether the output's reader went away (`tcptrack ... | head -1`): not an error to report.
+    #[must_use]
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
     }
 }

@@ -13,6 +13,8 @@ use crate::source::SourceKind;
 pub struct Headless<W: Write> {
     format: OutputFormat,
     out: W,
+    /// The CSV header is written (once: the refreshes of a live capture make one CSV file).
+    header_written: bool,
     /// The kernel's losses (packets not counted, events lost) last reported on stderr.
     reported: (u64, u64),
 }
@@ -22,6 +24,7 @@ impl<W: Write> Headless<W> {
         Self {
             format,
             out,
+            header_written: false,
             reported: (0, 0),
         }
     }
@@ -35,7 +38,8 @@ impl<W: Write> Headless<W> {
         let records = conns
             .into_iter()
             .map(|c| ConnectionRecord::new(c, rate, m.now, m.wall_clock()));
-        output::write(self.format, records, &mut self.out)?;
+        output::write_part(self.format, records, !self.header_written, &mut self.out)?;
+        self.header_written = true;
         Ok(())
     }
 }
@@ -67,5 +71,64 @@ impl<W: Write> Sink for Headless<W> {
             self.write(m, m.table.all_by_first_seen())?;
         }
         Ok(Flow::Stop)
+    }
+
+    /// Live, the interval a signal ends is written as every other one.
+    fn finish(&mut self, m: &Monitor) -> Result<(), Error> {
+        self.refresh(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::flow::{FlowUpdate, TcpFlags};
+    use crate::source::{SourceLabel, SourceMsg};
+    use crate::table::{ConnectionTable, TableConfig};
+
+    /// A handshake from `client` to 198.18.0.2:80 at `ms` milliseconds.
+    fn handshake(client: &str, ms: u64) -> SourceMsg {
+        let (s, syn, ack) = ("198.18.0.2:80", TcpFlags::SYN, TcpFlags::ACK);
+        SourceMsg::Batch(vec![
+            FlowUpdate::test_packet(client, s, ms, syn, 0, 0, 0),
+            FlowUpdate::test_packet(s, client, ms + 1, syn | ack, 0, 1, 0),
+            FlowUpdate::test_packet(client, s, ms + 2, ack, 1, 1, 10),
+        ])
+    }
+
+    #[test]
+    fn live_csv_is_one_file_its_header_once_every_row_with_its_time() {
+        let mut m = Monitor::new(
+            ConnectionTable::new(TableConfig::default()),
+            SourceLabel::Live("test".into()),
+            SourceKind::Live,
+        );
+        let mut out = Vec::new();
+        let mut sink = Headless::new(OutputFormat::Csv, &mut out);
+        // No connection yet: the header alone, at once.
+        sink.refresh(&m).expect("refresh");
+        m.handle(handshake("198.18.0.1:40000", 100)).expect("batch");
+        m.advance_to(Duration::from_secs(1), false);
+        sink.refresh(&m).expect("refresh");
+        m.handle(handshake("198.18.0.1:40001", 1_500))
+            .expect("batch");
+        m.advance_to(Duration::from_secs(2), false);
+        sink.refresh(&m).expect("refresh");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text.matches("client,server,").count(), 1, "{text}");
+        let mut rd = csv::Reader::from_reader(text.as_bytes());
+        let header = rd.headers().expect("header").clone();
+        assert_eq!(header.iter().next_back(), Some("time"), "{text}");
+        let rows: Vec<csv::StringRecord> = rd.records().collect::<Result<_, _>>().expect("rows");
+        let cells = |r: &csv::StringRecord| (r[0].to_owned(), r[16].to_owned());
+        let (a, b) = ("198.18.0.1:40000", "198.18.0.1:40001");
+        let at = |s| format!("1970-01-01T00:00:0{s}.000000000Z");
+        assert_eq!(
+            rows.iter().map(cells).collect::<Vec<_>>(),
+            [(a.into(), at(1)), (a.into(), at(2)), (b.into(), at(2))],
+            "{text}"
+        );
     }
 }

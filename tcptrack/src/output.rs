@@ -114,13 +114,28 @@ impl ConnectionRecord {
     }
 }
 
-/// Writes `records` in `format`, one at a time (JSON and CSV hold no more than one in memory).
+/// Writes `records` in `format`, one at a time (JSON and CSV hold no more than one in memory),
+/// CSV with its header row.
 ///
 /// # Errors
 /// Writing to `out` failed.
 pub fn write(
     format: OutputFormat,
     records: impl IntoIterator<Item = ConnectionRecord>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    write_part(format, records, true, out)
+}
+
+/// Writes `records` in `format`, as [`write`], but CSV with its header row only when `header`:
+/// a stream of refreshes is one CSV file, its header written once.
+///
+/// # Errors
+/// Writing to `out` failed.
+pub fn write_part(
+    format: OutputFormat,
+    records: impl IntoIterator<Item = ConnectionRecord>,
+    header: bool,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     match format {
@@ -134,15 +149,29 @@ pub fn write(
             let mut w = csv::WriterBuilder::new()
                 .has_headers(false)
                 .from_writer(&mut *out);
-            w.write_record(CSV_HEADER)?;
+            if header {
+                w.write_record(CSV_HEADER).map_err(csv_io)?;
+            }
             for r in records {
-                w.serialize(&r).map_err(std::io::Error::other)?;
+                w.serialize(&r).map_err(csv_io)?;
             }
             w.flush()?;
         }
         OutputFormat::Table => write_table(&records.into_iter().collect::<Vec<_>>(), out)?,
     }
     out.flush()
+}
+
+/// A CSV writer's error as the I/O error it is, when it is one (a closed pipe stays a closed
+/// pipe).
+fn csv_io(e: csv::Error) -> std::io::Error {
+    if !e.is_io_error() {
+        return std::io::Error::other(e);
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
 }
 
 /// The CSV header, the record's field names (written by hand, so that it is there with no rows).

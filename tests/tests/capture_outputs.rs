@@ -1,12 +1,16 @@
 //! `tcptrack -T` on captures these tests write themselves: speed and idle, filters, output
 //! formats, the order of connections and options that leave the report alone.
 
+use std::ffi::OsStr;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tcptrack_tests::on_capture::{assert_session, merged, ms, only, run, run_on, C4, S4};
 use tcptrack_tests::{
-    assert_counts, json_of, rfc3339, tcptrack, CaptureSpec, Expected, Format, Link, Record,
-    Session, Side, EPOCH_BASE,
+    assert_counts, json_of, rfc3339, tcptrack, tcptrack_bin, CaptureSpec, Expected, Format, Link,
+    Record, Session, Side, EPOCH_BASE,
 };
 
 // ---- speed and idle -----------------------------------------------------------------------
@@ -230,6 +234,43 @@ fn table_output_has_a_header_a_row_per_connection_and_a_total() {
     assert_eq!(lines[5], "3 connections");
 }
 
+#[test]
+fn a_reader_that_stops_early_ends_tcptrack_quietly() {
+    // Far more text than a pipe holds (64 KiB): tcptrack is still writing when the reader goes,
+    // as under `tcptrack -T big.pcap --output json | head -1`.
+    let sessions: Vec<Session> = (0..2000u16)
+        .map(|i| {
+            let client = format!("198.18.{}.{}:{}", 2 + i / 200, 1 + i % 200, 30000 + i);
+            let mut s = Session::new(&client, S4);
+            s.at(EPOCH_BASE + Duration::from_micros(u64::from(i)))
+                .handshake();
+            s
+        })
+        .collect();
+    let refs: Vec<&Session> = sessions.iter().collect();
+    let cap = CaptureSpec::new(Format::Pcap, 1).write(&merged(Link::Ethernet, &refs));
+    let file = cap.file();
+    for format in ["json", "csv", "table"] {
+        let mut child = Command::new(tcptrack_bin())
+            .args([OsStr::new("-T"), file.path().as_os_str()])
+            .args(["--output", format])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcptrack starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("stdout readable");
+        assert!(!line.is_empty(), "{format}: a first line");
+        drop(stdout);
+        let out = child.wait_with_output().expect("tcptrack waited for");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+        assert_eq!(stderr, "", "{format}: quiet");
+    }
+}
+
 // ---- order, timestamps, options that do not change the report -------------------------------
 
 #[test]
@@ -376,7 +417,7 @@ fn first_seen_is_the_earliest_packet_when_timestamps_go_back() {
     let packets = s.packets(Link::Ethernet); // file order, not time order
     let cap = CaptureSpec::new(Format::Pcap, 1).write(&packets);
     let file = cap.file();
-    let recs = json_of(file.path(), &[]);
+    let recs = json_warned_out_of_order(file.path());
     let r = only(&recs);
     assert_counts(r, &s.expected(Link::Ethernet));
     assert_eq!(
@@ -385,6 +426,84 @@ fn first_seen_is_the_earliest_packet_when_timestamps_go_back() {
         "earliest packet"
     );
     assert_eq!(r.last_seen, rfc3339(EPOCH_BASE + ms(900)), "latest packet");
+}
+
+/// `tcptrack -T file --output json`: exit 0, and one line on stderr saying that the capture is
+/// out of time order; the records.
+#[track_caller]
+fn json_warned_out_of_order(file: &Path) -> Vec<Record> {
+    let out = tcptrack([
+        OsStr::new("-T"),
+        file.as_os_str(),
+        OsStr::new("--output"),
+        OsStr::new("json"),
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.panicked(), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+    assert!(
+        out.stderr.starts_with("tcptrack: warning: ") && out.stderr.contains("out of time order"),
+        "{}",
+        out.stderr
+    );
+    out.records()
+}
+
+#[test]
+fn time_going_back_is_said_once_and_each_connection_keeps_its_span() {
+    // The capturing host's clock stepped back an hour: A goes on and B begins, both stamped
+    // "before" A began. Every packet after the step is older than one before it: one warning.
+    let mut a = Session::new(C4, S4);
+    a.at(EPOCH_BASE + Duration::from_secs(3600))
+        .handshake()
+        .data(Side::Client, 100)
+        .at(EPOCH_BASE + ms(500))
+        .data(Side::Server, 200)
+        .data(Side::Client, 10);
+    let mut b = Session::new("198.18.0.3:40001", "198.18.0.4:443");
+    b.at(EPOCH_BASE + Duration::from_secs(1))
+        .handshake()
+        .data(Side::Client, 300)
+        .close(Side::Server);
+    let mut packets = a.packets(Link::Ethernet); // file order, not time order
+    packets.extend(b.packets(Link::Ethernet));
+    let cap = CaptureSpec::new(Format::Pcap, 1).write(&packets);
+    let file = cap.file();
+    let recs = json_warned_out_of_order(file.path());
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    // Each connection spans its earliest to its latest packet, never the other way round.
+    for (r, s, state) in [(&recs[0], &a, "ESTABLISHED"), (&recs[1], &b, "CLOSED")] {
+        assert_eq!(r.state, state, "{}", r.client);
+        assert_counts(r, &s.expected(Link::Ethernet));
+        let times = || s.segments().iter().map(|g| g.ts);
+        let (first, last) = (
+            times().min().expect("packets"),
+            times().max().expect("packets"),
+        );
+        assert_eq!(r.first_seen, rfc3339(first), "{}", r.client);
+        assert_eq!(r.last_seen, rfc3339(last), "{}", r.client);
+        assert!(
+            r.first_seen <= r.last_seen && r.last_seen <= r.time,
+            "{r:?}"
+        );
+        assert!(r.idle >= 0.0, "{r:?}");
+    }
+    assert_eq!(recs[0].first_seen, rfc3339(EPOCH_BASE + ms(500)));
+    // The report's time is the newest packet's: A's, before the step.
+    let newest = a.segments().iter().map(|g| g.ts).max().expect("packets");
+    assert_eq!(recs[0].time, rfc3339(newest));
+    assert_eq!(recs[0].last_seen, rfc3339(newest));
+    // The same capture in time order says nothing.
+    let mut packets = merged(Link::Ethernet, &[&a, &b]);
+    let cap = CaptureSpec::new(Format::Pcap, 1).write(&packets);
+    let file = cap.file();
+    assert_eq!(json_of(file.path(), &[]).len(), 2);
+    // Nor does one a few milliseconds out of order, as captures on several CPUs are.
+    packets.swap(1, 2);
+    packets[1].ts = packets[2].ts + ms(9);
+    let cap = CaptureSpec::new(Format::Pcap, 1).write(&packets);
+    let file = cap.file();
+    assert_eq!(json_of(file.path(), &[]).len(), 2);
 }
 
 #[test]

@@ -38,6 +38,15 @@ pub trait Sink {
     /// The sink cannot write or draw.
     fn ended(&mut self, m: &Monitor) -> Result<Flow, Error>;
 
+    /// The loop stops on SIGINT or SIGTERM, the monitor's clock just moved to that moment: a
+    /// last word (headless live output writes that last interval; the screen has none).
+    ///
+    /// # Errors
+    /// The sink cannot write.
+    fn finish(&mut self, _m: &Monitor) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// A terminal event (keys, resizes), for sinks that read them.
     ///
     /// # Errors
@@ -45,6 +54,13 @@ pub trait Sink {
     fn input(&mut self, _m: &Monitor, _event: Event) -> Result<Flow, Error> {
         Ok(Flow::Continue)
     }
+}
+
+/// Stopping on a signal: the clock moves to now, and the sink has its last word.
+fn finish(m: &mut Monitor, sink: &mut impl Sink) -> Result<Flow, Error> {
+    m.tick(sink.holds());
+    sink.finish(m)?;
+    Ok(Flow::Stop)
 }
 
 /// The next terminal event, or never when there is no terminal input.
@@ -58,7 +74,8 @@ async fn next_input(input: &mut Option<Receiver<Event>>) -> Option<Event> {
 /// Runs until the sink says stop, a signal (SIGINT, SIGTERM, SIGHUP) comes, the terminal input
 /// ends, or the source fails: feeds every source message to `m`, ticks its clock every
 /// `interval` and has `sink` refresh, and hands terminal events (when there is `input`) to
-/// `sink`.
+/// `sink`. On SIGINT and SIGTERM the clock moves to that moment and `sink` has the last word
+/// ([`Sink::finish`]).
 ///
 /// # Errors
 /// The source failed (the live interface went away), a signal handler cannot be set, or the
@@ -110,8 +127,8 @@ pub async fn drive(
                 Some(ev) => sink.input(m, ev)?,
                 None => Flow::Stop,
             },
-            _ = term.recv() => Flow::Stop,
-            _ = int.recv() => Flow::Stop,
+            _ = term.recv() => finish(m, sink)?,
+            _ = int.recv() => finish(m, sink)?,
             _ = hup.recv() => Flow::Stop,
         };
         if flow == Flow::Stop {

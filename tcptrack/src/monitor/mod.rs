@@ -25,6 +25,11 @@ use crate::table::ConnectionTable;
 /// How often, in capture time, a capture read whole forgets what has timed out.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
+/// How far a packet may be older than one before it without the capture being out of time
+/// order: a capture on several queues or CPUs (`-i any`, a multi-queue card) stamps packets in
+/// parallel and writes them a little out of order, which changes nothing shown.
+const REORDER_TOLERANCE: Duration = Duration::from_millis(10);
+
 /// How often a live monitor re-reads the host's listening sockets.
 const LISTENING_REFRESH: Duration = Duration::from_secs(10);
 
@@ -40,6 +45,16 @@ enum Clock {
         wall: Instant,
         speed: f64,
     },
+}
+
+/// Packets older than one before them (beyond [`REORDER_TOLERANCE`]): a capture whose time
+/// goes back (merged from several interfaces unsorted, or taken while the clock stepped back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutOfOrder {
+    /// How many packets were older than the newest one before them.
+    pub packets: u64,
+    /// By how much, at most.
+    pub most: Duration,
 }
 
 /// The table and what is known about how it was filled.
@@ -67,6 +82,10 @@ pub struct Monitor {
     pub dropped: u64,
     /// What the kernel could not keep (kernel path only).
     pub kernel: Option<KernelStats>,
+    /// The newest packet's time so far.
+    newest_packet: Timestamp,
+    /// Packets that came after a newer one.
+    pub out_of_order: OutOfOrder,
 }
 
 impl Monitor {
@@ -87,6 +106,8 @@ impl Monitor {
             pending_error: None,
             dropped: 0,
             kernel: None,
+            newest_packet: Duration::ZERO,
+            out_of_order: OutOfOrder::default(),
         };
         m.refresh_listening();
         m
@@ -129,6 +150,7 @@ impl Monitor {
             }
             SourceMsg::Batch(batch) => {
                 for u in &batch {
+                    self.note_order(u.ts);
                     self.table.apply(u);
                     if matches!(self.clock, Clock::Packets) {
                         self.now = self.now.max(u.ts);
@@ -153,11 +175,43 @@ impl Monitor {
                 }
                 self.clock = Clock::Packets;
                 self.ended = true;
-                self.notice = err.as_ref().map(ToString::to_string);
+                self.notice = err
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or_else(|| self.out_of_order_warning());
                 self.pending_error = err;
             }
         }
         Ok(())
+    }
+
+    /// Counts a packet at `ts` that is older than the newest one before it (beyond the
+    /// tolerance).
+    fn note_order(&mut self, ts: Timestamp) {
+        if ts >= self.newest_packet {
+            self.newest_packet = ts;
+        } else if self.newest_packet - ts > REORDER_TOLERANCE {
+            let o = &mut self.out_of_order;
+            o.packets += 1;
+            o.most = o.most.max(self.newest_packet - ts);
+        }
+    }
+
+    /// One line for a capture whose time went back (the table still has each connection from
+    /// its earliest to its latest packet, and its time is the newest packet's).
+    #[must_use]
+    pub fn out_of_order_warning(&self) -> Option<String> {
+        let o = self.out_of_order;
+        let packets = match o.packets {
+            0 => return None,
+            1 => "1 packet goes".to_owned(),
+            n => format!("{n} packets go"),
+        };
+        Some(format!(
+            "warning: the capture is out of time order: {packets} back in time, by up to {:.3} s; \
+             each connection's first and last seen are its earliest and latest packet",
+            o.most.as_secs_f64()
+        ))
     }
 
     /// Moves the clock to now; the table forgets what has timed out, unless `hold` (a paused

@@ -9,11 +9,17 @@ use ratatui::Terminal;
 use tokio::sync::mpsc;
 
 use super::{drive, Flow, Monitor, Sink};
+use crate::cli::OutputFormat;
 use crate::error::Error;
 use crate::flow::{FlowUpdate, TcpFlags};
+use crate::headless::Headless;
 use crate::source::{SourceKind, SourceLabel, SourceMsg};
 use crate::table::{ConnectionTable, TableConfig};
 use crate::tui::Screen;
+
+/// Signals go to the whole process: the loops of these tests run one at a time, so that one's
+/// signal does not stop another.
+static ONE_LOOP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SYN: u8 = TcpFlags::SYN;
 const ACK: u8 = TcpFlags::ACK;
@@ -98,6 +104,7 @@ async fn feed(
 /// the next tick; `q` at 4.5 s ends the loop.
 #[tokio::test(start_paused = true)]
 async fn the_loop_applies_batches_ticks_the_clock_and_reacts_to_keys() {
+    let _one = ONE_LOOP.lock().await;
     let (source_tx, source_rx) = mpsc::channel(16);
     let (key_tx, key_rx) = mpsc::channel(16);
     let cfg = TableConfig {
@@ -169,4 +176,86 @@ async fn the_loop_applies_batches_ticks_the_clock_and_reacts_to_keys() {
     assert_eq!(m.table.len(), 1);
     // The table's time is that of the last tick.
     assert_eq!(m.now, Duration::from_secs(4));
+}
+
+/// A live source that sends its clock and a handshake at 0 s, then raises `signal` at 2.5 s.
+/// Until `done`, it keeps the runtime busy, so that tokio's paused clock stays at 2.5 s while
+/// the loop takes the signal.
+async fn signal_at(
+    signal: libc::c_int,
+    start: tokio::time::Instant,
+    source_tx: mpsc::Sender<SourceMsg>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> mpsc::Sender<SourceMsg> {
+    let (c, s) = ("198.18.0.1:40000", "198.18.0.2:80");
+    let clock = SourceMsg::Clock {
+        at: Duration::ZERO,
+        wall: start.into_std(),
+        speed: 1.0,
+    };
+    source_tx.send(clock).await.expect("send");
+    let batch = vec![
+        pkt(c, s, 0, SYN, 0, 0, 0),
+        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
+        pkt(c, s, 2, ACK, 1, 1, 0),
+    ];
+    source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
+    tokio::time::sleep_until(start + Duration::from_millis(2_500)).await;
+    // SAFETY: raise(3) takes no pointer; the loop has a handler for the signal (tokio's).
+    unsafe { libc::raise(signal) };
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    source_tx
+}
+
+/// Headless live output, stopped by SIGINT or SIGTERM at 2.5 s: the refreshes at 1 s and 2 s,
+/// then the interval the signal ended, taken at 2.5 s.
+#[tokio::test(start_paused = true)]
+async fn a_signal_has_live_headless_output_write_the_last_interval() {
+    let _one = ONE_LOOP.lock().await;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let (source_tx, source_rx) = mpsc::channel(16);
+        let mut m = Monitor::new(
+            ConnectionTable::new(TableConfig::default()),
+            SourceLabel::Live("test".into()),
+            SourceKind::Live,
+        );
+        let start = tokio::time::Instant::now();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let feeder = tokio::spawn(signal_at(signal, start, source_tx, done.clone()));
+        let mut out = Vec::new();
+        let mut sink = Headless::new(OutputFormat::Json, &mut out);
+        drive(&mut m, source_rx, None, &mut sink, Duration::from_secs(1))
+            .await
+            .expect("the loop ends well on a signal");
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(feeder.await);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(2_500),
+            "signal {signal}"
+        );
+        let text = String::from_utf8(out).expect("UTF-8");
+        let times: Vec<std::time::SystemTime> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+                let t = v["time"].as_str().expect("time");
+                humantime::parse_rfc3339(t).expect("RFC 3339")
+            })
+            .collect();
+        assert_eq!(times.len(), 3, "signal {signal}: {text}");
+        let since_first: Vec<Duration> = times
+            .iter()
+            .map(|t| t.duration_since(times[0]).expect("in order"))
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            since_first,
+            [ms(0), ms(1_000), ms(1_500)],
+            "signal {signal}"
+        );
+        assert_eq!(m.now, ms(2_500));
+    }
 }

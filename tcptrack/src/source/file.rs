@@ -44,13 +44,8 @@ impl CaptureFile {
     /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
     /// filter does not compile.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
-        let mut cap =
-            Capture::from_file_with_precision(path, Precision::Nano).map_err(|source| {
-                Error::OpenCapture {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
+        let mut cap = Capture::from_file_with_precision(path, Precision::Nano)
+            .map_err(|source| unreadable(path, source))?;
         let dlt = cap.get_datalink();
         let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::UnsupportedLinkType {
             path: path.to_owned(),
@@ -99,6 +94,24 @@ impl CaptureFile {
     #[must_use]
     pub const fn packets(&self) -> u64 {
         self.packets
+    }
+}
+
+/// Why libpcap could not open `path`, said once: the file system's reason when there is one
+/// (libpcap's repeats the path), an empty file as such, else libpcap's reason.
+fn unreadable(path: &Path, source: pcap::Error) -> Error {
+    let path = path.to_owned();
+    if path.as_os_str() == "-" {
+        return Error::OpenCapture { path, source };
+    }
+    match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+        Err(source) => Error::CaptureFile { path, source },
+        Ok(m) if m.is_dir() => Error::CaptureFile {
+            path,
+            source: std::io::ErrorKind::IsADirectory.into(),
+        },
+        Ok(m) if m.is_file() && m.len() == 0 => Error::EmptyCapture { path },
+        Ok(_) => Error::OpenCapture { path, source },
     }
 }
 

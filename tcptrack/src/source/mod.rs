@@ -164,15 +164,16 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
             })
         }
         Source::Interface(_) | Source::DefaultInterface => {
-            let (live, fallback) = open_live(cfg)?;
-            let label = SourceLabel::Live(live.label());
+            // The default interface is looked up once: the one opened is the one named.
+            let name = live::interface_name(&cfg.source)?;
+            let (live, fallback) = open_live(cfg, &name)?;
+            let label = SourceLabel::Live(live.label(&cfg.source));
             let (promiscuous, thread) = match live {
                 Live::Kernel {
                     poller,
                     promiscuous,
                     ..
                 } => {
-                    let name = live::interface_name(&cfg.source)?;
                     let t = spawn_kernel_poller(poller, name, cfg.interval, tx);
                     (promiscuous, Some(t))
                 }
@@ -212,9 +213,10 @@ pub enum Live {
 }
 
 impl Live {
-    /// How the status line names it.
+    /// How the status line names it, opened for `source`: `kernel on eth0`, `libpcap on eth0`,
+    /// with `(the default interface)` after the name when the user named none.
     #[must_use]
-    pub fn label(&self) -> String {
+    pub fn label(&self, source: &Source) -> String {
         match self {
             Self::Kernel {
                 interfaces, hook, ..
@@ -223,10 +225,22 @@ impl Live {
                     crate::ebpf::TcHook::Tcx => "",
                     crate::ebpf::TcHook::Netlink => " (TC through netlink)",
                 };
-                format!("kernel on {}{how}", interfaces.join(","))
+                let on = interface_label(&interfaces.join(","), source);
+                format!("kernel on {on}{how}")
             }
-            Self::Libpcap { interface, .. } => format!("libpcap on {interface}"),
+            Self::Libpcap { interface, .. } => {
+                format!("libpcap on {}", interface_label(interface, source))
+            }
         }
+    }
+}
+
+/// `name`, the interface `source` was opened on, as the user is told it: followed by `(the
+/// default interface)` when the user named none (no `-i`), so that it is clear which was picked.
+fn interface_label(name: &str, source: &Source) -> String {
+    match source {
+        Source::DefaultInterface => format!("{name} (the default interface)"),
+        Source::Interface(_) | Source::File(_) => name.to_owned(),
     }
 }
 
@@ -243,14 +257,14 @@ pub enum Fallback {
     Kernel(#[source] KernelError),
 }
 
-/// Opens the live source `cfg` asks for: the kernel path unless `--libpcap` or a filter
-/// expression asks for libpcap, or the kernel path cannot be had. The second value says why
-/// libpcap was chosen over the kernel, if it was.
+/// Opens the live source `cfg` asks for on `interface` (the one it names, or the default one):
+/// the kernel path unless `--libpcap` or a filter expression asks for libpcap, or the kernel
+/// path cannot be had. The second value says why libpcap was chosen over the kernel, if it was.
 ///
 /// # Errors
 /// Neither path can capture on the interface (the error names why), or the filter is bad.
-pub fn open_live(cfg: &Config) -> Result<(Live, Option<Fallback>), Error> {
-    let interface = live::interface_name(&cfg.source)?;
+pub fn open_live(cfg: &Config, interface: &str) -> Result<(Live, Option<Fallback>), Error> {
+    let interface = interface.to_owned();
     let held = Held::this_process();
     let libpcap = |why: Fallback| -> Result<(Live, Option<Fallback>), Error> {
         let (cap, link) = match live::open(&interface, cfg) {
@@ -425,4 +439,23 @@ fn spawn_kernel_poller(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interface_the_user_did_not_name_is_said_to_be_the_default() {
+        let default = interface_label("eth0", &Source::DefaultInterface);
+        assert_eq!(default, "eth0 (the default interface)");
+        let named = interface_label("eth0", &Source::Interface("eth0".into()));
+        assert_eq!(named, "eth0");
+        // The stderr line headless says what the status line says.
+        let label = SourceLabel::Live(format!("libpcap on {default}"));
+        assert_eq!(
+            path_line(&label, Some(&Fallback::UserAsked)),
+            "libpcap on eth0 (the default interface): as --libpcap asked"
+        );
+    }
 }
