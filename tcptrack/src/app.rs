@@ -48,14 +48,23 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
             tokio::sync::mpsc::channel(1).1
         }
     };
+    let verifier_log = started.verifier_log().filter(|_| cfg.verbose);
     let result = if screen {
-        crate::tui::run(&mut m, rx, cfg.interval, &runtime)
+        let shown = crate::tui::run(&mut m, rx, cfg.interval, &runtime);
+        // After the screen: the terminal is ours again.
+        if let Some(log) = &verifier_log {
+            eprintln!("tcptrack: the verifier's log:\n{log}");
+        }
+        shown
     } else {
         if started.kind == SourceKind::Live {
             eprintln!(
                 "tcptrack: {}",
                 source::path_line(&started.label, started.fallback.as_ref())
             );
+        }
+        if let Some(log) = &verifier_log {
+            eprintln!("tcptrack: the verifier's log:\n{log}");
         }
         let mut sink = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
         runtime.block_on(drive(&mut m, rx, None, &mut sink, cfg.interval))

@@ -78,8 +78,13 @@ pub struct Args {
     #[arg(long, conflicts_with = "libpcap")]
     pub xdp: bool,
 
-    /// Connections the kernel's flow map holds; beyond, the least recently seen are evicted
-    /// (and counted)
+    /// When the kernel refuses its programs, also write the verifier's log on stderr (it is
+    /// kept out of the one-line reason otherwise)
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Connections with packets in one refresh interval the kernel's flow map holds; packets
+    /// beyond are not counted (and that is shown)
     #[arg(long, value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(16..=16_777_216), allow_negative_numbers = true)]
     pub max_connections: u32,
 
@@ -130,6 +135,8 @@ pub struct Config {
     pub xdp: bool,
     /// Size of the kernel's flow map (`--max-connections`).
     pub max_connections: u32,
+    /// Write the verifier's log when the kernel refuses the programs (`--verbose`).
+    pub verbose: bool,
     pub table: TableConfig,
 }
 
@@ -226,6 +233,7 @@ impl Args {
             libpcap: self.libpcap,
             xdp: self.xdp,
             max_connections: self.max_connections,
+            verbose: self.verbose,
             table: TableConfig {
                 detect_midstream: !self.no_midstream,
                 closed_linger: self.linger,

@@ -137,6 +137,7 @@ case $(uname -r) in
     *) fpath="$(literal "$path")|tcptrack: libpcap on veth-a: the kernel path is unavailable: the kernel refused the TC program .*" ;;
 esac
 check "filter path line: $(cat "$OUT/filter.err")" grep -qxE "$fpath" "$OUT/filter.err"
+check "the path in one line, no verifier log" test "$(wc -l <"$OUT/filter.err")" -eq 1
 transfer 5003 fin
 transfer 5004 fin
 only_5003() {
@@ -146,6 +147,12 @@ only_5003() {
 check "the filter selects port 5003 only" wait_for 300 only_5003
 kill -TERM "$pid"; wait "$pid"
 check "nothing attached after SIGTERM" wait_for 100 nothing_attached
+if grep -q "refused" "$OUT/filter.err"; then
+    # The refusal's details are one option away.
+    start verbose --verbose port 5003
+    check "--verbose adds the verifier's log" grep -q "^tcptrack: the verifier's log:" "$OUT/verbose.err"
+    kill -INT "$pid"; wait "$pid"
+fi
 
 # 3. SIGKILL, then a new start: what the killed one left (netlink filters) goes, and the new
 #    one counts once.

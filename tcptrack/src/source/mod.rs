@@ -107,6 +107,15 @@ pub struct Started {
 }
 
 impl Started {
+    /// The verifier's log, when the kernel refused the programs and libpcap took over.
+    #[must_use]
+    pub fn verifier_log(&self) -> Option<String> {
+        match &self.fallback {
+            Some(Fallback::Kernel(e)) => e.verifier_log(),
+            _ => None,
+        }
+    }
+
     /// Waits, once the monitor has let go of the channel, for the source's thread to have taken
     /// off what it attached.
     pub fn finish(mut self) {
