@@ -116,3 +116,19 @@ pub fn essence(recs: &[Record]) -> BTreeMap<(String, String), (String, u64, u64)
         })
         .collect()
 }
+
+/// Waits until the last refresh in `out` lists the connection to `server` CLOSED with exactly
+/// `payload` bytes of payload (client's, server's); on timeout, fails showing that refresh.
+pub fn wait_closed_exact(out: &Path, server: &str, payload: (u64, u64)) -> Vec<Record> {
+    wait_refresh(
+        out,
+        &format!("the connection to {server}, CLOSED with {payload:?} bytes"),
+        |seen| {
+            seen.iter().any(|r| {
+                r.server == server
+                    && r.state == "CLOSED"
+                    && (r.client_payload_bytes, r.server_payload_bytes) == payload
+            })
+        },
+    )
+}

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tcptrack_tests::live::{
-    essence, last_refresh, serial, start_headless, wait_attached, wait_detached, wait_refresh,
+    essence, last_refresh, serial, start_headless, wait_attached, wait_closed_exact, wait_detached,
+    wait_refresh,
 };
 use tcptrack_tests::netns::{
     tcptrack_links, wait_until, wait_until_every, Background, HostPair, Recorder, A4, B4, SERVER,
@@ -80,18 +81,7 @@ fn any_follows_the_interfaces_that_come_and_go() {
         hosts.transfer("198.19.0.2", 5601, 3_000, 4_000, false),
         (4_000, 3_000)
     );
-    let seen = wait_refresh(&out, "the connection over the new interface", |seen| {
-        seen.iter()
-            .any(|r| r.server == "198.19.0.2:5601" && r.state == "CLOSED")
-    });
-    let r = seen
-        .iter()
-        .find(|r| r.server == "198.19.0.2:5601")
-        .expect("listed");
-    assert_eq!(
-        (r.client_payload_bytes, r.server_payload_bytes),
-        (3_000, 4_000)
-    );
+    wait_closed_exact(&out, "198.19.0.2:5601", (3_000, 4_000));
     // It goes: its links go, and tcptrack goes on with the others.
     ip(&["-n", &hosts.a, "link", "del", a2]);
     wait_attached(before + 4);
@@ -99,10 +89,7 @@ fn any_follows_the_interfaces_that_come_and_go() {
         hosts.transfer(B4, 5602, 1_000, 2_000, false),
         (2_000, 1_000)
     );
-    wait_refresh(&out, "the connection over the first interface", |seen| {
-        seen.iter()
-            .any(|r| r.server == "198.18.0.2:5602" && r.state == "CLOSED")
-    });
+    wait_closed_exact(&out, "198.18.0.2:5602", (1_000, 2_000));
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }
@@ -327,16 +314,7 @@ fn tc_through_netlink_counts_and_leaves_nothing_even_after_sigkill() {
     let (out, errors) = (dir.path().join("out.json"), dir.path().join("err.txt"));
     let first = start_netlink(&hosts, &out, &errors);
     assert_eq!(netlink_filters(&hosts).len(), 2, "ingress and egress");
-    let counted = |port: u16| {
-        let server = format!("{B4}:{port}");
-        wait_refresh(&out, &format!("the connection to {server}"), |r| {
-            r.iter().any(|r| {
-                r.server == server
-                    && r.state == "CLOSED"
-                    && (r.client_payload_bytes, r.server_payload_bytes) == (3_000, 7_000)
-            })
-        });
-    };
+    let counted = |port: u16| wait_closed_exact(&out, &format!("{B4}:{port}"), (3_000, 7_000));
     assert_eq!(
         hosts.transfer(B4, 5951, 3_000, 7_000, false),
         (7_000, 3_000)
@@ -399,12 +377,6 @@ fn the_libpcap_path_shows_the_last_packets_without_waiting_for_more() {
         (3_000, 2_000)
     );
     // Nothing else crosses the link from here on.
-    wait_refresh(&out, "the connection CLOSED, every byte counted", |r| {
-        r.iter().any(|r| {
-            r.server == "198.18.0.2:5961"
-                && r.state == "CLOSED"
-                && (r.client_payload_bytes, r.server_payload_bytes) == (2_000, 3_000)
-        })
-    });
+    wait_closed_exact(&out, "198.18.0.2:5961", (2_000, 3_000));
     drop(tcptrack.interrupt());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::programs::TcAttachType;
 use tcptrack_tests::live::{
-    essence, serial, start_headless, wait_attached, wait_detached, wait_refresh,
+    essence, serial, start_headless, wait_attached, wait_closed_exact, wait_detached, wait_refresh,
 };
 use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
 use tcptrack_tests::probe::{Order, TcxProbe};
@@ -436,18 +436,7 @@ fn any_counts_every_interface_that_is_up() {
         hosts.transfer(B4, 5501, 3_000, 4_000, false),
         (4_000, 3_000)
     );
-    let seen = wait_refresh(&out, "the connection through -i any", |seen| {
-        seen.iter()
-            .any(|r| r.server == "198.18.0.2:5501" && r.state == "CLOSED")
-    });
-    let r = seen
-        .iter()
-        .find(|r| r.server == "198.18.0.2:5501")
-        .expect("shown");
-    assert_eq!(
-        (r.client_payload_bytes, r.server_payload_bytes),
-        (3_000, 4_000)
-    );
+    wait_closed_exact(&out, "198.18.0.2:5501", (3_000, 4_000));
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use tcptrack_tests::live::{last_refresh, serial, wait_detached};
+use tcptrack_tests::live::{serial, wait_closed_exact, wait_detached};
 use tcptrack_tests::netns::{wait_until, Background, HostPair, B4};
 use tcptrack_tests::tcptrack_bin;
 
@@ -76,14 +76,7 @@ fn counts_as_nobody(hosts: &HostPair, dir: &Path, bin: &Path, extra: &[&str], po
         hosts.transfer(B4, port, 3_000, 5_000, false),
         (5_000, 3_000)
     );
-    let server = format!("{B4}:{port}");
-    wait_until("the connection, counted", Duration::from_secs(20), || {
-        last_refresh(&out).iter().any(|r| {
-            r.server == server
-                && r.state == "CLOSED"
-                && (r.client_payload_bytes, r.server_payload_bytes) == (3_000, 5_000)
-        })
-    });
+    wait_closed_exact(&out, &format!("{B4}:{port}"), (3_000, 5_000));
     drop(tcptrack.interrupt());
     first().expect("a path line")
 }

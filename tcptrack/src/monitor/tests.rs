@@ -64,6 +64,25 @@ impl Sink for Frames {
     }
 }
 
+/// The source's clock: time 0 at `start`, at the wall clock's pace.
+async fn start_clock(start: tokio::time::Instant, source_tx: &mpsc::Sender<SourceMsg>) {
+    let clock = SourceMsg::Clock {
+        at: Duration::ZERO,
+        wall: start.into_std(),
+        speed: 1.0,
+    };
+    source_tx.send(clock).await.expect("send");
+}
+
+/// A handshake from client `c` to server `s` at 0-2 ms.
+fn handshake(c: &str, s: &str) -> Vec<FlowUpdate> {
+    vec![
+        pkt(c, s, 0, SYN, 0, 0, 0),
+        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
+        pkt(c, s, 2, ACK, 1, 1, 0),
+    ]
+}
+
 fn key(c: char) -> Event {
     Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
 }
@@ -77,20 +96,13 @@ async fn feed(
     key_tx: mpsc::Sender<Event>,
 ) -> mpsc::Sender<SourceMsg> {
     let (c, s, r) = ("198.18.0.1:40000", "198.18.0.2:80", "198.18.0.1:40001");
-    let clock = SourceMsg::Clock {
-        at: Duration::ZERO,
-        wall: start.into_std(),
-        speed: 1.0,
-    };
-    source_tx.send(clock).await.expect("send");
-    let batch = vec![
-        pkt(c, s, 0, SYN, 0, 0, 0),
-        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
-        pkt(c, s, 2, ACK, 1, 1, 0),
+    start_clock(start, &source_tx).await;
+    let mut batch = handshake(c, s);
+    batch.extend([
         pkt(c, s, 100, ACK, 1, 1, 1_000),
         pkt(r, s, 150, SYN, 0, 0, 0),
         pkt(s, r, 200, RST | ACK, 0, 1, 0),
-    ];
+    ]);
     source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
     for (at_ms, k) in [(1_500, 'p'), (3_500, 'p'), (4_500, 'q')] {
         tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
@@ -188,17 +200,8 @@ async fn signal_at(
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> mpsc::Sender<SourceMsg> {
     let (c, s) = ("198.18.0.1:40000", "198.18.0.2:80");
-    let clock = SourceMsg::Clock {
-        at: Duration::ZERO,
-        wall: start.into_std(),
-        speed: 1.0,
-    };
-    source_tx.send(clock).await.expect("send");
-    let batch = vec![
-        pkt(c, s, 0, SYN, 0, 0, 0),
-        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
-        pkt(c, s, 2, ACK, 1, 1, 0),
-    ];
+    start_clock(start, &source_tx).await;
+    let batch = handshake(c, s);
     source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
     tokio::time::sleep_until(start + Duration::from_millis(2_500)).await;
     // SAFETY: raise(3) takes no pointer; the loop has a handler for the signal (tokio's).
