@@ -92,12 +92,22 @@ impl ListeningSockets {
     }
 
     /// The server of a connection between `a` and `b`: the end that is a local listening
-    /// endpoint, when exactly one is. `None` when both or neither are.
+    /// endpoint, when exactly one is; else, when exactly one end is local (and nobody listens
+    /// on it), the other one: the local end is the client. `None` when this host cannot tell
+    /// (both ends listening, or both local, or neither).
     pub fn server_of(&self, a: SocketAddr, b: SocketAddr) -> Option<SocketAddr> {
         match (self.is_listening(&a), self.is_listening(&b)) {
             (true, false) => Some(a),
             (false, true) => Some(b),
-            _ => None,
+            (true, true) => None,
+            (false, false) => match (
+                self.is_local(canonical(a.ip())),
+                self.is_local(canonical(b.ip())),
+            ) {
+                (true, false) => Some(b),
+                (false, true) => Some(a),
+                _ => None,
+            },
         }
     }
 
@@ -330,9 +340,22 @@ garbage
         // Both ends listening.
         assert_eq!(s.server_of(ep("10.0.2.15:22"), ep("10.0.2.15:8080")), None);
         assert_eq!(s.server_of(ep("127.0.0.1:3306"), ep("127.0.0.1:22")), None);
-        // Neither end.
+        // Neither end listens, one is local: the local end is the client, whatever the ports.
         assert_eq!(
             s.server_of(ep("10.0.2.15:40000"), ep("172.217.49.34:443")),
+            Some(ep("172.217.49.34:443"))
+        );
+        assert_eq!(
+            s.server_of(ep("10.0.2.15:5555"), ep("172.217.49.34:40000")),
+            Some(ep("172.217.49.34:40000"))
+        );
+        assert_eq!(
+            s.server_of(ep("172.217.49.34:40000"), ep("[::ffff:10.0.2.15]:5555")),
+            Some(ep("172.217.49.34:40000"))
+        );
+        // Both local, nobody listening: no telling.
+        assert_eq!(
+            s.server_of(ep("127.0.0.1:5000"), ep("10.0.2.15:6000")),
             None
         );
         // A wildcard port on a non-local address tells nothing.

@@ -292,6 +292,23 @@ fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     );
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
+
+    // On the client's host: nobody listens on its local port 5000, so it is the client,
+    // though its port is the lower one.
+    let (out, errors) = (dir.path().join("b.json"), dir.path().join("b.err"));
+    let mut cmd = HostPair::cmd(&hosts.b, &tcptrack_bin().display().to_string());
+    cmd.args(["-i", &hosts.b_if, "--output", "json", "--interval", "0.2"])
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stderr(std::fs::File::create(&errors).expect("stderr file"));
+    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
+    let seen = wait_refresh(&out, "the connection on host b", |r| !r.is_empty());
+    assert_eq!(
+        (seen[0].client.as_str(), seen[0].server.as_str()),
+        ("198.18.0.2:5000", "198.18.0.1:40000"),
+        "{seen:#?}"
+    );
+    drop(tcptrack.interrupt());
+    wait_detached("SIGINT");
 }
 
 /// Sends `count` TCP ACKs from distinct spoofed tuples (198.19.x.y, ports 1024..) to host a,
