@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::netns::{tcptrack_links, wait_until, Background, HostPair};
@@ -21,13 +21,8 @@ pub fn start_headless(
     errors: Option<&Path>,
 ) -> Background {
     let before = tcptrack_links().len();
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.args(["-i", &hosts.a_if, "--output", "json", "-r", "600"]);
-    if !extra.contains(&"--interval") {
-        cmd.args(["--interval", "0.2"]);
-    }
-    cmd.args(extra)
-        .stdout(std::fs::File::create(out).expect("output file"))
+    let mut cmd = headless(&hosts.a, &[&["-i", &hosts.a_if][..], extra].concat());
+    cmd.stdout(std::fs::File::create(out).expect("output file"))
         .stderr(errors.map_or_else(Stdio::piped, |e| {
             std::fs::File::create(e).expect("stderr file").into()
         }));
@@ -44,6 +39,35 @@ pub fn start_headless(
             tcptrack_links().len() == before + 2
         },
     );
+    bg
+}
+
+/// tcptrack in namespace `ns`, headless: JSON at every refresh, every 0.2 s unless `args` sets
+/// `--interval`, connections kept 600 s after they end; `args` name the interface and the rest.
+#[must_use]
+pub fn headless(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = HostPair::cmd(ns, &tcptrack_bin().display().to_string());
+    cmd.args(["--output", "json", "-r", "600"]);
+    if !args.contains(&"--interval") {
+        cmd.args(["--interval", "0.2"]);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Starts `cmd` (tcptrack, live and headless) writing into `out` and its stderr into
+/// `errors`, and returns once it has said which path it took: its capture is open then. Fails
+/// at once when it exits before.
+pub fn start_said(mut cmd: Command, out: &Path, errors: &Path) -> Background {
+    cmd.stdout(std::fs::File::create(out).expect("output file"))
+        .stderr(std::fs::File::create(errors).expect("stderr file"));
+    let mut bg = Background(cmd.spawn().expect("start tcptrack"));
+    wait_until("the path line", Duration::from_secs(20), || {
+        let exited = bg.0.try_wait().ok().flatten();
+        let said = std::fs::read_to_string(errors).unwrap_or_default();
+        assert!(exited.is_none(), "tcptrack exited ({exited:?}): {said}");
+        said.ends_with('\n')
+    });
     bg
 }
 

@@ -3,18 +3,17 @@
 //! while the flow maps flip under it. Needs root (CI has it).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tcptrack_tests::live::{
-    essence, last_refresh, serial, start_headless, wait_attached, wait_closed_exact, wait_detached,
-    wait_refresh,
+    essence, headless, last_refresh, serial, start_headless, start_said, wait_attached,
+    wait_closed_exact, wait_detached, wait_refresh,
 };
 use tcptrack_tests::netns::{
     tcptrack_links, wait_until, wait_until_every, Background, HostPair, Recorder, A4, B4, SERVER,
 };
 use tcptrack_tests::run::{json_of, Record};
-use tcptrack_tests::tcptrack_bin;
 
 fn ip(args: &[&str]) {
     let ok = Command::new("ip")
@@ -54,16 +53,16 @@ fn any_follows_the_interfaces_that_come_and_go() {
     let _serial = serial();
     let hosts = HostPair::new();
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("any.json");
+    let (out, errors) = (dir.path().join("any.json"), dir.path().join("any.err"));
     let before = tcptrack_links().len();
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.args(["-i", "any", "--output", "json", "--interval", "0.2"])
-        .args(["-r", "600"])
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(Stdio::null());
-    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
-    // lo and the veth, TC on ingress and egress of each.
+    let tcptrack = start_said(headless(&hosts.a, &["-i", "any"]), &out, &errors);
+    // Every interface that is up: lo and the veth, TC on ingress and egress of each.
     wait_attached(before + 4);
+    assert_eq!(
+        hosts.transfer(B4, 5501, 3_000, 4_000, false),
+        (4_000, 3_000)
+    );
+    wait_closed_exact(&out, "198.18.0.2:5501", (3_000, 4_000));
     // A second link between the hosts comes up while tcptrack runs.
     let (a2, b2) = ("veth-a2", "veth-b2");
     ip(&[
@@ -292,18 +291,9 @@ fn netlink_filters(hosts: &HostPair) -> Vec<String> {
 /// tcptrack in host a with TC hooked through netlink (as on kernels before 6.6), writing JSON
 /// into `out`, once its filters are there.
 fn start_netlink(hosts: &HostPair, out: &Path, errors: &Path) -> Background {
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.env("TCPTRACK_TC_HOOK", "netlink")
-        .args(["-i", &hosts.a_if, "--output", "json", "--interval", "0.2"])
-        .args(["-r", "600"])
-        .stdout(std::fs::File::create(out).expect("output file"))
-        .stderr(std::fs::File::create(errors).expect("stderr file"));
-    let bg = Background(cmd.spawn().expect("start tcptrack"));
-    // Attached once it says which path it took.
-    wait_until("the path line", Duration::from_secs(20), || {
-        std::fs::read_to_string(errors).is_ok_and(|e| e.ends_with('\n'))
-    });
-    bg
+    let mut cmd = headless(&hosts.a, &["-i", &hosts.a_if]);
+    cmd.env("TCPTRACK_TC_HOOK", "netlink");
+    start_said(cmd, out, errors)
 }
 
 #[test]
@@ -363,15 +353,8 @@ fn the_libpcap_path_shows_the_last_packets_without_waiting_for_more() {
     let hosts = HostPair::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let (out, errors) = (dir.path().join("out.json"), dir.path().join("err.txt"));
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.args(["--libpcap", "-i", &hosts.a_if, "--output", "json"])
-        .args(["--interval", "0.2", "-r", "600"])
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(std::fs::File::create(&errors).expect("stderr file"));
-    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
-    wait_until("the path line", Duration::from_secs(20), || {
-        std::fs::read_to_string(&errors).is_ok_and(|e| e.ends_with('\n'))
-    });
+    let cmd = headless(&hosts.a, &["--libpcap", "-i", &hosts.a_if]);
+    let tcptrack = start_said(cmd, &out, &errors);
     assert_eq!(
         hosts.transfer(B4, 5961, 2_000, 3_000, false),
         (3_000, 2_000)

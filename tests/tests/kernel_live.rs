@@ -2,12 +2,13 @@
 //! `-T` table of a tcpdump recording of the same traffic, the traffic is unchanged by the
 //! monitor, and nothing of tcptrack stays attached however it ends. Needs root (CI has it).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use aya::programs::TcAttachType;
 use tcptrack_tests::live::{
-    essence, serial, start_headless, wait_attached, wait_closed_exact, wait_detached, wait_refresh,
+    essence, headless, serial, start_headless, start_said, wait_attached, wait_detached,
+    wait_refresh,
 };
 use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
 use tcptrack_tests::probe::{Order, TcxProbe};
@@ -296,11 +297,7 @@ fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     // On the client's host: nobody listens on its local port 5000, so it is the client,
     // though its port is the lower one.
     let (out, errors) = (dir.path().join("b.json"), dir.path().join("b.err"));
-    let mut cmd = HostPair::cmd(&hosts.b, &tcptrack_bin().display().to_string());
-    cmd.args(["-i", &hosts.b_if, "--output", "json", "--interval", "0.2"])
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(std::fs::File::create(&errors).expect("stderr file"));
-    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
+    let tcptrack = start_said(headless(&hosts.b, &["-i", &hosts.b_if]), &out, &errors);
     let seen = wait_refresh(&out, "the connection on host b", |r| !r.is_empty());
     assert_eq!(
         (seen[0].client.as_str(), seen[0].server.as_str()),
@@ -423,37 +420,6 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmHWM");
     assert!(hwm_kib < 120 * 1024, "peak memory {hwm_kib} KiB");
-    drop(tcptrack.interrupt());
-    wait_detached("SIGINT");
-}
-
-#[test]
-fn any_counts_every_interface_that_is_up() {
-    let _serial = serial();
-    let hosts = HostPair::new();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("any.json");
-    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
-    cmd.args([
-        "-i",
-        "any",
-        "--output",
-        "json",
-        "--interval",
-        "0.2",
-        "-r",
-        "600",
-    ])
-    .stdout(std::fs::File::create(&out).expect("output file"))
-    .stderr(Stdio::null());
-    let tcptrack = Background(cmd.spawn().expect("start tcptrack"));
-    // Host a has two interfaces up, lo and its veth: TC on ingress and egress of each.
-    wait_attached(4);
-    assert_eq!(
-        hosts.transfer(B4, 5501, 3_000, 4_000, false),
-        (4_000, 3_000)
-    );
-    wait_closed_exact(&out, "198.18.0.2:5501", (3_000, 4_000));
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
 }

@@ -6,10 +6,9 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use tcptrack_tests::live::{serial, wait_closed_exact, wait_detached};
-use tcptrack_tests::netns::{wait_until, Background, HostPair, B4};
+use tcptrack_tests::live::{serial, start_said, wait_closed_exact, wait_detached};
+use tcptrack_tests::netns::{HostPair, B4};
 use tcptrack_tests::tcptrack_bin;
 
 /// The whole set, in `setcap`'s words.
@@ -57,10 +56,9 @@ fn counts_as_nobody(hosts: &HostPair, dir: &Path, bin: &Path, extra: &[&str], po
         "-r",
         "600",
     ])
-    .args(extra)
-    .stdout(std::fs::File::create(&out).expect("out"))
-    .stderr(std::fs::File::create(&err).expect("err"));
-    let tcptrack = Background(c.spawn().expect("start tcptrack"));
+    .args(extra);
+    // The path is said once the capture is open (programs attached, or libpcap's socket).
+    let tcptrack = start_said(c, &out, &err);
     let first = || {
         std::fs::read_to_string(&err)
             .unwrap_or_default()
@@ -68,10 +66,6 @@ fn counts_as_nobody(hosts: &HostPair, dir: &Path, bin: &Path, extra: &[&str], po
             .next()
             .map(str::to_owned)
     };
-    // The path is said once the capture is open (programs attached, or libpcap's socket).
-    wait_until("the path line", Duration::from_secs(20), || {
-        first().is_some()
-    });
     assert_eq!(
         hosts.transfer(B4, port, 3_000, 5_000, false),
         (5_000, 3_000)
