@@ -34,6 +34,7 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     );
     // Why the live path is libpcap's: beside the path on the status line.
     m.notice = started.fallback.as_ref().map(ToString::to_string);
+    m.refresh_origin = started.refresh_origin;
     let rx = match feed {
         Feed::Channel(rx) => rx,
         Feed::Inline(mut file) => {
@@ -50,7 +51,11 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     };
     let verifier_log = started.verifier_log().filter(|_| cfg.verbose);
     let result = if screen {
-        let shown = crate::tui::run(&mut m, rx, cfg.interval, &runtime);
+        let shown = crate::tui::run(&mut m, rx, cfg.interval, cfg.units, &runtime);
+        // The reason for the path, in full (the status line may have cut it).
+        if let Some(why) = &started.fallback {
+            eprintln!("tcptrack: {}", source::path_line(&started.label, Some(why)));
+        }
         // After the screen: the terminal is ours again.
         if let Some(log) = &verifier_log {
             eprintln!("tcptrack: the verifier's log:\n{log}");
@@ -67,6 +72,7 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
             eprintln!("tcptrack: the verifier's log:\n{log}");
         }
         let mut sink = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
+        sink.units = cfg.units;
         runtime.block_on(drive(&mut m, rx, None, &mut sink, cfg.interval))
     };
     // Promiscuous mode is held until here; the kernel's programs go before tcptrack does.

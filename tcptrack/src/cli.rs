@@ -78,6 +78,10 @@ pub struct Args {
     #[arg(long, conflicts_with = "libpcap")]
     pub xdp: bool,
 
+    /// Speeds in bits per second (1000-based: kb/s, Mb/s, Gb/s) instead of bytes per second
+    #[arg(short = 'b', long = "bits")]
+    pub bits: bool,
+
     /// When the kernel refuses its programs, also write the verifier's log on stderr (it is
     /// kept out of the one-line reason otherwise)
     #[arg(long)]
@@ -137,6 +141,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Write the verifier's log when the kernel refuses the programs (`--verbose`).
     pub verbose: bool,
+    /// How speeds are written (`-b`: bits per second).
+    pub units: crate::format::Units,
     pub table: TableConfig,
 }
 
@@ -234,6 +240,11 @@ impl Args {
             xdp: self.xdp,
             max_connections: self.max_connections,
             verbose: self.verbose,
+            units: if self.bits {
+                crate::format::Units::Bits
+            } else {
+                crate::format::Units::Bytes
+            },
             table: TableConfig {
                 detect_midstream: !self.no_midstream,
                 closed_linger: self.linger,

@@ -3,16 +3,56 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// A speed as the classic column shows it, 1024-based, whole units: `N B/s`, `N KB/s`,
-/// `N MB/s`, and beyond the classic's `LUDICROUS`, `N GB/s`.
+/// How speeds are written: bytes per second, 1024-based as the classic writes them, or bits per
+/// second, 1000-based as network links are rated (`-b`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Units {
+    #[default]
+    Bytes,
+    Bits,
+}
+
+/// A speed in the classic's units (`B/s`, `KB/s`, `MB/s`, 1024-based, and beyond the classic's
+/// `LUDICROUS`, `GB/s`), with three significant digits: `1023 B/s`, `4.75 KB/s`, `47.5 MB/s`,
+/// `1.91 GB/s`. Digits are cut, never rounded up, so a value never shows as more than it is
+/// (`1023.9 KB/s` is `1023 KB/s`, not `1.00 MB/s`).
 #[must_use]
 pub fn speed(bytes_per_sec: u64) -> String {
-    const K: u64 = 1024;
-    match bytes_per_sec {
-        b if b < K => format!("{b} B/s"),
-        b if b < K * K => format!("{} KB/s", b / K),
-        b if b < K * K * K => format!("{} MB/s", b / (K * K)),
-        b => format!("{} GB/s", b / (K * K * K)),
+    rate(bytes_per_sec, Units::Bytes)
+}
+
+/// A speed in `units`: [`speed`] for bytes; for bits `b/s`, `kb/s`, `Mb/s`, `Gb/s`, `Tb/s`
+/// (1000-based), three significant digits the same way.
+#[must_use]
+pub fn rate(bytes_per_sec: u64, units: Units) -> String {
+    let (value, base, names): (u128, u128, [&str; 5]) = match units {
+        Units::Bytes => (
+            u128::from(bytes_per_sec),
+            1024,
+            ["B/s", "KB/s", "MB/s", "GB/s", "TB/s"],
+        ),
+        Units::Bits => (
+            u128::from(bytes_per_sec) * 8,
+            1000,
+            ["b/s", "kb/s", "Mb/s", "Gb/s", "Tb/s"],
+        ),
+    };
+    let mut unit = 0;
+    let mut scale = 1u128;
+    while unit + 1 < names.len() && value >= scale * base {
+        scale *= base;
+        unit += 1;
+    }
+    let name = names[unit];
+    let whole = value / scale;
+    // Hundredths of the unit, cut: exact integer arithmetic, no float rounding up.
+    let hundredths = value * 100 / scale;
+    if unit == 0 || whole >= 100 {
+        format!("{whole} {name}")
+    } else if whole >= 10 {
+        format!("{whole}.{} {name}", hundredths / 10 % 10)
+    } else {
+        format!("{whole}.{:02} {name}", hundredths % 100)
     }
 }
 
@@ -36,14 +76,38 @@ mod tests {
     use std::net::SocketAddr;
 
     #[test]
-    fn speeds_use_1024_based_whole_units() {
+    fn speeds_use_1024_based_units_with_three_significant_digits() {
         assert_eq!(speed(0), "0 B/s");
         assert_eq!(speed(1023), "1023 B/s");
-        assert_eq!(speed(1024), "1 KB/s");
+        assert_eq!(speed(1024), "1.00 KB/s");
+        assert_eq!(speed(4864), "4.75 KB/s");
+        assert_eq!(speed(48_640), "47.5 KB/s");
+        assert_eq!(speed(486_400), "475 KB/s");
         assert_eq!(speed(1024 * 1024 - 1), "1023 KB/s");
-        assert_eq!(speed(5 * 1024 * 1024 + 10), "5 MB/s");
-        assert_eq!(speed(3 * 1024 * 1024 * 1024), "3 GB/s");
-        assert_eq!(speed(u64::MAX), "17179869183 GB/s");
+        assert_eq!(speed(5 * 1024 * 1024 + 10), "5.00 MB/s");
+        // Four iperf3 streams of 501, 475, 446 and 486 MiB/s: 1908 MiB/s.
+        assert_eq!(speed(1908 * 1024 * 1024), "1.86 GB/s");
+        assert_eq!(speed(2_050_000_000), "1.90 GB/s");
+        assert_eq!(speed(3 * 1024 * 1024 * 1024), "3.00 GB/s");
+        assert_eq!(speed(u64::MAX), "16777215 TB/s");
+    }
+
+    #[test]
+    fn digits_are_cut_never_rounded_up() {
+        assert_eq!(speed(10 * 1024 - 1), "9.99 KB/s");
+        assert_eq!(speed(100 * 1024 - 1), "99.9 KB/s");
+        assert_eq!(speed(1000 * 1024 - 1), "999 KB/s");
+    }
+
+    #[test]
+    fn bits_are_1000_based() {
+        assert_eq!(rate(0, Units::Bits), "0 b/s");
+        assert_eq!(rate(124, Units::Bits), "992 b/s");
+        assert_eq!(rate(125, Units::Bits), "1.00 kb/s");
+        assert_eq!(rate(125_000_000, Units::Bits), "1.00 Gb/s");
+        assert_eq!(rate(239_000_000, Units::Bits), "1.91 Gb/s");
+        assert_eq!(rate(1_250_000_000_000, Units::Bits), "10.0 Tb/s");
+        assert_eq!(rate(u64::MAX, Units::Bits), "147573952 Tb/s");
     }
 
     #[test]

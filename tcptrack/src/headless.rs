@@ -5,6 +5,7 @@ use std::io::Write;
 
 use crate::cli::OutputFormat;
 use crate::error::Error;
+use crate::format::Units;
 use crate::monitor::{Flow, Monitor, Sink};
 use crate::output::{self, ConnectionRecord};
 use crate::source::SourceKind;
@@ -13,6 +14,8 @@ use crate::source::SourceKind;
 pub struct Headless<W: Write> {
     format: OutputFormat,
     out: W,
+    /// How the table writes speeds.
+    pub units: Units,
     /// The CSV header is written (once: the refreshes of a live capture make one CSV file).
     header_written: bool,
     /// The kernel's losses (packets not counted, events lost) last reported on stderr.
@@ -24,6 +27,7 @@ impl<W: Write> Headless<W> {
         Self {
             format,
             out,
+            units: Units::Bytes,
             header_written: false,
             reported: (0, 0),
         }
@@ -38,7 +42,13 @@ impl<W: Write> Headless<W> {
         let records = conns
             .into_iter()
             .map(|c| ConnectionRecord::new(c, rate, m.now, m.wall_clock()));
-        output::write_part(self.format, records, !self.header_written, &mut self.out)?;
+        output::write_part(
+            self.format,
+            records,
+            !self.header_written,
+            self.units,
+            &mut self.out,
+        )?;
         self.header_written = true;
         Ok(())
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::cli::OutputFormat;
 use crate::flow::Timestamp;
-use crate::format;
+use crate::format::{self, Units};
 use crate::rate::RateConfig;
 use crate::table::Connection;
 
@@ -124,11 +124,12 @@ pub fn write(
     records: impl IntoIterator<Item = ConnectionRecord>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    write_part(format, records, true, out)
+    write_part(format, records, true, Units::Bytes, out)
 }
 
 /// Writes `records` in `format`, as [`write`], but CSV with its header row only when `header`:
-/// a stream of refreshes is one CSV file, its header written once.
+/// a stream of refreshes is one CSV file, its header written once. The table writes speeds in
+/// `units`; JSON and CSV always in bytes per second.
 ///
 /// # Errors
 /// Writing to `out` failed.
@@ -136,6 +137,7 @@ pub fn write_part(
     format: OutputFormat,
     records: impl IntoIterator<Item = ConnectionRecord>,
     header: bool,
+    units: Units,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     match format {
@@ -157,7 +159,9 @@ pub fn write_part(
             }
             w.flush()?;
         }
-        OutputFormat::Table => write_table(&records.into_iter().collect::<Vec<_>>(), out)?,
+        OutputFormat::Table => {
+            write_table(&records.into_iter().collect::<Vec<_>>(), units, out)?;
+        }
     }
     out.flush()
 }
@@ -195,7 +199,11 @@ const CSV_HEADER: [&str; 17] = [
     "time",
 ];
 
-fn write_table(records: &[ConnectionRecord], out: &mut impl Write) -> std::io::Result<()> {
+fn write_table(
+    records: &[ConnectionRecord],
+    units: Units,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let header = [
         "Client", "Server", "State", "Idle", "Speed", "Payload", "Packets",
     ];
@@ -207,7 +215,7 @@ fn write_table(records: &[ConnectionRecord], out: &mut impl Write) -> std::io::R
                 r.server.clone(),
                 r.state.to_owned(),
                 format::idle(Duration::from_secs_f64(r.idle)),
-                format::speed(r.speed),
+                format::rate(r.speed, units),
                 r.payload_bytes.to_string(),
                 r.packets.to_string(),
             ]
@@ -253,7 +261,7 @@ fn write_table(records: &[ConnectionRecord], out: &mut impl Write) -> std::io::R
             "",
             "",
             "",
-            &format::speed(total_speed),
+            &format::rate(total_speed, units),
             &total_payload.to_string(),
             &total_packets.to_string(),
         ],
@@ -331,17 +339,36 @@ mod tests {
                 "[fd00::2]:80",
                 "ESTABLISHED",
                 "1m",
-                "1",
+                "1.50",
                 "KB/s",
                 "3",
                 "4"
             ]
         );
         assert!(
-            lines[3].starts_with("TOTAL") && lines[3].contains("3 KB/s"),
+            lines[3].starts_with("TOTAL") && lines[3].contains("3.00 KB/s"),
             "{text}"
         );
         assert_eq!(lines[4], "2 connections");
+    }
+
+    #[test]
+    fn table_in_bits_per_second() {
+        let mut out = Vec::new();
+        write_part(
+            OutputFormat::Table,
+            vec![record()],
+            true,
+            Units::Bits,
+            &mut out,
+        )
+        .expect("written");
+        let text = String::from_utf8(out).expect("UTF-8");
+        // 1536 B/s are 12288 bit/s.
+        assert!(
+            text.lines().nth(1).is_some_and(|l| l.contains("12.2 kb/s")),
+            "{text}"
+        );
     }
 
     #[test]

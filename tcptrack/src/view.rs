@@ -39,16 +39,23 @@ impl SortMode {
     }
 }
 
-/// What the user chose to see: sort, pause, scroll position, help.
+/// What the user chose to see: sort, pause, the selected row and scroll position, help, the
+/// details of one connection.
 #[derive(Clone, Debug, Default)]
 pub struct ViewState {
     pub sort: SortMode,
     /// While paused: the connections listed when the pause began, in their order.
-    frozen: Option<Vec<(FlowKey, u64)>>,
+    frozen: Option<Vec<u64>>,
     /// Index of the first row shown.
     pub scroll: usize,
+    /// Index of the selected row (always within the window shown).
+    pub selected: usize,
+    /// The connection whose details are shown (it stays the same one while the list moves).
+    pub detail: Option<(FlowKey, u64)>,
     /// The help overlay is up.
     pub help: bool,
+    /// How speeds are written.
+    pub units: format::Units,
 }
 
 /// One connection's cells.
@@ -61,6 +68,8 @@ pub struct RowView {
     /// A packet in the last second (the classic's `A` column).
     pub active: bool,
     pub speed: String,
+    /// The row is the selected one.
+    pub selected: bool,
 }
 
 /// A screenful: the rows in the window and the lines around them.
@@ -90,26 +99,26 @@ impl ViewState {
     pub fn toggle_pause(&mut self, table: &ConnectionTable, now: Timestamp) {
         self.frozen = match self.frozen {
             Some(_) => None,
-            None => Some(
-                self.ordered(table, now)
-                    .iter()
-                    .map(|c| (c.key(), c.id()))
-                    .collect(),
-            ),
+            None => Some(self.ordered(table, now).iter().map(|c| c.id()).collect()),
         };
     }
 
-    /// The listed connections, in display order.
+    /// The listed connections, in display order: those in the table, and those a capture read
+    /// whole has seen end (the table keeps them for its report: the screen lists what the
+    /// output does).
     #[must_use]
     pub fn ordered<'t>(&self, table: &'t ConnectionTable, now: Timestamp) -> Vec<&'t Connection> {
+        let listed = || table.connections().chain(table.finished());
         if let Some(frozen) = &self.frozen {
+            let by_id: hashbrown::HashMap<u64, &Connection> =
+                listed().map(|c| (c.id(), c)).collect();
             return frozen
                 .iter()
-                .filter_map(|(key, id)| table.get(key).filter(|c| c.id() == *id))
+                .filter_map(|id| by_id.get(id).copied())
                 .collect();
         }
         let rate = table.config().rate;
-        let mut v: Vec<&Connection> = table.connections().collect();
+        let mut v: Vec<&Connection> = listed().collect();
         match self.sort {
             SortMode::Unsorted => v.sort_unstable_by_key(|c| c.id()),
             SortMode::Rate => {
@@ -127,10 +136,47 @@ impl ViewState {
         v
     }
 
-    /// Moves the window by `delta` rows, within `total` rows shown `page` at a time.
-    pub fn scroll_by(&mut self, delta: isize, total: usize, page: usize) {
-        let max = total.saturating_sub(page.max(1));
-        self.scroll = self.scroll.saturating_add_signed(delta).min(max);
+    /// Moves the selection by `delta` rows, within `total` rows shown `page` at a time; the
+    /// window follows it.
+    pub fn move_selection(&mut self, delta: isize, total: usize, page: usize) {
+        self.selected = self
+            .selected
+            .saturating_add_signed(delta)
+            .min(total.saturating_sub(1));
+        self.follow_selection(total, page);
+    }
+
+    /// Moves the window so that the selection is in it, and the selection into the list.
+    fn follow_selection(&mut self, total: usize, page: usize) {
+        let page = page.max(1);
+        self.selected = self.selected.min(total.saturating_sub(1));
+        if self.selected < self.scroll {
+            self.scroll = self.selected;
+        } else if self.selected >= self.scroll + page {
+            self.scroll = self.selected + 1 - page;
+        }
+        self.scroll = self.scroll.min(total.saturating_sub(page));
+    }
+
+    /// Opens the details of the selected connection, or closes them.
+    pub fn toggle_detail(&mut self, table: &ConnectionTable, now: Timestamp) {
+        self.detail = match self.detail {
+            Some(_) => None,
+            None => self
+                .ordered(table, now)
+                .get(self.selected)
+                .map(|c| (c.key(), c.id())),
+        };
+    }
+
+    /// The connection whose details are open, while it is listed.
+    #[must_use]
+    pub fn detail<'t>(&self, table: &'t ConnectionTable) -> Option<&'t Connection> {
+        let (key, id) = self.detail?;
+        table
+            .get(&key)
+            .filter(|c| c.id() == id)
+            .or_else(|| table.finished().iter().find(|c| c.id() == id))
     }
 
     /// Makes a screenful of `page` rows.
@@ -139,10 +185,10 @@ impl ViewState {
         let rate = table.config().rate;
         let ordered = self.ordered(table, now);
         let total = ordered.len();
-        self.scroll = self.scroll.min(total.saturating_sub(page.max(1)));
-        let window = ordered.iter().skip(self.scroll).take(page);
+        self.follow_selection(total, page);
+        let window = ordered.iter().enumerate().skip(self.scroll).take(page);
         let rows: Vec<RowView> = window
-            .map(|c| {
+            .map(|(i, c)| {
                 let idle = c.idle(now);
                 RowView {
                     client: c.client().to_string(),
@@ -150,7 +196,8 @@ impl ViewState {
                     state: c.state().name(),
                     idle: format::idle(idle),
                     active: idle.as_secs() < 1,
-                    speed: format::speed(c.speed(rate, now)),
+                    speed: format::rate(c.speed(rate, now), self.units),
+                    selected: i == self.selected,
                 }
             })
             .collect();
@@ -163,7 +210,7 @@ impl ViewState {
             last: self.scroll + rows.len(),
             rows,
             total,
-            total_speed: format::speed(total_speed),
+            total_speed: format::rate(total_speed, self.units),
             paused: self.is_paused(),
             sort: self.sort,
         }
@@ -254,21 +301,54 @@ mod tests {
     }
 
     #[test]
-    fn scrolling_stays_within_the_list() {
+    fn the_window_follows_the_selection_within_the_list() {
         let t = table();
         let mut v = ViewState::default();
-        v.scroll_by(1, 3, 2);
-        assert_eq!(v.scroll, 1);
-        v.scroll_by(5, 3, 2);
-        assert_eq!(v.scroll, 1);
+        // Two rows shown of three: the first move stays in the window.
+        v.move_selection(1, 3, 2);
+        assert_eq!((v.selected, v.scroll), (1, 0));
+        v.move_selection(1, 3, 2);
+        assert_eq!((v.selected, v.scroll), (2, 1));
+        v.move_selection(5, 3, 2);
+        assert_eq!((v.selected, v.scroll), (2, 1));
         let s = v.screen(&t, Duration::from_millis(2_000), 2);
         assert_eq!((s.first, s.last, s.total), (2, 3, 3));
-        v.scroll_by(-9, 3, 2);
-        assert_eq!(v.scroll, 0);
-        // A taller window pulls the scroll back.
+        assert_eq!(
+            s.rows.iter().map(|r| r.selected).collect::<Vec<_>>(),
+            [false, true]
+        );
+        v.move_selection(-9, 3, 2);
+        assert_eq!((v.selected, v.scroll), (0, 0));
+        // A taller window pulls the scroll back; a shorter list pulls the selection in.
+        v.selected = 2;
         v.scroll = 2;
         let s = v.screen(&t, Duration::from_millis(2_000), 10);
         assert_eq!((s.first, s.last), (1, 3));
+        v.selected = 7;
+        let s = v.screen(&t, Duration::from_millis(2_000), 10);
+        assert!(s.rows[2].selected);
+    }
+
+    #[test]
+    fn details_follow_their_connection_until_it_goes() {
+        let mut t = table();
+        let mut v = ViewState::default();
+        let shown = |v: &ViewState, t: &ConnectionTable| v.detail(t).map(|c| c.client().port());
+        v.move_selection(1, 3, 10);
+        v.toggle_detail(&t, Duration::from_millis(2_000));
+        assert_eq!(shown(&v, &t), Some(2));
+        // Sorted otherwise, or another row selected, the details stay with their connection.
+        v.sort = SortMode::Bytes;
+        v.move_selection(1, 3, 10);
+        assert_eq!(shown(&v, &t), Some(2));
+        v.toggle_detail(&t, Duration::from_millis(2_000));
+        assert_eq!(v.detail, None);
+        // Port 3 only ever sent a SYN: it times out, and its details with it.
+        v.sort = SortMode::Unsorted;
+        v.toggle_detail(&t, Duration::from_millis(2_000));
+        assert_eq!(shown(&v, &t), Some(3));
+        t.expire(Duration::from_secs(100_000));
+        assert_eq!(shown(&v, &t), None);
     }
 
     #[test]
@@ -276,7 +356,7 @@ mod tests {
         let t = table();
         let mut v = ViewState::default();
         let s = v.screen(&t, Duration::from_millis(2_000), 10);
-        assert_eq!(s.total_speed, "2 KB/s");
+        assert_eq!(s.total_speed, "2.92 KB/s");
         let r = &s.rows[1];
         assert_eq!(
             (r.client.as_str(), r.server.as_str()),
@@ -284,7 +364,7 @@ mod tests {
         );
         assert_eq!(
             (r.state, r.idle.as_str(), r.active, r.speed.as_str()),
-            ("SYN_SENT", "0s", true, "2 KB/s")
+            ("SYN_SENT", "0s", true, "2.92 KB/s")
         );
         assert!(!s.rows[2].active);
     }

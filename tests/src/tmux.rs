@@ -10,6 +10,9 @@ use crate::netns::wait_until;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The prompt of [`Tmux::shell`].
+pub const PROMPT: &str = "tcptrack-test$";
+
 /// A tmux server with one window running a shell command.
 pub struct Tmux {
     socket: String,
@@ -30,7 +33,43 @@ impl Tmux {
             "stty -a > {d}/stty.before; {command}; echo $? > {d}/status.tmp; stty -a > {d}/stty.after; mv {d}/status.tmp {d}/status; sleep 600"
         );
         let t = Self { socket, dir };
-        let ok = t
+        t.new_session(&wrapped, width, height);
+        t
+    }
+
+    /// An interactive bash with job control (no startup files), its prompt [`PROMPT`], in a
+    /// `width` x `height` window: for what only a shell does (Ctrl-Z, `fg`).
+    #[must_use]
+    pub fn shell(width: u16, height: u16) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let socket = format!("tcptrack-test-{}-{n}", std::process::id());
+        let t = Self {
+            socket,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        t.new_session(
+            &format!("env PS1='{PROMPT} ' bash --norc --noprofile -i"),
+            width,
+            height,
+        );
+        t.wait_for(PROMPT);
+        t
+    }
+
+    /// Types `line` into the window and presses Enter.
+    pub fn type_line(&self, line: &str) {
+        let ok = self
+            .tmux()
+            .args(["send-keys", "-l", line])
+            .status()
+            .expect("send-keys")
+            .success();
+        assert!(ok, "send-keys {line:?} failed");
+        self.keys(&["Enter"]);
+    }
+
+    fn new_session(&self, command: &str, width: u16, height: u16) {
+        let ok = self
             .tmux()
             .args([
                 "new-session",
@@ -40,12 +79,11 @@ impl Tmux {
                 "-y",
                 &height.to_string(),
             ])
-            .arg(wrapped)
+            .arg(command)
             .status()
             .expect("run tmux")
             .success();
         assert!(ok, "tmux new-session failed");
-        t
     }
 
     fn tmux(&self) -> Command {
@@ -158,11 +196,37 @@ impl Tmux {
             .expect("a pane pid")
     }
 
+    /// A tmux format of the pane (`#{alternate_on}`, `#{cursor_flag}`), expanded.
+    #[must_use]
+    pub fn pane_format(&self, format: &str) -> String {
+        let out = self
+            .tmux()
+            .args(["display-message", "-p", format])
+            .output()
+            .expect("display-message");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Whether a process whose command line holds `pattern` runs.
+    #[must_use]
+    pub fn running(pattern: &str) -> bool {
+        let status = Command::new("pgrep")
+            .args(["-f", "--", pattern])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("pgrep");
+        match status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("pgrep -f {pattern:?} failed: {status}"),
+        }
+    }
+
     /// The process id of the program: the newest process whose command line holds `pattern`.
     #[must_use]
     pub fn pid_of(pattern: &str) -> i32 {
         let out = Command::new("pgrep")
-            .args(["-n", "-f", pattern])
+            .args(["-n", "-f", "--", pattern])
             .output()
             .expect("pgrep");
         String::from_utf8_lossy(&out.stdout)

@@ -69,7 +69,7 @@ fn capture_file_screen_keys_and_quit() {
         "{s}"
     );
     // 10 KiB in the last completed second.
-    assert!(s.contains("10 KB/s"), "{s}");
+    assert!(s.contains("10.0 KB/s"), "{s}");
     assert!(
         s.contains("Connections 1-3 of 3  Unpaused  Unsorted"),
         "{s}"
@@ -210,5 +210,275 @@ fn live_capture_error_restores_the_terminal_and_exits_1() {
             )),
             "{s}"
         );
+    }
+}
+
+/// Waits until the screen is exactly `expected` (a redraw after a stop is whole, not half).
+#[track_caller]
+fn wait_for_screen(t: &Tmux, expected: &str, what: &str) {
+    let mut last = String::new();
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tcptrack_tests::netns::wait_until(what, Duration::from_secs(10), || {
+            last = t.screen();
+            last == expected
+        });
+    }));
+    assert!(
+        ok.is_ok(),
+        "{what}: the screen was\n{last}\ninstead of\n{expected}"
+    );
+}
+
+/// `q` alone (no Enter) ends the program whose command line holds `pattern`: keys reach it
+/// raw, one at a time.
+#[track_caller]
+fn quits_on_a_single_q(t: &Tmux, pattern: &str) {
+    t.keys(&["q"]);
+    let gone = std::panic::catch_unwind(|| {
+        tcptrack_tests::netns::wait_until("q to end tcptrack", Duration::from_secs(5), || {
+            !Tmux::running(pattern)
+        });
+    });
+    assert!(
+        gone.is_ok(),
+        "q without Enter did not end tcptrack: the terminal is not in raw mode\n{}",
+        t.screen()
+    );
+}
+
+#[test]
+fn ctrl_z_suspends_with_the_terminal_restored_and_fg_or_sigcont_redraws_whole() {
+    let file = capture();
+    let t = Tmux::shell(100, 12);
+    let d = t.dir.path().display().to_string();
+    t.type_line(&format!("stty -a > {d}/before"));
+    // A unique command line, to find the process by.
+    let args = format!("-T {} -r 11", file.path().display());
+    t.type_line(&command(&args));
+    let frame = t.wait_for("end of capture");
+    assert_eq!(t.pane_format("#{alternate_on}"), "1");
+
+    // Ctrl-Z: the shell's job stops, on the terminal as it was (main screen, cursor shown).
+    t.keys(&["C-z"]);
+    let s = t.wait_for("Stopped");
+    assert!(s.contains(&format!("stty -a > {d}/before")), "{s}");
+    assert_eq!(
+        t.pane_format("#{alternate_on} #{cursor_flag}"),
+        "0 1",
+        "after Ctrl-Z: still on the alternate screen, or the cursor hidden"
+    );
+    // The terminal's settings as the shell has them now, in `name` once written whole.
+    let stty = |name: &str| {
+        t.type_line(&format!(
+            "stty -a > {d}/{name}.tmp && mv {d}/{name}.tmp {d}/{name}"
+        ));
+        tcptrack_tests::netns::wait_until("stty", Duration::from_secs(5), || {
+            t.dir.path().join(name).exists()
+        });
+        std::fs::read_to_string(t.dir.path().join(name)).expect("stty file")
+    };
+    let stopped = stty("stopped");
+    let read = |f: &str| std::fs::read_to_string(t.dir.path().join(f)).expect("stty file");
+    assert_eq!(read("before"), stopped, "the terminal while stopped");
+
+    // fg: the frame whole again, keys raw.
+    t.type_line("fg");
+    wait_for_screen(&t, &frame, "the frame after fg");
+
+    // Stopped from outside (SIGSTOP cannot be caught: the shell prints over the screen and
+    // resets the terminal), continued by fg: redrawn whole, raw again.
+    let pid = Tmux::pid_of(&args);
+    // SAFETY: kill(2) with a pid just found and a valid signal.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    t.wait_for("Stopped");
+    t.type_line("fg");
+    wait_for_screen(&t, &frame, "the frame after SIGSTOP and fg");
+    quits_on_a_single_q(&t, &args);
+    assert_eq!(read("before"), stty("after"), "the terminal after q");
+}
+
+/// A capture with long IPv6 addresses at both ends beside IPv4 connections, and connections
+/// closed early enough to leave the table long before the capture ends.
+fn long_and_closed_capture() -> tempfile::NamedTempFile {
+    let mut sessions = Vec::new();
+    let mut v6 = Session::new(
+        "[2001:db8:1234:5678:9abc:def0:1234:5678]:65000",
+        "[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:443",
+    );
+    v6.at(Duration::from_secs(100))
+        .handshake()
+        .data(Side::Client, 300);
+    sessions.push(v6);
+    for i in 0..6u16 {
+        let mut s = Session::new(&format!("198.18.0.1:{}", 41_000 + i), "198.18.0.2:80");
+        s.at(Duration::from_secs(80 + u64::from(i)))
+            .handshake()
+            .data(Side::Client, 100)
+            .close(Side::Client);
+        sessions.push(s);
+    }
+    let mut late = Session::new("198.18.0.1:42000", "198.18.0.2:80");
+    late.at(Duration::from_secs(110)).syn();
+    sessions.push(late);
+    let mut all: Vec<_> = sessions
+        .iter()
+        .flat_map(|s| s.packets(Link::Ethernet))
+        .collect();
+    all.sort_by_key(|p| p.ts);
+    CaptureSpec::new(Format::Pcap, Link::Ethernet.linktype())
+        .write(&all)
+        .file()
+}
+
+#[test]
+fn at_80x24_long_addresses_are_shortened_every_connection_listed_and_enter_shows_them_whole() {
+    let file = long_and_closed_capture();
+    let path = file.path().display().to_string();
+    // What the output reports: the screen lists as many.
+    let json = Command::new(tcptrack_bin())
+        .args(["-T", &path, "--output", "json"])
+        .output()
+        .expect("run tcptrack");
+    let reported = String::from_utf8_lossy(&json.stdout).lines().count();
+    assert_eq!(reported, 8);
+    let t = Tmux::start(&command(&format!("-T {path}")), 80, 24);
+    let s = t.wait_for("end of capture");
+    assert!(
+        s.contains(&format!("Connections 1-{reported} of {reported}")),
+        "{s}"
+    );
+    assert!(
+        s.contains("[2001:db…4:5678]:65000  [2001:db8…eee:ffff]:443  ESTABLISHED"),
+        "{s}"
+    );
+    assert!(
+        s.contains("198.18.0.1:41000"),
+        "closed long before the end:\n{s}"
+    );
+    // The IPv6 connection is the last one first seen but one: select it, open its details.
+    t.keys(&["End", "Up", "Enter"]);
+    let s = t.wait_for("First seen");
+    assert!(
+        s.contains("[2001:db8:1234:5678:9abc:def0:1234:5678]:65000")
+            && s.contains("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:443"),
+        "{s}"
+    );
+    t.keys(&["Escape"]);
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0);
+    assert_restored(&t);
+}
+
+#[test]
+fn the_reason_for_the_libpcap_path_is_readable_in_full() {
+    let _one = tcptrack_tests::live::serial();
+    let hosts = HostPair::new();
+    // A filter outside the kernel's subset: libpcap's path, and why.
+    let t = Tmux::start(
+        &format!(
+            "ip netns exec {} {}",
+            hosts.a,
+            command(&format!("-i {} less 1500", hosts.a_if))
+        ),
+        80,
+        24,
+    );
+    t.wait_for(&format!("libpcap on {}", hosts.a_if));
+    t.keys(&["?"]);
+    let s = t.wait_for("Source:");
+    // The help box's text, its lines joined.
+    let help: String = s
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = (l.find('│')?, l.rfind('│')?);
+            (a < b).then(|| l[a + '│'.len_utf8()..b].trim())
+        })
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let why = "the filter is outside what the kernel decides (host, net, port, portrange, with \
+               src or dst; ip, ip6, tcp; and, or, not): libpcap decides it";
+    assert!(help.contains(why), "{help}\n{s}");
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0);
+    // And on the terminal after the screen is gone, one line (the window wraps it).
+    let s = t.screen();
+    let line = format!("tcptrack: libpcap on {}: {why}", hosts.a_if);
+    assert!(s.replace('\n', "").contains(&line), "{s}");
+}
+
+/// Sends 100 bytes every 200 ms for SECONDS to ADDR:PORT.
+const EVERY_200_MS: &str = r"
+import socket, sys, time
+addr, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+c = socket.create_connection((addr, port))
+end = time.time() + secs
+while time.time() < end:
+    c.sendall(b'x' * 100)
+    time.sleep(0.2)
+c.close()
+";
+
+/// Accepts connections on ADDR:PORT and reads them to their end.
+const SINK: &str = r"
+import socket, sys, threading
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+def drain(c):
+    while c.recv(65536):
+        pass
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+";
+
+#[test]
+fn a_flow_sending_every_200_ms_is_active_on_every_frame_on_both_paths() {
+    use tcptrack_tests::netns::{Background, B4};
+    let _one = tcptrack_tests::live::serial();
+    for path in ["kernel", "libpcap"] {
+        let hosts = HostPair::new();
+        let flag = if path == "libpcap" { "--libpcap " } else { "" };
+        let t = Tmux::start(
+            &format!(
+                "ip netns exec {} {}",
+                hosts.a,
+                command(&format!("{flag}-i {}", hosts.a_if))
+            ),
+            100,
+            12,
+        );
+        t.wait_for(&format!("{path} on {}", hosts.a_if));
+        let _server = Background::spawn({
+            let mut c = HostPair::cmd(&hosts.b, "python3");
+            c.args(["-c", SINK, B4, "7070"]);
+            c
+        });
+        tcptrack_tests::netns::wait_until("the server", Duration::from_secs(10), || {
+            HostPair::listening(&hosts.b, 7070)
+        });
+        let _client = Background::spawn({
+            let mut c = HostPair::cmd(&hosts.a, "python3");
+            c.args(["-c", EVERY_200_MS, B4, "7070", "12"]);
+            c
+        });
+        t.wait_for("198.18.0.2:7070");
+        // Ten refreshes, each seen at least twice: the row has its `*` on every one.
+        let row = |s: &str| {
+            s.lines()
+                .find(|l| l.contains("198.18.0.2:7070"))
+                .map(str::to_owned)
+        };
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(250));
+            let s = t.screen();
+            let r = row(&s).unwrap_or_else(|| panic!("{path}: the row went:\n{s}"));
+            assert!(
+                r.contains("ESTABLISHED") && r.split_whitespace().any(|w| w == "*"),
+                "{path}: a flow sending every 200 ms shown without activity:\n{s}"
+            );
+        }
+        t.keys(&["q"]);
+        assert_eq!(t.wait_exit(), 0, "{path}");
+        assert_restored(&t);
     }
 }

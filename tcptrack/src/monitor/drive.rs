@@ -47,6 +47,24 @@ pub trait Sink {
         Ok(())
     }
 
+    /// SIGTSTP (only when there is terminal input): give the terminal back, stop the process as
+    /// a job, and take the terminal again once continued.
+    ///
+    /// # Errors
+    /// The sink cannot draw.
+    fn suspend(&mut self, _m: &Monitor) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// SIGCONT (only when there is terminal input): the process was stopped and goes on; the
+    /// terminal may have been changed meanwhile.
+    ///
+    /// # Errors
+    /// The sink cannot draw.
+    fn resumed(&mut self, _m: &Monitor) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// A terminal event (keys, resizes), for sinks that read them.
     ///
     /// # Errors
@@ -61,6 +79,16 @@ fn finish(m: &mut Monitor, sink: &mut impl Sink) -> Result<Flow, Error> {
     m.tick(sink.holds());
     sink.finish(m)?;
     Ok(Flow::Stop)
+}
+
+/// The next delivery of `sig`, or never when it is not listened to.
+async fn next_signal(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The next terminal event, or never when there is no terminal input.
@@ -87,13 +115,26 @@ pub async fn drive(
     sink: &mut impl Sink,
     interval: Duration,
 ) -> Result<(), Error> {
-    // The first refresh one interval from now, as every one after it.
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // The first refresh one interval from the origin (the source's polls, or now), as every
+    // one after it.
+    let origin = m
+        .refresh_origin
+        .map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+    let mut ticker = tokio::time::interval_at(origin + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let signals = |kind| signal(kind).map_err(Error::Signal);
     let mut term = signals(SignalKind::terminate())?;
     let mut int = signals(SignalKind::interrupt())?;
     let mut hup = signals(SignalKind::hangup())?;
+    // Job control, with a terminal only: headless, a stop keeps its default action.
+    let (mut tstp, mut cont) = if input.is_some() {
+        (
+            Some(signals(SignalKind::from_raw(libc::SIGTSTP))?),
+            Some(signals(SignalKind::from_raw(libc::SIGCONT))?),
+        )
+    } else {
+        (None, None)
+    };
     let mut source_open = true;
     loop {
         let flow = tokio::select! {
@@ -130,6 +171,14 @@ pub async fn drive(
             _ = term.recv() => finish(m, sink)?,
             _ = int.recv() => finish(m, sink)?,
             _ = hup.recv() => Flow::Stop,
+            () = next_signal(&mut tstp) => {
+                sink.suspend(m)?;
+                Flow::Continue
+            }
+            () = next_signal(&mut cont) => {
+                sink.resumed(m)?;
+                Flow::Continue
+            }
         };
         if flow == Flow::Stop {
             return Ok(());

@@ -86,6 +86,9 @@ pub struct Monitor {
     newest_packet: Timestamp,
     /// Packets that came after a newer one.
     pub out_of_order: OutOfOrder,
+    /// The instant refreshes count from, when the source polls on that grid (the kernel path);
+    /// else the loop's start.
+    pub refresh_origin: Option<std::time::Instant>,
 }
 
 impl Monitor {
@@ -108,6 +111,7 @@ impl Monitor {
             kernel: None,
             newest_packet: Duration::ZERO,
             out_of_order: OutOfOrder::default(),
+            refresh_origin: None,
         };
         m.refresh_listening();
         m

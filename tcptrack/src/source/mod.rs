@@ -104,6 +104,9 @@ pub struct Started {
     /// The kernel poller's thread: it ends at its next poll once the channel is gone, taking
     /// its programs off (netlink filters outlive a process that does not).
     poller: Option<std::thread::JoinHandle<()>>,
+    /// The instant the refreshes count from, when the source polls on a grid of its own (the
+    /// kernel path polls just before each refresh: what is shown is as of the refresh).
+    pub refresh_origin: Option<Instant>,
 }
 
 impl Started {
@@ -147,6 +150,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
         fallback,
         promiscuous,
         poller: None,
+        refresh_origin: None,
     };
     let channel = Feed::Channel(rx);
     match &cfg.source {
@@ -183,8 +187,9 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                     promiscuous,
                     ..
                 } => {
-                    let t = spawn_kernel_poller(poller, name, cfg.interval, tx);
-                    (promiscuous, Some(t))
+                    let origin = Instant::now();
+                    let t = spawn_kernel_poller(poller, name, origin, cfg.interval, tx);
+                    (promiscuous, Some((t, origin)))
                 }
                 Live::Libpcap {
                     cap,
@@ -196,7 +201,10 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                 }
             };
             let mut live = started(SourceKind::Live, label, fallback, promiscuous);
-            live.poller = thread;
+            if let Some((t, origin)) = thread {
+                live.poller = Some(t);
+                live.refresh_origin = Some(origin);
+            }
             Ok((live, channel))
         }
     }
@@ -258,7 +266,10 @@ fn interface_label(name: &str, source: &Source) -> String {
 pub enum Fallback {
     #[error("as --libpcap asked")]
     UserAsked,
-    #[error("the filter is outside what the kernel decides")]
+    #[error(
+        "the filter is outside what the kernel decides (host, net, port, portrange, with src or \
+         dst; ip, ip6, tcp; and, or, not): libpcap decides it"
+    )]
     FilterOutsideSubset,
     #[error("the kernel path needs {}", caps::list(.0))]
     MissingCapabilities(Vec<Capability>),
@@ -404,12 +415,17 @@ fn open_kernel(
 /// How often the kernel poller looks whether tcptrack is ending, between two polls.
 const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long before each refresh the kernel path polls (at most a quarter of the interval): room
+/// for the flip's grace, the drain and the hand-over.
+const POLL_LEAD: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`
 /// (first, the clock: the kernel's monotonic time, the packets' time), and reads its events as
 /// they arrive in between.
 fn spawn_kernel_poller(
     mut poller: Box<kernel::Poller>,
     interface: String,
+    origin: Instant,
     interval: std::time::Duration,
     tx: Sender<SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
@@ -422,7 +438,10 @@ fn spawn_kernel_poller(
         if tx.blocking_send(clock).is_err() {
             return;
         }
-        let mut due = Instant::now() + interval;
+        // Polls on the refreshes' grid, just before each: a refresh shows what the kernel
+        // counted until a moment before it, not until up to an interval before.
+        let lead = POLL_LEAD.min(interval / 4);
+        let mut due = origin + interval - lead;
         loop {
             while let Some(left) = due.checked_duration_since(Instant::now()) {
                 // The monitor gone (tcptrack is ending): take the programs off now.

@@ -7,9 +7,12 @@ use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::App;
+use crate::format::Units;
 use crate::monitor::Monitor;
+use crate::output::ConnectionRecord;
 use crate::source::SourceLabel;
-use crate::view::Screen;
+use crate::table::Connection;
+use crate::view::{RowView, Screen};
 
 const STATE_W: usize = 11;
 const IDLE_W: usize = 4;
@@ -25,18 +28,27 @@ const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("p", "pause / unpause (the list stays, values go on)"),
     ("s", "sort: unsorted, by rate, by total bytes"),
-    ("Up, Down", "scroll a line"),
-    ("PgUp, PgDn", "scroll a page"),
-    ("Home, End", "first, last page"),
+    ("Up, Down", "select the row above, below"),
+    ("PgUp, PgDn", "a page up, down"),
+    ("Home, End", "first, last row"),
+    (
+        "Enter",
+        "details of the selected connection, addresses in full",
+    ),
+    ("Ctrl-Z", "suspend (the shell's fg resumes)"),
     ("?, h, Esc", "close this help"),
 ];
 
+/// The narrowest an address column is shortened to in the two-line layout.
+const ADDR_SHORT_MIN_W: usize = 12;
+
 /// How rows are laid out.
 enum Layout2 {
-    /// Client and server side by side, one line a connection.
+    /// Client and server side by side, one line a connection; an address longer than its column
+    /// is shortened in the middle (its port kept).
     Wide { client_w: usize, server_w: usize },
-    /// Client above server in one column, two lines a connection (narrow terminals, long IPv6
-    /// addresses): no address is ever cut.
+    /// Client above server in one column, two lines a connection: terminals narrower than the
+    /// classic's 80 columns.
     Narrow { addr_w: usize },
 }
 
@@ -46,33 +58,55 @@ fn fixed_cells(state: &str, idle: &str, a: char, speed: &str) -> String {
     format!("{state:<STATE_W$}  {idle:>IDLE_W$} {a} {speed:>SPEED_W$}")
 }
 
+/// `addr` in at most `w` columns: whole when it fits, else its host cut in the middle with an
+/// ellipsis and its port kept (`[fd00:1234:…:beef:2]:443`).
+fn shorten(addr: &str, w: usize) -> String {
+    if addr.len() <= w {
+        return addr.to_owned();
+    }
+    let Some(colon) = addr.rfind(':') else {
+        return addr.to_owned();
+    };
+    let (host, port) = addr.split_at(colon);
+    // Addresses are ASCII: bytes are columns.
+    let keep = w.saturating_sub(port.len() + 1);
+    let left = keep.div_ceil(2);
+    let right = keep - left;
+    let head = host.get(..left).unwrap_or(host);
+    let tail = host.get(host.len().saturating_sub(right)..).unwrap_or("");
+    format!("{head}…{tail}{port}")
+}
+
+/// Widths for two columns that want `a` and `b` within `room`: as wanted when they fit, else
+/// the wider one gives way first, and neither gets less than half the room.
+const fn split(a: usize, b: usize, room: usize) -> (usize, usize) {
+    let half = room / 2;
+    if a + b <= room {
+        (a, b)
+    } else if a <= half {
+        (a, room - a)
+    } else if b <= half {
+        (room - b, b)
+    } else {
+        (half, room - half)
+    }
+}
+
 fn layout_for(screen: &Screen, width: usize) -> Option<Layout2> {
-    let client_w = screen
-        .rows
-        .iter()
-        .map(|r| r.client.len())
-        .max()
-        .unwrap_or(0)
-        .max(ADDR_MIN_W);
-    let server_w = screen
-        .rows
-        .iter()
-        .map(|r| r.server.len())
-        .max()
-        .unwrap_or(0)
-        .max(ADDR_MIN_W);
-    if FIXED_W + client_w + server_w <= width {
+    let widest = |f: fn(&RowView) -> usize| screen.rows.iter().map(f).max().unwrap_or(0);
+    let room = width.saturating_sub(FIXED_W);
+    if room >= 2 * ADDR_MIN_W {
+        let client = widest(|r| r.client.len()).max(ADDR_MIN_W);
+        let server = widest(|r| r.server.len()).max(ADDR_MIN_W);
+        let (client_w, server_w) = split(client, server, room);
         return Some(Layout2::Wide { client_w, server_w });
     }
     // Two lines: the server indented by two under its client.
-    let addr_w = screen
-        .rows
-        .iter()
-        .map(|r| r.client.len().max(r.server.len() + 2))
-        .max()
-        .unwrap_or(0)
-        .max("Client".len());
-    (FIXED_NARROW_W + addr_w <= width).then_some(Layout2::Narrow { addr_w })
+    let room = width.saturating_sub(FIXED_NARROW_W);
+    let addr_w = widest(|r| r.client.len().max(r.server.len() + 2))
+        .max("Client".len())
+        .min(room);
+    (addr_w >= ADDR_SHORT_MIN_W).then_some(Layout2::Narrow { addr_w })
 }
 
 impl App {
@@ -141,8 +175,11 @@ impl App {
                 .style(Style::new().add_modifier(Modifier::REVERSED)),
             status_area,
         );
+        if let Some(c) = self.view.detail(&m.table) {
+            draw_detail(frame, area, m, c, self.view.units);
+        }
         if self.view.help {
-            draw_help(frame, area);
+            draw_help(frame, area, &source_name(m), m.notice.as_deref());
         }
     }
 
@@ -155,13 +192,8 @@ impl App {
             if s.paused { "Paused" } else { "Unpaused" },
             s.sort.label()
         );
-        let source = match &m.label {
-            SourceLabel::File(f) => format!("file {f}"),
-            SourceLabel::Replay(f) => format!("replay of {f}"),
-            SourceLabel::Live(l) => l.clone(),
-        };
         out.push_str("  | ");
-        out.push_str(&source);
+        out.push_str(&source_name(m));
         if m.ended {
             out.push_str(": end of capture (q quits)");
         }
@@ -189,6 +221,24 @@ impl App {
     }
 }
 
+/// Where the packets come from, as the status line and the help name it.
+fn source_name(m: &Monitor) -> String {
+    match &m.label {
+        SourceLabel::File(f) => format!("file {f}"),
+        SourceLabel::Replay(f) => format!("replay of {f}"),
+        SourceLabel::Live(l) => l.clone(),
+    }
+}
+
+/// The selected row stands out.
+fn row_style(r: &RowView) -> Style {
+    if r.selected {
+        Style::new().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::new()
+    }
+}
+
 /// The header and the rows of `screen` in `layout`, and the TOTAL line.
 fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'static>>, String) {
     let mut lines: Vec<Line<'static>> = Vec::with_capacity(screen.rows.len() * 2 + 2);
@@ -205,12 +255,15 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
                 bold,
             ));
             for r in &screen.rows {
-                lines.push(Line::raw(format!(
-                    " {:<client_w$}  {:<server_w$}  {}",
-                    r.client,
-                    r.server,
-                    fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
-                )));
+                lines.push(Line::styled(
+                    format!(
+                        " {:<client_w$}  {:<server_w$}  {}",
+                        shorten(&r.client, client_w),
+                        shorten(&r.server, server_w),
+                        fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
+                    ),
+                    row_style(r),
+                ));
             }
             format!(
                 " {:<w$}{:>SPEED_W$}",
@@ -233,12 +286,18 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
                 bold,
             ));
             for r in &screen.rows {
-                lines.push(Line::raw(format!(
-                    " {:<addr_w$}  {}",
-                    r.client,
-                    fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
-                )));
-                lines.push(Line::raw(format!("   {}", r.server)));
+                lines.push(Line::styled(
+                    format!(
+                        " {:<addr_w$}  {}",
+                        shorten(&r.client, addr_w),
+                        fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
+                    ),
+                    row_style(r),
+                ));
+                lines.push(Line::styled(
+                    format!("   {:<w$}", shorten(&r.server, addr_w - 2), w = addr_w - 2),
+                    row_style(r),
+                ));
             }
             format!(
                 " {:<w$}{:>SPEED_W$}",
@@ -251,13 +310,52 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
     (lines, total_line)
 }
 
-fn draw_help(frame: &mut Frame<'_>, area: Rect) {
-    let key_w = HELP.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let lines: Vec<Line<'_>> = HELP
+/// Lines of at most `w` columns, words kept whole where they fit (a longer word is cut).
+fn wrap(text: &str, w: usize) -> Vec<String> {
+    let w = w.max(1);
+    let mut out = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word;
+        loop {
+            let sep = usize::from(!line.is_empty());
+            if line.chars().count() + sep + word.chars().count() <= w {
+                if sep == 1 {
+                    line.push(' ');
+                }
+                line.push_str(word);
+                break;
+            }
+            if !line.is_empty() {
+                out.push(std::mem::take(&mut line));
+                continue;
+            }
+            let cut = word.char_indices().nth(w).map_or(word.len(), |(i, _)| i);
+            out.push(word[..cut].to_owned());
+            word = &word[cut..];
+        }
+    }
+    out.push(line);
+    out
+}
+
+/// A bordered box titled `title`, centred in `area`, holding `text` (each line wrapped to the
+/// box, at most `max_w` columns wide inside).
+fn draw_box(frame: &mut Frame<'_>, area: Rect, title: &str, text: &[String], max_w: usize) {
+    let inner_w = text
         .iter()
-        .map(|(k, what)| Line::raw(format!(" {k:<key_w$}  {what} ")))
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(max_w)
+        .min(usize::from(area.width).saturating_sub(4))
+        .max(1);
+    let lines: Vec<Line<'_>> = text
+        .iter()
+        .flat_map(|l| wrap(l, inner_w))
+        .map(|l| Line::raw(format!(" {l} ")))
         .collect();
-    let w = u16::try_from(lines.iter().map(Line::width).max().unwrap_or(0) + 2).unwrap_or(u16::MAX);
+    let w = u16::try_from(inner_w + 4).unwrap_or(u16::MAX);
     let h = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX);
     let [row] = Layout::vertical([Constraint::Length(h)])
         .flex(Flex::Center)
@@ -267,7 +365,68 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
         .areas(row);
     frame.render_widget(Clear, boxed);
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" tcptrack keys ")),
+        Paragraph::new(lines).block(Block::bordered().title(format!(" {title} "))),
         boxed,
     );
+}
+
+/// The keys, then where the packets come from, in full (the status line may cut it).
+fn draw_help(frame: &mut Frame<'_>, area: Rect, source: &str, notice: Option<&str>) {
+    let key_w = HELP.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut text: Vec<String> = HELP
+        .iter()
+        .map(|(k, what)| format!("{k:<key_w$}  {what}"))
+        .collect();
+    text.push(String::new());
+    text.push(format!("Source: {source}"));
+    if let Some(n) = notice {
+        text.push(n.to_owned());
+    }
+    draw_box(frame, area, "tcptrack keys", &text, 72);
+}
+
+/// Everything known of one connection, its addresses in full.
+fn draw_detail(frame: &mut Frame<'_>, area: Rect, m: &Monitor, c: &Connection, units: Units) {
+    let r = ConnectionRecord::new(c, m.table.config().rate, m.now, m.wall_clock());
+    let duration = c.last_seen().saturating_sub(c.first_seen());
+    let num = |n: u64| n.to_string();
+    let text = vec![
+        format!("Client      {}", r.client),
+        format!("Server      {}", r.server),
+        format!("State       {}", r.state),
+        format!("Speed       {}", crate::format::rate(r.speed, units)),
+        format!("Idle        {:.3} s", r.idle),
+        format!("First seen  {}", r.first_seen),
+        format!("Last seen   {}", r.last_seen),
+        format!("Duration    {:.3} s", duration.as_secs_f64()),
+        String::new(),
+        format!(
+            "{:<12}{:>14}{:>14}{:>10}",
+            "Sent by", "payload", "on the wire", "packets"
+        ),
+        format!(
+            "{:<12}{:>14}{:>14}{:>10}",
+            "client",
+            num(r.client_payload_bytes),
+            num(r.client_bytes),
+            num(r.client_packets)
+        ),
+        format!(
+            "{:<12}{:>14}{:>14}{:>10}",
+            "server",
+            num(r.server_payload_bytes),
+            num(r.server_bytes),
+            num(r.server_packets)
+        ),
+        format!(
+            "{:<12}{:>14}{:>14}{:>10}",
+            "both",
+            num(r.payload_bytes),
+            num(r.bytes),
+            num(r.packets)
+        ),
+        String::new(),
+        "Payload is TCP data; on the wire, whole frames. Esc or Enter closes.".to_owned(),
+    ];
+    draw_box(frame, area, "connection", &text, 72);
 }

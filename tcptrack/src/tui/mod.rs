@@ -21,6 +21,8 @@ use crate::view::ViewState;
 pub enum Action {
     Quit,
     Redraw,
+    /// Ctrl-Z: give the terminal back and stop, as a shell's job.
+    Suspend,
     Nothing,
 }
 
@@ -46,32 +48,44 @@ impl App {
         }
     }
 
-    /// Reacts to a key: the classic's `q`, `p`, `s`, Up/Down, and PgUp/PgDn, Home/End, `?`/`h`.
+    /// A screen writing speeds in `units`.
+    #[must_use]
+    pub fn with_units(units: crate::format::Units) -> Self {
+        let mut app = Self::new();
+        app.view.units = units;
+        app
+    }
+
+    /// Reacts to a key: the classic's `q`, `p`, `s`, Up/Down, and PgUp/PgDn, Home/End, Enter
+    /// (details), `?`/`h` (help), Ctrl-Z (suspend).
     pub fn on_key(&mut self, key: KeyEvent, m: &Monitor) -> Action {
         if key.kind == KeyEventKind::Release {
             return Action::Nothing;
         }
         let page = self.page.get().max(1);
-        let total = m.table.len();
+        let total = m.table.len() + m.table.finished().len();
         let jump = isize::try_from(page).unwrap_or(isize::MAX);
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
-            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                return Action::Quit
-            }
+            KeyCode::Char('c') if ctrl => return Action::Quit,
+            KeyCode::Char('z') if ctrl => return Action::Suspend,
             KeyCode::Char('q' | 'Q') => return Action::Quit,
             KeyCode::Esc if self.view.help => self.view.help = false,
+            KeyCode::Esc if self.view.detail.is_some() => self.view.detail = None,
             KeyCode::Char('?' | 'h' | 'H') => self.view.help = !self.view.help,
+            KeyCode::Enter => self.view.toggle_detail(&m.table, m.now),
             KeyCode::Char('p' | 'P') => self.view.toggle_pause(&m.table, m.now),
             KeyCode::Char('s' | 'S') => {
                 self.view.sort = self.view.sort.next();
                 self.view.scroll = 0;
+                self.view.selected = 0;
             }
-            KeyCode::Up => self.view.scroll_by(-1, total, page),
-            KeyCode::Down => self.view.scroll_by(1, total, page),
-            KeyCode::PageUp => self.view.scroll_by(-jump, total, page),
-            KeyCode::PageDown => self.view.scroll_by(jump, total, page),
-            KeyCode::Home => self.view.scroll = 0,
-            KeyCode::End => self.view.scroll_by(isize::MAX, total, page),
+            KeyCode::Up => self.view.move_selection(-1, total, page),
+            KeyCode::Down => self.view.move_selection(1, total, page),
+            KeyCode::PageUp => self.view.move_selection(-jump, total, page),
+            KeyCode::PageDown => self.view.move_selection(jump, total, page),
+            KeyCode::Home => self.view.move_selection(isize::MIN, total, page),
+            KeyCode::End => self.view.move_selection(isize::MAX, total, page),
             _ => return Action::Nothing,
         }
         Action::Redraw

@@ -14,6 +14,9 @@ use crate::monitor::{Flow, Monitor, Sink};
 pub struct Screen<B: Backend> {
     pub terminal: Terminal<B>,
     pub app: App,
+    /// The terminal is the process's own (raw mode, alternate screen): job control gives it
+    /// back on a stop and takes it again on a continue. Not so for a test backend.
+    owns_tty: bool,
 }
 
 impl<B: Backend> Screen<B> {
@@ -22,7 +25,24 @@ impl<B: Backend> Screen<B> {
         Self {
             terminal,
             app: App::new(),
+            owns_tty: false,
         }
+    }
+
+    /// Takes the terminal again after a stop (whoever stopped the process, the shell may have
+    /// reset the terminal's modes meanwhile) and redraws it whole.
+    fn take_tty(&mut self, m: &Monitor) -> Result<(), Error> {
+        if self.owns_tty {
+            tty::enter().map_err(Error::Terminal)?;
+            // A blank frame first, so that the next one is drawn whole, not as a difference;
+            // ratatui's own clear would ask the terminal for the cursor while the input thread
+            // reads the answer.
+            self.terminal
+                .draw(|f| f.render_widget(ratatui::widgets::Clear, f.area()))
+                .map_err(|e| Error::Terminal(std::io::Error::other(e.to_string())))?;
+            tty::clear().map_err(Error::Terminal)?;
+        }
+        self.draw(m)
     }
 
     /// Draws a whole frame.
@@ -53,11 +73,26 @@ impl<B: Backend> Sink for Screen<B> {
         Ok(Flow::Continue)
     }
 
+    fn suspend(&mut self, m: &Monitor) -> Result<(), Error> {
+        if self.owns_tty {
+            let _ = self.terminal.show_cursor();
+            ratatui::restore();
+            tty::stop();
+        }
+        // Here again after `fg` (or SIGCONT).
+        self.take_tty(m)
+    }
+
+    fn resumed(&mut self, m: &Monitor) -> Result<(), Error> {
+        self.take_tty(m)
+    }
+
     fn input(&mut self, m: &Monitor, event: Event) -> Result<Flow, Error> {
         match event {
             Event::Key(key) => match self.app.on_key(key, m) {
                 Action::Quit => return Ok(Flow::Stop),
                 Action::Redraw => self.draw(m)?,
+                Action::Suspend => self.suspend(m)?,
                 Action::Nothing => {}
             },
             Event::Resize(..) => self.draw(m)?,
@@ -89,10 +124,13 @@ pub fn run(
     m: &mut Monitor,
     source: mpsc::Receiver<crate::source::SourceMsg>,
     interval: std::time::Duration,
+    units: crate::format::Units,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<(), Error> {
     let terminal = ratatui::try_init().map_err(Error::Terminal)?;
     let mut screen = Screen::new(terminal);
+    screen.owns_tty = true;
+    screen.app = App::with_units(units);
     // The first frame at once; the loop's ticks draw the next ones.
     let result = screen.draw(m).and_then(|()| {
         runtime.block_on(crate::monitor::drive(
@@ -105,4 +143,46 @@ pub fn run(
     });
     ratatui::restore();
     result
+}
+
+/// The real terminal's side of job control.
+mod tty {
+    use ratatui::crossterm::execute;
+    use ratatui::crossterm::terminal::{
+        disable_raw_mode, enable_raw_mode, Clear, ClearType, EnterAlternateScreen,
+    };
+
+    /// Raw mode and the alternate screen, again. crossterm skips enabling raw mode when it
+    /// believes it is on, which a shell that reset the terminal meanwhile makes untrue: off
+    /// first (back to the modes saved at start), then on.
+    pub fn enter() -> std::io::Result<()> {
+        disable_raw_mode()?;
+        enable_raw_mode()?;
+        execute!(std::io::stdout(), EnterAlternateScreen)
+    }
+
+    /// Clears the whole screen.
+    pub fn clear() -> std::io::Result<()> {
+        execute!(std::io::stdout(), Clear(ClearType::All))
+    }
+
+    /// Stops the process as Ctrl-Z does in a cooked terminal: SIGTSTP with its default action,
+    /// so the shell sees a job stopped from the terminal. The loop's own SIGTSTP handler is put
+    /// back once the process continues.
+    pub fn stop() {
+        // SAFETY: a zeroed sigaction is a valid "default action, empty mask"; the old action is
+        // read into `old` and put back; `raise` only sends a signal to this thread.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGTSTP, &dfl, &mut old) != 0 {
+                // Cannot stop as a job would: stop anyway (SIGSTOP cannot be caught).
+                libc::raise(libc::SIGSTOP);
+                return;
+            }
+            libc::raise(libc::SIGTSTP);
+            libc::sigaction(libc::SIGTSTP, &old, std::ptr::null_mut());
+        }
+    }
 }

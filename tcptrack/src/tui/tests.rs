@@ -155,21 +155,101 @@ fn pause_keeps_the_list_while_values_go_on() {
 }
 
 #[test]
-fn scrolling_by_line_page_and_ends() {
+fn the_selection_moves_by_line_page_and_ends_and_the_window_follows() {
     let mut app = many(30);
     // 10 lines: header, 7 rows, TOTAL, status.
     render(&mut app, 90, 10);
     key(&mut app, KeyCode::Down);
     assert_snapshot!("down_one", render(&mut app, 90, 10));
+    assert_eq!(selected_lines(&mut app, 90, 10), [2]);
     key(&mut app, KeyCode::PageDown);
     assert_snapshot!("page_down", render(&mut app, 90, 10));
+    assert_eq!(selected_lines(&mut app, 90, 10), [7]);
     key(&mut app, KeyCode::End);
     assert_snapshot!("end", render(&mut app, 90, 10));
+    assert_eq!(selected_lines(&mut app, 90, 10), [7]);
     key(&mut app, KeyCode::PageUp);
     key(&mut app, KeyCode::Up);
-    assert!(render(&mut app, 90, 10).contains("Connections 16-22 of 30"));
+    assert!(render(&mut app, 90, 10).contains("Connections 22-28 of 30"));
+    assert_eq!(selected_lines(&mut app, 90, 10), [1]);
     key(&mut app, KeyCode::Home);
     assert!(render(&mut app, 90, 10).contains("Connections 1-7 of 30"));
+    assert_eq!(selected_lines(&mut app, 90, 10), [1]);
+}
+
+/// Which lines of the frame are drawn reversed (the selection), the status line left out.
+fn selected_lines(s: &mut Shown, w: u16, h: u16) -> Vec<u16> {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    terminal.draw(|f| s.app.draw(f, &s.m)).expect("draw");
+    let buf = terminal.backend().buffer();
+    (0..h.saturating_sub(1))
+        .filter(|&y| {
+            buf[(1, y)]
+                .style()
+                .add_modifier
+                .contains(ratatui::style::Modifier::REVERSED)
+        })
+        .collect()
+}
+
+/// Long IPv6 addresses both ends, beside short IPv4 ones.
+fn long_addresses() -> Shown {
+    let mut t = ConnectionTable::new(TableConfig::default());
+    let c6 = "[2001:db8:1234:5678:9abc:def0:1234:5678]:65000";
+    let s6 = "[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:443";
+    t.apply(&pkt(c6, s6, 1_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s6, c6, 1_001, SYN | ACK, 0, 1, 0));
+    t.apply(&pkt(c6, s6, 1_002, ACK, 1, 1, 0));
+    for i in 1..=3 {
+        t.apply(&pkt(
+            &format!("198.18.0.1:{}", 40_000 + i),
+            "198.18.0.2:80",
+            1_000,
+            SYN,
+            0,
+            0,
+            0,
+        ));
+    }
+    Shown::new(t, 2_000)
+}
+
+#[test]
+fn long_ipv6_addresses_are_shortened_and_every_row_listed_at_80x24() {
+    let mut app = long_addresses();
+    let shown = render(&mut app, 80, 24);
+    assert_snapshot!("long_ipv6_80x24", shown);
+    assert!(shown.contains("Connections 1-4 of 4"), "{shown}");
+    // Cut in the middle, the ports kept.
+    assert!(
+        shown.contains(" [2001:db…4:5678]:65000  [2001:db8…eee:ffff]:443  ESTABLISHED"),
+        "{shown}"
+    );
+    // Wide enough, nothing is cut.
+    let wide = render(&mut app, 140, 24);
+    assert!(
+        wide.contains("[2001:db8:1234:5678:9abc:def0:1234:5678]:65000") && !wide.contains('…'),
+        "{wide}"
+    );
+}
+
+#[test]
+fn enter_shows_the_selected_connection_in_full() {
+    let mut app = long_addresses();
+    assert_eq!(key(&mut app, KeyCode::Enter), Action::Redraw);
+    let shown = render(&mut app, 80, 24);
+    assert_snapshot!("detail_80x24", shown);
+    assert!(
+        shown.contains("[2001:db8:1234:5678:9abc:def0:1234:5678]:65000")
+            && shown.contains("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:443"),
+        "{shown}"
+    );
+    key(&mut app, KeyCode::Esc);
+    assert!(!render(&mut app, 80, 24).contains("First seen"));
+    // Another row's details.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    assert!(render(&mut app, 80, 24).contains("Client      198.18.0.1:40001"));
 }
 
 #[test]
@@ -203,4 +283,40 @@ fn quit_keys() {
         Action::Quit
     );
     assert_eq!(key(&mut app, KeyCode::Char('x')), Action::Nothing);
+    assert_eq!(
+        app.app.on_key(
+            KeyEvent::new(KeyCode::Char('z'), KeyModifiers::CONTROL),
+            &app.m
+        ),
+        Action::Suspend
+    );
+}
+
+#[test]
+fn the_end_of_a_capture_lists_every_connection_its_output_reports() {
+    let mut t = ConnectionTable::new(TableConfig {
+        keep_finished: true,
+        ..TableConfig::default()
+    });
+    let (c, s) = ("198.18.0.1:40005", "198.18.0.2:80");
+    t.apply(&pkt(c, s, 1_000, SYN, 0, 0, 0));
+    t.apply(&pkt(s, c, 1_001, SYN | ACK, 0, 1, 0));
+    t.apply(&pkt(c, s, 1_002, FIN | ACK, 1, 1, 0));
+    t.apply(&pkt(s, c, 1_003, FIN | ACK, 1, 2, 0));
+    t.apply(&pkt(c, s, 1_004, ACK, 2, 2, 0));
+    t.apply(&pkt("198.18.0.1:40006", s, 100_000, SYN, 0, 0, 0));
+    t.expire(Duration::from_secs(100));
+    // The closed one left the table long before the end, kept for the report.
+    assert_eq!((t.len(), t.finished().len()), (1, 1));
+    let mut shown = Shown::new(t, 100_000);
+    shown.m.ended = true;
+    let screen = render(&mut shown, 110, 12);
+    assert!(screen.contains("Connections 1-2 of 2"), "{screen}");
+    assert!(
+        screen.contains(" 198.18.0.1:40005       198.18.0.2:80          CLOSED"),
+        "{screen}"
+    );
+    // Its details open as any other's.
+    key(&mut shown, KeyCode::Enter);
+    assert!(render(&mut shown, 110, 30).contains("Client      198.18.0.1:40005"));
 }
