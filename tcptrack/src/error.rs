@@ -35,6 +35,19 @@ impl Error {
     }
 }
 
+/// Where a capture file stops making sense.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureCut {
+    #[error("the file ends inside its header")]
+    Header,
+    #[error("the file ends inside a record")]
+    Record,
+    #[error("{0}")]
+    Damaged(#[from] crate::source::savefile::Damage),
+    #[error("{}", io_reason(.0))]
+    Io(std::io::Error),
+}
+
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,12 +80,18 @@ pub enum Error {
         #[source]
         source: pcap::Error,
     },
-    #[error("{}: capture cut short after {packets} packets ({}); reported what came before the cut", .path.display(), pcap_reason(.source))]
+    #[error("{}: capture cut short after {packets} packets ({cut}); reported what came before the cut", .path.display())]
     Truncated {
         path: PathBuf,
         packets: u64,
         #[source]
-        source: pcap::Error,
+        cut: CaptureCut,
+    },
+    #[error("cannot read capture {}: {cut}", .path.display())]
+    NotACapture {
+        path: PathBuf,
+        #[source]
+        cut: CaptureCut,
     },
     #[error("cannot capture on {interface}: {source}")]
     Capture {

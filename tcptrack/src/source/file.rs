@@ -1,19 +1,170 @@
-//! Capture files (`-T`): pcap, nanosecond pcap and pcapng, read through libpcap.
+//! Capture files (`-T`): pcap, nanosecond pcap and pcapng, parsed in place ([`savefile`]).
+//!
+//! A regular file is mapped and read once, without a copy; standard input (and anything that
+//! cannot be mapped) is read through a buffer that the same parser reads from. libpcap serves
+//! for the filter only: compiled once per link type, run on each record.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use pcap::{Capture, Offline, Precision};
-
+use super::savefile::{Parser, Record, Step};
 use crate::decode::{decode, LinkType};
-use crate::error::Error;
+use crate::error::{CaptureCut, Error};
 use crate::flow::{FlowUpdate, Timestamp};
+
+/// Where the bytes come from.
+enum Input {
+    /// A regular file, mapped: records are read in place.
+    Mapped { map: memmap2::Mmap, at: usize },
+    /// A stream: bytes `start..end` of `buf` are read and not yet parsed.
+    Stream {
+        reader: Box<dyn Read + Send>,
+        buf: Vec<u8>,
+        start: usize,
+        end: usize,
+        eof: bool,
+    },
+}
+
+/// The least a stream reads at a time.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+impl Input {
+    /// The unparsed bytes.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Mapped { map, at } => map.get(*at..).unwrap_or_default(),
+            Self::Stream {
+                buf, start, end, ..
+            } => &buf[*start..*end],
+        }
+    }
+
+    /// Marks `n` bytes as parsed.
+    fn consume(&mut self, n: usize) {
+        match self {
+            Self::Mapped { at, .. } => *at += n,
+            Self::Stream { start, .. } => *start += n,
+        }
+    }
+
+    /// Makes at least `n` unparsed bytes available, if the input has them. Returns whether it
+    /// does (false: the input ended before).
+    fn fill(&mut self, n: usize) -> std::io::Result<bool> {
+        let Self::Stream {
+            reader,
+            buf,
+            start,
+            end,
+            eof,
+        } = self
+        else {
+            return Ok(self.bytes().len() >= n);
+        };
+        while *end - *start < n && !*eof {
+            if *start > 0 {
+                buf.copy_within(*start..*end, 0);
+                *end -= *start;
+                *start = 0;
+            }
+            let want = (*start + n).max(*end + STREAM_CHUNK);
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            match reader.read(&mut buf[*end..]) {
+                Ok(0) => *eof = true,
+                Ok(k) => *end += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(*end - *start >= n)
+    }
+}
+
+/// A libpcap filter, compiled once for each link type it meets.
+struct Filter {
+    expr: String,
+    compiled: Vec<(u16, pcap::BpfProgram)>,
+}
+
+/// `bpf_program` as libpcap declares it (what `pcap::BpfProgram` wraps, `repr(transparent)`).
+#[repr(C)]
+struct BpfProgramRaw {
+    bf_len: libc::c_uint,
+    bf_insns: *mut libc::c_void,
+}
+
+extern "C" {
+    fn pcap_offline_filter(
+        prog: *const BpfProgramRaw,
+        header: *const PcapPkthdr,
+        data: *const u8,
+    ) -> libc::c_int;
+}
+
+/// `pcap_pkthdr`.
+#[repr(C)]
+struct PcapPkthdr {
+    ts: libc::timeval,
+    caplen: u32,
+    len: u32,
+}
+
+/// libpcap's `DLT_*` for a file's `LINKTYPE_*` (they differ for raw IP only, among the types
+/// tcptrack reads).
+const fn dlt_of(linktype: u16) -> i32 {
+    match linktype {
+        101 => 12,
+        l => l as i32,
+    }
+}
+
+impl Filter {
+    fn compile(expr: &str, link: u16) -> Result<pcap::BpfProgram, Error> {
+        let fail = |source| Error::Filter {
+            expr: expr.to_owned(),
+            source,
+        };
+        pcap::Capture::dead(pcap::Linktype(dlt_of(link)))
+            .map_err(fail)?
+            .compile(expr, true)
+            .map_err(fail)
+    }
+
+    /// Whether the filter takes `r`.
+    fn matches(&mut self, r: &Record<'_>) -> Result<bool, Error> {
+        let i = match self.compiled.iter().position(|(l, _)| *l == r.link) {
+            Some(i) => i,
+            None => {
+                let prog = Self::compile(&self.expr, r.link)?;
+                self.compiled.push((r.link, prog));
+                self.compiled.len() - 1
+            }
+        };
+        let header = PcapPkthdr {
+            ts: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            caplen: u32::try_from(r.data.len()).unwrap_or(u32::MAX),
+            len: r.orig_len,
+        };
+        let prog: *const pcap::BpfProgram = &self.compiled[i].1;
+        // SAFETY: `pcap::BpfProgram` is `repr(transparent)` over libpcap's `bpf_program`, which
+        // `BpfProgramRaw` declares; the program lives in `self.compiled` for the call; the header
+        // says how many bytes of `data` there are, and the filter reads no further.
+        Ok(unsafe { pcap_offline_filter(prog.cast(), &header, r.data.as_ptr()) } > 0)
+    }
+}
 
 /// An open capture file, its filter applied.
 pub struct CaptureFile {
     path: PathBuf,
-    cap: Capture<Offline>,
-    link: LinkType,
+    input: Input,
+    parser: Parser,
+    filter: Option<Filter>,
     packets: u64,
 }
 
@@ -37,6 +188,44 @@ impl ReadEnd {
     }
 }
 
+/// Opens `path` for reading (`-` for standard input): mapped when it is a regular file.
+fn open_input(path: &Path) -> Result<Input, Error> {
+    let io = |source| Error::CaptureFile {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = |reader: Box<dyn Read + Send>| Input::Stream {
+        reader,
+        buf: Vec::new(),
+        start: 0,
+        end: 0,
+        eof: false,
+    };
+    if path.as_os_str() == "-" {
+        return Ok(stream(Box::new(std::io::stdin())));
+    }
+    let file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(io(std::io::ErrorKind::IsADirectory.into()));
+    }
+    if meta.is_file() {
+        if meta.len() == 0 {
+            return Err(Error::EmptyCapture {
+                path: path.to_owned(),
+            });
+        }
+        // SAFETY: the map is only read. A file changed under the map while it is read changes
+        // what is read (as it would through read(2)); one cut shorter under it would fault,
+        // which capture files being written elsewhere do not do to files already written.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            let _ = map.advise(memmap2::Advice::Sequential);
+            return Ok(Input::Mapped { map, at: 0 });
+        }
+    }
+    Ok(stream(Box::new(file)))
+}
+
 impl CaptureFile {
     /// Opens `path` (`-` for standard input) and applies `filter` (tcpdump syntax).
     ///
@@ -44,92 +233,132 @@ impl CaptureFile {
     /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
     /// filter does not compile.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
-        let mut cap = Capture::from_file_with_precision(path, Precision::Nano)
-            .map_err(|source| unreadable(path, source))?;
-        let dlt = cap.get_datalink();
-        let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::UnsupportedLinkType {
+        let mut input = open_input(path)?;
+        let not_a_capture = |cut: CaptureCut| Error::NotACapture {
             path: path.to_owned(),
-            name: dlt.get_name().unwrap_or_else(|_| "unknown".into()),
-            dlt: dlt.0,
-        })?;
-        if let Some(expr) = filter {
-            cap.filter(expr, true).map_err(|source| Error::Filter {
-                expr: expr.to_owned(),
-                source,
-            })?;
-        }
-        Ok(Self {
+            cut,
+        };
+        let (parser, used) = loop {
+            match Parser::start(input.bytes()) {
+                Ok(Ok(started)) => break started,
+                Ok(Err(need)) => {
+                    let more = input
+                        .fill(need)
+                        .map_err(|e| not_a_capture(CaptureCut::Io(e)))?;
+                    if !more {
+                        return Err(if input.bytes().is_empty() {
+                            Error::EmptyCapture {
+                                path: path.to_owned(),
+                            }
+                        } else {
+                            not_a_capture(CaptureCut::Header)
+                        });
+                    }
+                }
+                Err(d) => return Err(not_a_capture(CaptureCut::Damaged(d))),
+            }
+        };
+        input.consume(used);
+        let mut file = Self {
             path: path.to_owned(),
-            cap,
-            link,
+            input,
+            parser,
+            filter: None,
             packets: 0,
-        })
+        };
+        file.first_link()?;
+        if let Some(expr) = filter {
+            // Compiled now for the first link type, so that a bad filter fails before reading.
+            let link = file.parser.link().unwrap_or(1);
+            let first = Filter::compile(expr, link)?;
+            file.filter = Some(Filter {
+                expr: expr.to_owned(),
+                compiled: vec![(link, first)],
+            });
+        }
+        Ok(file)
+    }
+
+    /// Reads up to the first interface of a pcapng file (blocks before it carry no packet),
+    /// and refuses a file whose first link type tcptrack cannot decode.
+    fn first_link(&mut self) -> Result<(), Error> {
+        while self.parser.link().is_none() {
+            match self.parser.step(self.input.bytes()) {
+                Ok(Step::Skip { used }) => self.input.consume(used),
+                Ok(Step::More(need)) => match self.input.fill(need) {
+                    Ok(true) => {}
+                    // No interface at all: a capture of nothing, or one cut short, which the
+                    // first read says.
+                    Ok(false) | Err(_) => return Ok(()),
+                },
+                // A packet before any interface: the first read says it is damaged.
+                Ok(Step::Packet { .. }) | Err(_) => return Ok(()),
+            }
+        }
+        let link = self.parser.link().unwrap_or(1);
+        if LinkType::from_dlt(dlt_of(link)).is_none() {
+            let dlt = dlt_of(link);
+            return Err(Error::UnsupportedLinkType {
+                path: self.path.clone(),
+                name: pcap::Linktype(dlt)
+                    .get_name()
+                    .unwrap_or_else(|_| "unknown".into()),
+                dlt,
+            });
+        }
+        Ok(())
     }
 
     /// Reads every packet, handing each TCP packet's update to `sink` with its capture time.
     /// Stops at the end of the file, or at the first damage (what came before is kept).
     pub fn read_all(&mut self, mut sink: impl FnMut(&FlowUpdate)) -> ReadEnd {
         loop {
-            match self.cap.next_packet() {
-                Ok(p) => {
+            let step = self.parser.step(self.input.bytes());
+            let cut = match step {
+                Ok(Step::Packet { record, used }) => {
                     self.packets += 1;
-                    let ts = timestamp(p.header.ts);
-                    if let Some(u) = decode(self.link, p.data, p.header.len, ts) {
-                        sink(&u);
+                    let take = match &mut self.filter {
+                        Some(f) => match f.matches(&record) {
+                            Ok(take) => take,
+                            Err(e) => return ReadEnd::Truncated(e),
+                        },
+                        None => true,
+                    };
+                    if take {
+                        if let Some(link) = LinkType::from_dlt(dlt_of(record.link)) {
+                            if let Some(u) = decode(link, record.data, record.orig_len, record.ts) {
+                                sink(&u);
+                            }
+                        }
                     }
+                    self.input.consume(used);
+                    continue;
                 }
-                Err(pcap::Error::NoMorePackets) => return ReadEnd::Complete,
-                Err(source) => {
-                    return ReadEnd::Truncated(Error::Truncated {
-                        path: self.path.clone(),
-                        packets: self.packets,
-                        source,
-                    })
+                Ok(Step::Skip { used }) => {
+                    self.input.consume(used);
+                    continue;
                 }
-            }
+                Ok(Step::More(need)) => match self.input.fill(need) {
+                    Ok(true) => continue,
+                    Ok(false) if self.input.bytes().is_empty() => return ReadEnd::Complete,
+                    Ok(false) => CaptureCut::Record,
+                    Err(e) => CaptureCut::Io(e),
+                },
+                Err(d) => CaptureCut::Damaged(d),
+            };
+            return ReadEnd::Truncated(Error::Truncated {
+                path: self.path.clone(),
+                packets: self.packets,
+                cut,
+            });
         }
     }
 
-    /// Packets read so far (TCP or not, after the filter).
+    /// Packets read so far (TCP or not, before the filter).
     #[must_use]
     pub const fn packets(&self) -> u64 {
         self.packets
     }
-}
-
-/// Why libpcap could not open `path`, said once: the file system's reason when there is one
-/// (libpcap's repeats the path), an empty file as such, else libpcap's reason.
-fn unreadable(path: &Path, source: pcap::Error) -> Error {
-    let path = path.to_owned();
-    if path.as_os_str() == "-" {
-        return Error::OpenCapture { path, source };
-    }
-    match std::fs::File::open(&path).and_then(|f| f.metadata()) {
-        Err(source) => Error::CaptureFile { path, source },
-        Ok(m) if m.is_dir() => Error::CaptureFile {
-            path,
-            source: std::io::ErrorKind::IsADirectory.into(),
-        },
-        Ok(m) if m.is_file() && m.len() == 0 => Error::EmptyCapture { path },
-        Ok(_) => Error::OpenCapture { path, source },
-    }
-}
-
-/// A capture header's time (nanosecond precision: `tv_usec` holds nanoseconds).
-///
-/// pcap stores seconds as an unsigned 32-bit number (good until 2106), which libpcap hands over
-/// sign-extended: a negative value is such a time after 2038.
-fn timestamp(tv: libc::timeval) -> Timestamp {
-    // time_t is i64 on the 64-bit targets tcptrack builds for.
-    let secs: i64 = tv.tv_sec;
-    let secs = if (i64::from(i32::MIN)..0).contains(&secs) {
-        secs + (1 << 32)
-    } else {
-        secs
-    };
-    let secs = u64::try_from(secs).unwrap_or(0);
-    let nanos = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999_999);
-    Duration::new(secs, nanos)
 }
 
 impl CaptureFile {

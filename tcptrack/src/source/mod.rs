@@ -4,6 +4,7 @@
 pub mod file;
 pub mod kernel;
 pub mod live;
+pub mod savefile;
 pub mod sockets;
 
 use std::path::Path;
