@@ -6,7 +6,7 @@ use crate::cli::{Config, OutputFormat};
 use crate::error::Error;
 use crate::headless::Headless;
 use crate::monitor::{drive, Monitor};
-use crate::source::{self, Feed, SourceKind};
+use crate::source::{self, Feed, SourceKind, SourceMsg};
 use crate::table::ConnectionTable;
 
 /// Runs tcptrack as configured: the screen when standard output is a terminal and no
@@ -38,14 +38,10 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     let rx = match feed {
         Feed::Channel(rx) => rx,
         Feed::Inline(mut file) => {
-            // Read whole before the loop; its closed channel then tells the sink it has ended.
-            let mut fed = Ok(());
-            file.feed(|msg| {
-                if fed.is_ok() {
-                    fed = m.handle(msg);
-                }
-            });
-            fed?;
+            // Read whole before the loop, packet by packet into the table; its closed channel
+            // then tells the sink it has ended.
+            let end = file.read_all(|u| m.apply(u));
+            m.handle(SourceMsg::End(end.into_error()))?;
             tokio::sync::mpsc::channel(1).1
         }
     };

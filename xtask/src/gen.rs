@@ -19,10 +19,16 @@ const SEGMENT: u16 = 1400;
 /// Time between two packets of the capture.
 const GAP: Duration = Duration::from_micros(5);
 
+/// The marker connection: the capture's last packets, more payload than any other connection,
+/// so that a screen sorted by bytes shows it first once the packets before it are processed.
+pub const MARKER_CLIENT: &str = "198.18.255.254:65000";
+/// Packets of the marker connection (handshake, then data from the client).
+pub const MARKER_PACKETS: u64 = 403;
+
 /// What a generated capture holds.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
-    /// Packets in the file.
+    /// Packets in the file, the marker connection's included.
     pub packets: u64,
     /// Connections open at any time.
     pub concurrent: u32,
@@ -70,9 +76,10 @@ pub fn write(path: &Path, shape: Shape) -> Result<u64> {
     let mut frame = Vec::with_capacity(128);
     let mut ts = Duration::from_secs(1_700_000_000);
     let mut written = 0u64;
+    let body = shape.packets.saturating_sub(MARKER_PACKETS);
     'outer: loop {
         for slot in &mut conns {
-            if written == shape.packets {
+            if written == body {
                 break 'outer;
             }
             let (from_client, flags, payload, done) = next_packet(slot, shape.data_segments);
@@ -88,8 +95,29 @@ pub fn write(path: &Path, shape: Shape) -> Result<u64> {
             }
         }
     }
+    // The marker: a handshake, then data from the client only, all at the end.
+    let mut marker = Conn {
+        client: (Ipv4Addr::new(198, 18, 255, 254), 65_000),
+        server: (Ipv4Addr::new(198, 19, 255, 254), 443),
+        step: 0,
+        seq_c: 1000,
+        seq_s: 5000,
+    };
+    for i in 0..shape.packets.min(MARKER_PACKETS) {
+        let (from_client, flags, payload) = match i {
+            0 => (true, SYN, 0),
+            1 => (false, SYN | ACK, 0),
+            _ => (true, ACK, SEGMENT),
+        };
+        frame.clear();
+        let wire = build(&mut frame, &mut marker, from_client, flags, payload)?;
+        let kept = frame.len().min(SNAPLEN as usize);
+        w.write_packet(&PcapPacket::new(ts, wire, &frame[..kept]))
+            .context("write packet")?;
+        ts += GAP;
+    }
     w.into_writer().into_inner().context("flush capture")?;
-    Ok(made)
+    Ok(made + 1)
 }
 
 const SYN: u8 = 1;

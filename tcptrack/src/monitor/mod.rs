@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::flow::Timestamp;
+use crate::flow::{FlowUpdate, Timestamp};
 use crate::output::WallClock;
 use crate::source::kernel::KernelStats;
 use crate::source::sockets::read_listening;
@@ -154,15 +154,7 @@ impl Monitor {
             }
             SourceMsg::Batch(batch) => {
                 for u in &batch {
-                    self.note_order(u.ts);
-                    self.table.apply(u);
-                    if matches!(self.clock, Clock::Packets) {
-                        self.now = self.now.max(u.ts);
-                        if self.now >= self.next_expiry {
-                            self.table.expire(self.now);
-                            self.next_expiry = self.now + EXPIRE_EVERY;
-                        }
-                    }
+                    self.apply(u);
                 }
             }
             SourceMsg::Dropped(n) => self.dropped += n,
@@ -187,6 +179,21 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+
+    /// Takes in one update of the source (a packet, or a batch of one direction's packets):
+    /// what a [`SourceMsg::Batch`] holds, one by one. A capture read whole hands its packets
+    /// over so, without batches.
+    pub fn apply(&mut self, u: &FlowUpdate) {
+        self.note_order(u.ts);
+        self.table.apply(u);
+        if matches!(self.clock, Clock::Packets) {
+            self.now = self.now.max(u.ts);
+            if self.now >= self.next_expiry {
+                self.table.expire(self.now);
+                self.next_expiry = self.now + EXPIRE_EVERY;
+            }
+        }
     }
 
     /// Counts a packet at `ts` that is older than the newest one before it (beyond the

@@ -361,27 +361,6 @@ impl CaptureFile {
     }
 }
 
-impl CaptureFile {
-    /// Reads the file whole, handing `feed` its updates in batches, then the end (with the
-    /// damage, for a file cut short). On the caller's thread: a file read whole has nobody to
-    /// wait for, and a thread would only add hand-overs.
-    pub fn feed(&mut self, mut feed: impl FnMut(super::SourceMsg)) {
-        use super::{SourceMsg, BATCH_MAX};
-        let mut batch = Vec::with_capacity(BATCH_MAX);
-        let end = self.read_all(|u| {
-            batch.push(*u);
-            if batch.len() >= BATCH_MAX {
-                feed(SourceMsg::Batch(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(BATCH_MAX),
-                )));
-            }
-        });
-        feed(SourceMsg::Batch(batch));
-        feed(SourceMsg::End(end.into_error()));
-    }
-}
-
 /// Plays `file` at its recorded pace times `speed` on a thread of its own, sending batches of
 /// updates (and, first, the clock that maps capture time to the wall clock) into `tx`.
 pub fn spawn_replay(

@@ -182,6 +182,11 @@ impl Screen {
         });
     }
 
+    /// Sends keys to the program, as tmux names them.
+    pub fn keys(&self, keys: &[&str]) {
+        self.tmux.keys(keys);
+    }
+
     /// What the screen shows now, one string per line.
     pub fn text(&self) -> String {
         self.tmux.screen()
@@ -212,9 +217,20 @@ pub fn percent(cpu: Duration, span: Duration) -> f64 {
 }
 
 /// The median of `runs` runs of `f`, by CPU time.
-pub fn median_of(runs: usize, mut f: impl FnMut() -> Result<Usage>) -> Result<Usage> {
+pub fn median_of(runs: usize, f: impl FnMut() -> Result<Usage>) -> Result<Usage> {
+    median_and_runs(runs, f).map(|(median, _)| median)
+}
+
+/// The median of `runs` runs of `f`, by CPU time, and every run's CPU seconds (in the order
+/// they ran).
+pub fn median_and_runs(
+    runs: usize,
+    mut f: impl FnMut() -> Result<Usage>,
+) -> Result<(Usage, Vec<f64>)> {
     let runs = (0..runs).map(|_| f()).collect::<Result<Vec<_>>>()?;
-    median_by(runs, |a, b| a.cpu.cmp(&b.cpu)).context("no runs")
+    let cpu = runs.iter().map(|u| u.cpu.as_secs_f64()).collect();
+    let median = median_by(runs, |a, b| a.cpu.cmp(&b.cpu)).context("no runs")?;
+    Ok((median, cpu))
 }
 
 /// The median of `v` by `order` (the upper one of an even count), if `v` is not empty.

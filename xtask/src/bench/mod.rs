@@ -222,6 +222,11 @@ pub fn run(profile: Profile, only: &[Case]) -> Result<()> {
     // Each case if it runs, in this order (fields are evaluated as written).
     let report = Report {
         throughput: run_if(runs(Case::Throughput), &bench, cases::throughput::measure)?,
+        throughput_many: run_if(
+            runs(Case::Throughput),
+            &bench,
+            cases::throughput::measure_many,
+        )?,
         memory: run_if(runs(Case::Memory), &bench, cases::memory::measure)?,
         kernel_cost_ns: run_if(runs(Case::Kernel), &bench, cases::kernel::measure)?,
         live: run_if(runs(Case::Live), &bench, cases::live::measure)?.unwrap_or_default(),

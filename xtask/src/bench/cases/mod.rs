@@ -33,9 +33,11 @@ pub fn ours_on_file(ours: &Path, file: &Path) -> Result<Usage> {
     )
 }
 
-/// The classic tcptrack on `file`: it draws with curses (so it runs in a tmux pane) and leaves
-/// at the end of reading before it has processed everything, so it reads the capture from a
-/// pipe held open, and is measured when it has read all of it.
+/// The classic tcptrack on `file`, measured to the end of its work: it draws with curses (so it
+/// runs in a tmux pane), reads the capture from a pipe held open (it leaves at the end of a file
+/// before it has processed everything), sorted by bytes, and its CPU time is taken when its
+/// screen shows the capture's last connection, the marker ([`crate::gen::MARKER_CLIENT`]: more
+/// payload than any other, so first when sorted by bytes, once processed).
 pub fn classic_on_file(file: &Path, work: &Path) -> Result<Usage> {
     let fifo = work.join("classic.fifo");
     make_fifo(&fifo)?;
@@ -56,6 +58,10 @@ fn feed_classic(file: &Path, fifo: &Path) -> Result<Usage> {
         }
         Ok(())
     };
+    // Sorted by bytes (unsorted -> rate -> bytes) before any packet.
+    screen.wait_for_text("Unsorted");
+    screen.keys(&["s", "s"]);
+    screen.wait_for_text("Sorted by bytes");
     // Open for writing once the reader is there (a non-blocking open fails until then).
     let mut pipe = wait_for(
         "the classic tcptrack to open its input",
@@ -82,22 +88,17 @@ fn feed_classic(file: &Path, fifo: &Path) -> Result<Usage> {
     }
     let mut capture = File::open(file).with_context(|| format!("open {}", file.display()))?;
     std::io::copy(&mut capture, &mut pipe).context("feed the classic tcptrack")?;
-    // It has read everything once the pipe is empty; it handles each packet as it reads it
-    // (only libpcap's last buffer, a few KiB, may still be in hand). Its screen keeps using
-    // CPU after that, in proportion to its connections, so that moment is the end: looked for
-    // every 5 ms.
+    // The end of its work: the marker on its screen, looked for every 5 ms.
     wait_for(
-        "the classic tcptrack to read all its input",
+        "the classic tcptrack to show the capture's last connection",
         Duration::from_secs(600),
         Duration::from_millis(5),
         || {
             still_running()?;
-            let mut unread: libc::c_int = 0;
-            // SAFETY: FIONREAD on a pipe we own, into a local int.
-            if unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut unread) } != 0 {
-                bail!("FIONREAD on the classic's pipe failed");
-            }
-            Ok((unread == 0).then_some(()))
+            Ok(screen
+                .text()
+                .contains(crate::gen::MARKER_CLIENT)
+                .then_some(()))
         },
     )?;
     let (cpu, peak_rss_kib) = screen.usage()?;
