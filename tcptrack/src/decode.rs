@@ -5,9 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{
-    err, EtherType, Ethernet2HeaderSlice, IpNumber, LaxIpSlice, SingleVlanHeaderSlice, TcpSlice,
-};
+use etherparse::{EtherType, Ethernet2HeaderSlice, IpNumber, LaxIpSlice, SingleVlanHeaderSlice};
 
 use tcptrack_common::proto::{ether, tcp};
 
@@ -101,25 +99,7 @@ struct TcpFields {
 }
 
 impl TcpFields {
-    fn from_slice(t: &etherparse::TcpSlice<'_>) -> Self {
-        let bit = |on: bool, flag: u8| if on { flag } else { 0 };
-        let flags = bit(t.fin(), tcp::FIN)
-            | bit(t.syn(), tcp::SYN)
-            | bit(t.rst(), tcp::RST)
-            | bit(t.psh(), tcp::PSH)
-            | bit(t.ack(), tcp::ACK);
-        Self {
-            src_port: t.source_port(),
-            dst_port: t.destination_port(),
-            seq: t.sequence_number(),
-            ack: t.acknowledgment_number(),
-            header_len: u32::from(t.data_offset()) * 4,
-            flags,
-        }
-    }
-
-    /// The fixed header of a TCP header whose options were cut off by the snapshot length (the
-    /// parser wants the whole header; the counters need only its first 20 bytes).
+    /// The fixed header of a TCP segment (its options, if captured, are not needed).
     fn from_fixed_header(b: &[u8]) -> Option<Self> {
         if b.len() < tcp::FIXED_HEADER_LEN {
             return None;
@@ -139,11 +119,29 @@ impl TcpFields {
     }
 }
 
-/// Decodes one captured frame. `wire_len` is its length on the wire (the capture header's `len`).
-/// Frames that are not TCP, or too damaged to tell, give `None`.
-#[must_use]
-pub fn decode(link: LinkType, frame: &[u8], wire_len: u32, ts: Timestamp) -> Option<FlowUpdate> {
-    let (ip, _) = LaxIpSlice::from_slice(ip_of(link, frame)?).ok()?;
+/// The common case, read directly: IPv4 without options, not a fragment, carrying TCP, its
+/// total length covering both fixed headers. (src, dst, the IP payload captured, its length by
+/// the header.) Anything else goes through [`lax_ip`], which gives the same for this case.
+fn plain_ipv4(ip: &[u8]) -> Option<(IpAddr, IpAddr, &[u8], usize)> {
+    let h = ip.get(..20)?;
+    if h[0] != 0x45 || h[9] != IpNumber::TCP.0 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
+    if fragment != 0 || total < 40 {
+        return None;
+    }
+    let src = IpAddr::from([h[12], h[13], h[14], h[15]]);
+    let dst = IpAddr::from([h[16], h[17], h[18], h[19]]);
+    Some((src, dst, ip.get(20..total.min(ip.len()))?, total - 20))
+}
+
+/// Any IP packet through etherparse's lax parser (options, extension headers, IPv6, headers
+/// cut short): (src, dst, the TCP segment captured, its length by the IP headers), or `None`
+/// for what is not an unfragmented TCP packet.
+fn lax_ip(ip: &[u8]) -> Option<(IpAddr, IpAddr, &[u8], usize)> {
+    let (ip, _) = LaxIpSlice::from_slice(ip).ok()?;
     let (src, dst, payload, ip_payload_len) = match &ip {
         LaxIpSlice::Ipv4(ip) => {
             let h = ip.header();
@@ -186,12 +184,18 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32, ts: Timestamp) -> Opt
     if payload.ip_number != IpNumber::TCP || payload.fragmented {
         return None;
     }
-    let tcp = match TcpSlice::from_slice(payload.payload) {
-        Ok(t) => TcpFields::from_slice(&t),
-        // Options cut off by the snapshot length: the fixed header is enough.
-        Err(err::tcp::HeaderSliceError::Len(_)) => TcpFields::from_fixed_header(payload.payload)?,
-        Err(err::tcp::HeaderSliceError::Content(_)) => return None,
-    };
+    Some((src, dst, payload.payload, ip_payload_len))
+}
+
+/// Decodes one captured frame. `wire_len` is its length on the wire (the capture header's `len`).
+/// Frames that are not TCP, or too damaged to tell, give `None`.
+#[must_use]
+pub fn decode(link: LinkType, frame: &[u8], wire_len: u32, ts: Timestamp) -> Option<FlowUpdate> {
+    let ip = ip_of(link, frame)?;
+    let (src, dst, segment, ip_payload_len) = plain_ipv4(ip).or_else(|| lax_ip(ip))?;
+    // The fixed header is all the counters need: options cut off by the snapshot length do not
+    // matter, a data offset under 5 words is no TCP header.
+    let tcp = TcpFields::from_fixed_header(segment)?;
     let ip_payload_len = u32::try_from(ip_payload_len).unwrap_or(u32::MAX);
     let segment_len = ip_payload_len.saturating_sub(tcp.header_len);
     Some(FlowUpdate {
@@ -207,3 +211,6 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32, ts: Timestamp) -> Opt
         packets: 1,
     })
 }
+
+#[cfg(test)]
+mod tests;
