@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use crate::caps::{self, Capability};
 use crate::ebpf::KernelError;
+use crate::source::stream::StreamError;
+
+/// A capture's name for a person: its path, or `standard input` for `-`.
+fn capture_name(path: &std::path::Path) -> std::borrow::Cow<'_, str> {
+    if path.as_os_str() == "-" {
+        "standard input".into()
+    } else {
+        path.to_string_lossy()
+    }
+}
 
 /// What libpcap said, without the crate's wrapping.
 fn pcap_reason(e: &pcap::Error) -> String {
@@ -40,22 +50,31 @@ impl Error {
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot read capture {}: {}", .path.display(), pcap_reason(.source))]
+    #[error("cannot read capture {}: {}", capture_name(.path), pcap_reason(.source))]
     OpenCapture {
         path: PathBuf,
         #[source]
         source: pcap::Error,
     },
     /// The file system's reason a capture cannot be read (no such file, a directory).
-    #[error("cannot read capture {}: {}", .path.display(), io_reason(.source))]
+    #[error("cannot read capture {}: {}", capture_name(.path), io_reason(.source))]
     CaptureFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is empty, not a capture", .path.display())]
+    /// What a compressed capture, or standard input, gave before it failed: nothing libpcap
+    /// could open.
+    #[error("cannot read capture {}: {source}", capture_name(.path))]
+    CaptureStream {
+        path: PathBuf,
+        #[source]
+        source: StreamError,
+    },
+    /// An empty file, an empty standard input, or a compressed capture of nothing.
+    #[error("{} is empty, not a capture", capture_name(.path))]
     EmptyCapture { path: PathBuf },
-    #[error("{}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback", .path.display())]
+    #[error("{}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback", capture_name(.path))]
     UnsupportedLinkType {
         path: PathBuf,
         name: String,
@@ -67,12 +86,12 @@ pub enum Error {
         #[source]
         source: pcap::Error,
     },
-    #[error("{}: capture cut short after {packets} packets ({}); reported what came before the cut", .path.display(), pcap_reason(.source))]
+    #[error("{}: capture cut short after {packets} packets ({source}); reported what came before the cut", capture_name(.path))]
     Truncated {
         path: PathBuf,
         packets: u64,
         #[source]
-        source: pcap::Error,
+        source: Cut,
     },
     #[error("cannot capture on {interface}: {source}")]
     Capture {
@@ -93,6 +112,17 @@ pub enum Error {
     Signal(#[source] std::io::Error),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// What cut a capture short.
+#[derive(Debug, thiserror::Error)]
+pub enum Cut {
+    /// libpcap's reason: the file ends inside a record, or a record is damaged.
+    #[error("{}", pcap_reason(.0))]
+    Libpcap(#[source] pcap::Error),
+    /// The compressed stream (or standard input) it was read from.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 /// Why a live capture failed.

@@ -1,18 +1,27 @@
-//! Capture files (`-T`): pcap, nanosecond pcap and pcapng, read through libpcap.
+//! Capture files (`-T`): pcap, nanosecond pcap and pcapng, read through libpcap, also compressed
+//! (gzip, zstd) and from standard input (see [`stream`](super::stream)).
 
+use std::fs::File;
+use std::io::{Read as _, Seek as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, IntoRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pcap::{Capture, Offline, Precision};
 
+use super::stream::{Compression, Fed, Feeder};
 use crate::decode::{decode, LinkType};
-use crate::error::Error;
+use crate::error::{Cut, Error};
 use crate::flow::{FlowUpdate, Timestamp};
 
 /// An open capture file, its filter applied.
 pub struct CaptureFile {
     path: PathBuf,
+    /// Declared before `feeder`, so dropped first: the pipe's read end closes, and the feeder's
+    /// thread, joined when `feeder` drops, ends.
     cap: Capture<Offline>,
+    /// The thread that feeds libpcap a compressed capture or standard input through a pipe.
+    feeder: Option<Feeder>,
     link: LinkType,
     packets: u64,
 }
@@ -44,8 +53,7 @@ impl CaptureFile {
     /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
     /// filter does not compile.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
-        let mut cap = Capture::from_file_with_precision(path, Precision::Nano)
-            .map_err(|source| unreadable(path, source))?;
+        let (mut cap, feeder) = open_capture(path)?;
         let dlt = cap.get_datalink();
         let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::UnsupportedLinkType {
             path: path.to_owned(),
@@ -61,6 +69,7 @@ impl CaptureFile {
         Ok(Self {
             path: path.to_owned(),
             cap,
+            feeder,
             link,
             packets: 0,
         })
@@ -78,16 +87,27 @@ impl CaptureFile {
                         sink(&u);
                     }
                 }
-                Err(pcap::Error::NoMorePackets) => return ReadEnd::Complete,
-                Err(source) => {
-                    return ReadEnd::Truncated(Error::Truncated {
-                        path: self.path.clone(),
-                        packets: self.packets,
-                        source,
-                    })
-                }
+                Err(pcap::Error::NoMorePackets) => return self.end(None),
+                Err(source) => return self.end(Some(source)),
             }
         }
+    }
+
+    /// How reading ended, libpcap having said `libpcap` (`None`: the end of the stream). A
+    /// damaged compressed stream, or standard input's read error, is what cut the capture
+    /// short, whatever libpcap made of the bytes before it.
+    fn end(&self, libpcap: Option<pcap::Error>) -> ReadEnd {
+        let stream = self.feeder.as_ref().and_then(Feeder::ended);
+        let cut = match (stream.and_then(|fed| fed.error), libpcap) {
+            (Some(e), _) => Cut::Stream(e),
+            (None, Some(e)) => Cut::Libpcap(e),
+            (None, None) => return ReadEnd::Complete,
+        };
+        ReadEnd::Truncated(Error::Truncated {
+            path: self.path.clone(),
+            packets: self.packets,
+            source: cut,
+        })
     }
 
     /// Packets read so far (TCP or not, after the filter).
@@ -97,21 +117,85 @@ impl CaptureFile {
     }
 }
 
-/// Why libpcap could not open `path`, said once: the file system's reason when there is one
-/// (libpcap's repeats the path), an empty file as such, else libpcap's reason.
-fn unreadable(path: &Path, source: pcap::Error) -> Error {
-    let path = path.to_owned();
-    if path.as_os_str() == "-" {
-        return Error::OpenCapture { path, source };
+/// libpcap's handle on the capture at `path` (`-`: standard input). libpcap reads a regular,
+/// uncompressed file itself, from the start; anything else from a pipe that a [`Feeder`] fills:
+/// decompressed (told by the first bytes, not the name), the bytes read to tell first.
+fn open_capture(path: &Path) -> Result<(Capture<Offline>, Option<Feeder>), Error> {
+    let file_error = |source| Error::CaptureFile {
+        path: path.to_owned(),
+        source,
+    };
+    let (mut input, regular) = if path.as_os_str() == "-" {
+        // A handle of our own on standard input, unbuffered: no byte waits in a buffer of std's.
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+        (File::from(stdin.map_err(file_error)?), false)
+    } else {
+        let file = File::open(path).map_err(file_error)?;
+        let regular = file.metadata().map_err(file_error)?.is_file();
+        (file, regular)
+    };
+    let mut head = Vec::with_capacity(Compression::MAGIC_LEN);
+    (&mut input)
+        .take(Compression::MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(file_error)?;
+    if head.is_empty() {
+        return Err(Error::EmptyCapture {
+            path: path.to_owned(),
+        });
     }
-    match std::fs::File::open(&path).and_then(|f| f.metadata()) {
-        Err(source) => Error::CaptureFile { path, source },
-        Ok(m) if m.is_dir() => Error::CaptureFile {
-            path,
-            source: std::io::ErrorKind::IsADirectory.into(),
-        },
-        Ok(m) if m.is_file() && m.len() == 0 => Error::EmptyCapture { path },
-        Ok(_) => Error::OpenCapture { path, source },
+    let compression = Compression::of(&head);
+    if regular && compression.is_none() {
+        input.rewind().map_err(file_error)?;
+        return libpcap_on(input.into())
+            .map(|cap| (cap, None))
+            .map_err(|source| Error::OpenCapture {
+                path: path.to_owned(),
+                source,
+            });
+    }
+    let (feeder, pipe) = Feeder::start(head, input, compression).map_err(file_error)?;
+    match libpcap_on(pipe) {
+        Ok(cap) => Ok((cap, Some(feeder))),
+        // The read end is closed: the feeder ends, and can say how its stream went.
+        Err(source) => Err(not_a_capture(path, source, feeder.finish())),
+    }
+}
+
+/// libpcap's handle on the capture `fd` reads, which it owns from then on. When libpcap cannot
+/// open it, `fd` is closed all the same.
+fn libpcap_on(fd: OwnedFd) -> Result<Capture<Offline>, pcap::Error> {
+    let fd = fd.into_raw_fd();
+    // SAFETY: `fd` is open and ours alone; the capture owns it from here.
+    unsafe { Capture::from_raw_fd_with_precision(fd, Precision::Nano) }.inspect_err(|_| {
+        // libpcap leaves a stream it could not open to its caller (its own `pcap_open_offline`
+        // closes it then), and the pcap crate drops it unclosed: the descriptor stays open,
+        // held by a `FILE` nobody will use. It is replaced by /dev/null rather than closed, so
+        // that its number is not reused while that `FILE` names it.
+        match File::open("/dev/null") {
+            // SAFETY: dup2 onto `fd`, still ours (see above); this closes what it was.
+            Ok(null) => unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            },
+            // SAFETY: as above; without /dev/null, closing is the way left.
+            Err(_) => unsafe {
+                libc::close(fd);
+            },
+        }
+    })
+}
+
+/// Why libpcap could not open what the feeder gave it: the stream's damage first, then nothing
+/// at all (an empty standard input, a compressed capture of nothing), then libpcap's reason.
+fn not_a_capture(path: &Path, source: pcap::Error, fed: Option<Fed>) -> Error {
+    let path = path.to_owned();
+    match fed {
+        Some(Fed {
+            error: Some(source),
+            ..
+        }) => Error::CaptureStream { path, source },
+        Some(Fed { bytes: 0, .. }) => Error::EmptyCapture { path },
+        _ => Error::OpenCapture { path, source },
     }
 }
 

@@ -5,6 +5,7 @@ pub mod file;
 pub mod kernel;
 pub mod live;
 pub mod sockets;
+pub mod stream;
 
 use std::path::Path;
 use std::time::Instant;
