@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(short = 'i', value_name = "INTERFACE", conflicts_with = "file")]
     pub interface: Option<String>,
 
-    /// Read packets from FILE (pcap, nanosecond pcap or pcapng) instead of an interface
+    /// Read packets from FILE (pcap, nanosecond pcap or pcapng, also gzip or zstd compressed; `-`
+    /// for standard input) instead of an interface
     #[arg(short = 'T', value_name = "FILE")]
     pub file: Option<PathBuf>,
 

@@ -130,7 +130,9 @@ fn description(roff: &mut Roff) {
         roff,
         [roman(
             "With -T, tcptrack reads a capture file whole, on the capture's own clock, so a file \
-             gives the same result every time; --replay plays it at its recorded pace instead. \
+             gives the same result every time; --replay plays it at its recorded pace instead. A \
+             capture compressed with gzip or zstd is read as it is, told by its first bytes, \
+             from a file or from standard input (-T -). \
              Without -i or -T it monitors the default interface, as tcpdump picks it.",
         )],
     );
@@ -257,8 +259,8 @@ fn exit_status(roff: &mut Roff) {
         ),
         (
             "3",
-            "The capture file is cut short; the connections read before the cut are still \
-             reported.",
+            "The capture file is cut short, or its compressed stream ends early or is damaged; \
+             the connections read before the cut are still reported.",
         ),
     ] {
         tagged(roff, [bold(code)], what);
