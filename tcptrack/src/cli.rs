@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(short = 'i', value_name = "INTERFACE", conflicts_with = "file")]
     pub interface: Option<String>,
 
-    /// Read packets from FILE (pcap, nanosecond pcap or pcapng) instead of an interface
+    /// Read packets from FILE (pcap, nanosecond pcap or pcapng, also gzip or zstd compressed; `-`
+    /// for standard input) instead of an interface
     #[arg(short = 'T', value_name = "FILE")]
     pub file: Option<PathBuf>,
 
@@ -99,6 +100,60 @@ pub struct Args {
     /// Filter expression (tcpdump syntax)
     #[arg(value_name = "FILTER", trailing_var_arg = true)]
     pub filter: Vec<String>,
+}
+
+/// What tcptrack was started to do.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Its work, as the flags say.
+    Run(Args),
+    /// Write the man page or a shell's completions on standard output (`--generate WHAT`).
+    Generate(Generate),
+}
+
+/// Parses the command line: the flags of [`Args`], and `--generate WHAT` alone, which writes the
+/// man page (roff) or a shell's completions on standard output. `cargo xtask dist` and `cargo
+/// xtask install` call it (`tcptrack --generate man > tcptrack.1`), so that the page and the
+/// completions are made from the very definitions the binary parses. It is hidden from `--help`,
+/// and kept out of [`Args`] so that the page and the completions, made from [`Args`], do not
+/// offer it.
+///
+/// # Errors
+/// clap's, for bad usage (and for `-h` and `-v`, which clap answers by an "error").
+pub fn parse_from<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let mut cmd = Args::command().arg(
+        clap::Arg::new("generate")
+            .long("generate")
+            .value_name("WHAT")
+            .value_parser(clap::value_parser!(Generate))
+            .hide(true)
+            .exclusive(true),
+    );
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    if let Some(what) = matches.remove_one::<Generate>("generate") {
+        return Ok(Invocation::Generate(what));
+    }
+    Args::from_arg_matches_mut(&mut matches)
+        .map(Invocation::Run)
+        .map_err(|e| e.format(&mut cmd))
+}
+
+/// What `--generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    /// The man page, tcptrack(1), in roff
+    Man,
+    /// Completions for bash
+    Bash,
+    /// Completions for zsh
+    Zsh,
+    /// Completions for fish
+    Fish,
 }
 
 /// Machine-readable (or plain) outputs.
@@ -259,6 +314,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let mut v = vec!["tcptrack"];
@@ -339,6 +395,37 @@ mod tests {
         // 0 stays a valid -r.
         let c = parse(&["-T", "x.pcap", "-r", "0", "port", "80"]).expect("valid");
         assert_eq!(c.table.closed_linger, Duration::ZERO);
+    }
+
+    #[test]
+    fn generate_is_alone_and_hidden() {
+        let parse =
+            |args: &[&str]| parse_from(std::iter::once("tcptrack").chain(args.iter().copied()));
+        assert!(matches!(
+            parse(&["--generate", "man"]),
+            Ok(Invocation::Generate(Generate::Man))
+        ));
+        assert!(matches!(
+            parse(&["--generate", "bash"]),
+            Ok(Invocation::Generate(Generate::Bash))
+        ));
+        assert!(parse(&["--generate", "man", "-T", "x.pcap"]).is_err());
+        assert!(parse(&["--generate", "powershell"]).is_err());
+        // The classic flags and the trailing filter parse as before.
+        match parse(&["-dfp", "-r", "3", "-i", "eth0", "port", "80"]) {
+            Ok(Invocation::Run(args)) => {
+                assert!(args.no_midstream && args.fast && args.no_promiscuous);
+                assert_eq!(args.filter, ["port", "80"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A filter word that looks like the option is a filter word.
+        match parse(&["-T", "x.pcap", "port", "80", "--generate"]) {
+            Ok(Invocation::Run(args)) => assert_eq!(args.filter, ["port", "80", "--generate"]),
+            other => panic!("{other:?}"),
+        }
+        let help = Args::command().render_long_help().to_string();
+        assert!(!help.contains("generate"), "{help}");
     }
 
     #[test]

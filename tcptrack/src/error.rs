@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use crate::caps::{self, Capability};
 use crate::ebpf::KernelError;
+use crate::source::stream::StreamError;
+
+/// A capture's name for a person: its path, or `standard input` for `-`.
+fn capture_name(path: &std::path::Path) -> std::borrow::Cow<'_, str> {
+    if path.as_os_str() == "-" {
+        "standard input".into()
+    } else {
+        path.to_string_lossy()
+    }
+}
 
 /// What libpcap said, without the crate's wrapping.
 fn pcap_reason(e: &pcap::Error) -> String {
@@ -35,40 +45,22 @@ impl Error {
     }
 }
 
-/// Where a capture file stops making sense.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureCut {
-    #[error("the file ends inside its header")]
-    Header,
-    #[error("the file ends inside a record")]
-    Record,
-    #[error("{0}")]
-    Damaged(#[from] crate::source::savefile::Damage),
-    #[error("{}", io_reason(.0))]
-    Io(std::io::Error),
-}
-
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot read capture {}: {}", .path.display(), pcap_reason(.source))]
-    OpenCapture {
-        path: PathBuf,
-        #[source]
-        source: pcap::Error,
-    },
     /// The file system's reason a capture cannot be read (no such file, a directory).
-    #[error("cannot read capture {}: {}", .path.display(), io_reason(.source))]
+    #[error("cannot read capture {}: {}", capture_name(.path), io_reason(.source))]
     CaptureFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is empty, not a capture", .path.display())]
+    /// An empty file, an empty standard input, or a compressed capture of nothing.
+    #[error("{} is empty, not a capture", capture_name(.path))]
     EmptyCapture { path: PathBuf },
-    #[error("{}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback", .path.display())]
+    #[error("{}: unsupported link type {name} ({dlt}); tcptrack reads Ethernet, Linux cooked (v1, v2), raw IP and BSD loopback", capture_name(.path))]
     UnsupportedLinkType {
         path: PathBuf,
         name: String,
@@ -80,14 +72,14 @@ pub enum Error {
         #[source]
         source: pcap::Error,
     },
-    #[error("{}: capture cut short after {packets} packets ({cut}); reported what came before the cut", .path.display())]
+    #[error("{}: capture cut short after {packets} packets ({cut}); reported what came before the cut", capture_name(.path))]
     Truncated {
         path: PathBuf,
         packets: u64,
         #[source]
         cut: CaptureCut,
     },
-    #[error("cannot read capture {}: {cut}", .path.display())]
+    #[error("cannot read capture {}: {cut}", capture_name(.path))]
     NotACapture {
         path: PathBuf,
         #[source]
@@ -112,6 +104,22 @@ pub enum Error {
     Signal(#[source] std::io::Error),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// Where a capture stops making sense.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureCut {
+    #[error("the file ends inside its header")]
+    Header,
+    #[error("the file ends inside a record")]
+    Record,
+    #[error("{0}")]
+    Damaged(#[from] crate::source::savefile::Damage),
+    #[error("{}", io_reason(.0))]
+    Io(std::io::Error),
+    /// The compressed stream (or standard input) it was read from.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 /// Why a live capture failed.

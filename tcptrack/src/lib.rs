@@ -8,6 +8,7 @@ pub mod app;
 pub mod caps;
 pub mod cli;
 pub mod decode;
+pub mod docs;
 pub mod ebpf;
 pub mod error;
 pub mod filter;

@@ -1,5 +1,5 @@
 //! Capture files: pcap (microsecond and nanosecond), pcapng, written with `pcap-file`, with any
-//! link type and snapshot length, whole or cut mid-record.
+//! link type and snapshot length, whole or cut mid-record; gzip or zstd compressed.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -223,6 +223,23 @@ impl Capture {
     pub fn cut_file(&self, len: usize) -> NamedTempFile {
         temp_file(&self.bytes[..len])
     }
+}
+
+/// `bytes` compressed with gzip (as `gzip -1`).
+///
+/// # Panics
+/// Never: the encoder writes into memory.
+#[must_use]
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).expect("gzip into memory");
+    enc.finish().expect("gzip into memory")
+}
+
+/// `bytes` compressed with zstd (as `zstd -1`).
+#[must_use]
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
 }
 
 /// A temporary file holding `bytes` (removed when dropped).

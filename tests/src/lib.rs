@@ -18,5 +18,5 @@ pub mod tmux;
 pub use capture::{temp_file, Capture, CaptureSpec, Format, Packet};
 pub use expect::{assert_counts, rfc3339, Expected, Tally};
 pub use link::Link;
-pub use run::{json_of, json_records, tcptrack, tcptrack_bin, Output, Record};
+pub use run::{json_of, json_records, tcptrack, tcptrack_bin, tcptrack_with_input, Output, Record};
 pub use session::{expected_of, Flags, Segment, Session, Side, EPOCH_BASE};

@@ -1,7 +1,7 @@
 //! Running the built `tcptrack` binary, and reading what it printed.
 
 use std::ffi::OsStr;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -83,11 +83,28 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    tcptrack_with_input(args, None)
+}
+
+/// Runs tcptrack with `args` and `input` on its standard input (`None`: closed), and waits for
+/// it (at most two minutes).
+///
+/// # Panics
+/// The binary is missing, cannot be started, or runs too long.
+pub fn tcptrack_with_input<I, S>(args: I, input: Option<&[u8]>) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut child = Command::new(tcptrack_bin())
         .args(args)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,6 +121,13 @@ where
         }
         timed_out
     });
+    // Writes the input, then closes it; tcptrack may stop reading early (a broken pipe then).
+    let writer = child.stdin.take().map(|mut stdin| {
+        let input = input.unwrap_or_default().to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        })
+    });
     let mut stderr = child.stderr.take().expect("stderr piped");
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -119,6 +143,9 @@ where
         .expect("stdout readable");
     let status = child.wait().expect("tcptrack waited for");
     let err = err_reader.join().expect("stderr reader");
+    if let Some(writer) = writer {
+        writer.join().expect("stdin writer");
+    }
     let _ = done.send(());
     let timed_out = watchdog.join().expect("watchdog");
     assert!(!timed_out, "tcptrack ran longer than {RUN_LIMIT:?}");

@@ -5,10 +5,10 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use tcptrack_tests::capture::temp_file;
+use tcptrack_tests::capture::{gzip, temp_file, zstd};
 use tcptrack_tests::{
-    assert_counts, expected_of, rfc3339, tcptrack, CaptureSpec, Format, Link, Output, Packet,
-    Record, Session, Side, EPOCH_BASE,
+    assert_counts, expected_of, json_records, rfc3339, tcptrack, tcptrack_with_input, CaptureSpec,
+    Format, Link, Output, Packet, Record, Session, Side, EPOCH_BASE,
 };
 
 /// xorshift64: deterministic, no crate.
@@ -242,6 +242,171 @@ fn a_capture_ending_on_a_record_boundary_is_complete() {
     let recs = assert_clean(&out, "boundary");
     assert_eq!(recs.len(), 2);
     assert_counts(&recs[1], &expected_of(&b.segments()[..4], Link::Ethernet));
+}
+
+// ---- compressed captures cut short or damaged, empty standard input -------------------------
+
+/// Many connections (some closed): compressed, a stream of several blocks.
+fn many_connections(format: Format) -> tcptrack_tests::Capture {
+    let mut packets = Vec::new();
+    for i in 0..400u16 {
+        let client = format!("198.18.{}.{}:{}", 1 + i / 200, 1 + i % 200, 20000 + i);
+        let mut s = Session::new(&client, "198.18.0.2:443");
+        s.at(EPOCH_BASE + Duration::from_millis(u64::from(i)))
+            .handshake()
+            .data(Side::Client, 300)
+            .data(Side::Server, 1400);
+        if i % 2 == 0 {
+            s.close(Side::Server);
+        }
+        packets.extend(s.packets(Link::Ethernet));
+    }
+    packets.sort_by_key(|p| p.ts);
+    CaptureSpec::new(format, 1).write(&packets)
+}
+
+/// The N of `... cut short after N packets ...`.
+fn packets_before_the_cut(stderr: &str) -> usize {
+    let after = stderr
+        .split("cut short after ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("says where: {stderr}"));
+    after
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count: {stderr}"))
+}
+
+#[test]
+fn a_compressed_capture_cut_short_reports_what_came_before_the_cut() {
+    for format in [Format::Pcap, Format::PcapNg] {
+        let cap = many_connections(format);
+        for (name, compressed) in [("gzip", gzip(&cap.bytes)), ("zstd", zstd(&cap.bytes))] {
+            let cut = &compressed[..compressed.len() * 3 / 5];
+            let what = format!("{format:?}, {name} cut at 60%");
+            let file = temp_file(cut);
+            let path = file.path().to_str().expect("utf-8 path");
+            let from_file = tcptrack(["-T", path, "--output", "json"]);
+            let from_stdin = tcptrack_with_input(["-T", "-", "--output", "json"], Some(cut));
+            for (out, shown) in [(&from_file, path), (&from_stdin, "standard input")] {
+                assert!(!out.panicked(), "{what}: {}", out.stderr);
+                assert_eq!(out.code, Some(3), "{what}: {out:?}");
+                let n = packets_before_the_cut(&out.stderr);
+                assert_eq!(
+                    out.stderr,
+                    format!(
+                        "tcptrack: {shown}: capture cut short after {n} packets (the {name} \
+                         stream ends early); reported what came before the cut\n"
+                    ),
+                    "{what}"
+                );
+                // Exactly what the first n packets give, read from the capture itself.
+                assert!(n > 100 && n < cap.records.len(), "{what}: {n}");
+                let before = &cap.bytes[..cap.records[n].start];
+                let expected = tcptrack(["-T", &path_of(&temp_file(before)), "--output", "json"]);
+                assert_eq!(expected.code, Some(0), "{what}: {expected:?}");
+                assert_eq!(out.records(), json_records(&expected.stdout), "{what}");
+            }
+        }
+    }
+}
+
+fn path_of(file: &tempfile::NamedTempFile) -> String {
+    file.path().to_str().expect("utf-8 path").to_owned()
+}
+
+#[test]
+fn a_damaged_compressed_capture_ends_as_a_cut_one() {
+    let cap = many_connections(Format::Pcap);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (name, mut compressed) in [("gzip", gzip(&cap.bytes)), ("zstd", zstd(&cap.bytes))] {
+        let mid = compressed.len() / 2;
+        for b in &mut compressed[mid..mid + 200] {
+            *b = rng.byte();
+        }
+        let what = format!("{name} damaged in its middle");
+        let out = tcptrack_with_input(["-T", "-", "--output", "json"], Some(&compressed));
+        assert!(!out.panicked(), "{what}: {}", out.stderr);
+        assert_eq!(out.code, Some(3), "{what}: {out:?}");
+        // The damage may have been decoded into frames before it was found (gzip and zstd
+        // check their checksums at the end), and libpcap may stop on one of those first (a
+        // record length out of bounds): its reason is then the one given. Some of those
+        // frames may go back in time.
+        let lines = but_order_warning(&out);
+        assert_eq!(lines.len(), 1, "{what}: {}", out.stderr);
+        assert!(
+            lines[0].contains("cut short after"),
+            "{what}: {}",
+            out.stderr
+        );
+        let n = packets_before_the_cut(lines[0]);
+        assert!(n > 0 && n <= cap.records.len(), "{what}: {n}");
+        assert!(!out.records().is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn empty_standard_input_is_said_empty() {
+    for input in [None, Some(&b""[..])] {
+        let out = tcptrack_with_input(["-T", "-", "--output", "json"], input);
+        assert_runtime_error(&out, "empty standard input");
+        assert_eq!(
+            out.stderr,
+            "tcptrack: standard input is empty, not a capture\n"
+        );
+    }
+}
+
+#[test]
+fn compressed_nothing_text_or_garbage_is_not_a_capture() {
+    let text = b"# not a capture\nclient,server\n".repeat(50);
+    let mut garbage = vec![0x1f, 0x8b];
+    garbage.extend(Rng(7).bytes(2000));
+    let mut zstd_garbage = vec![0x28, 0xb5, 0x2f, 0xfd];
+    zstd_garbage.extend(Rng(8).bytes(2000));
+    for (what, bytes, says) in [
+        (
+            "gzip of nothing",
+            gzip(b""),
+            "is empty, not a capture".to_owned(),
+        ),
+        (
+            "zstd of nothing",
+            zstd(b""),
+            "is empty, not a capture".to_owned(),
+        ),
+        (
+            "gzip of text",
+            gzip(&text),
+            ": not a capture file (pcap or pcapng)".to_owned(),
+        ),
+        (
+            "zstd of text",
+            zstd(&text),
+            ": not a capture file (pcap or pcapng)".to_owned(),
+        ),
+        (
+            "gzip magic, then garbage",
+            garbage,
+            ": the gzip stream is damaged: ".to_owned(),
+        ),
+        (
+            "zstd magic, then garbage",
+            zstd_garbage,
+            ": the zstd stream is damaged: ".to_owned(),
+        ),
+    ] {
+        let file = temp_file(&bytes);
+        let path = path_of(&file);
+        let from_file = tcptrack(["-T", &path, "--output", "json"]);
+        let from_stdin = tcptrack_with_input(["-T", "-", "--output", "json"], Some(&bytes));
+        for (out, shown) in [(&from_file, path.as_str()), (&from_stdin, "standard input")] {
+            assert_runtime_error(out, what);
+            assert!(out.stderr.contains(shown), "{what}: {}", out.stderr);
+            assert!(out.stderr.contains(&says), "{what}: {}", out.stderr);
+        }
+    }
 }
 
 // ---- damaged frames in a sound file -----------------------------------------------------------

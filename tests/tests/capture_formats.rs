@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
+use tcptrack_tests::capture::{gzip, temp_file, zstd};
 use tcptrack_tests::link::ETHERTYPE_IPV4;
+use tcptrack_tests::on_capture::merged;
 use tcptrack_tests::on_capture::{assert_session, only, run, run_on, C4, S4};
 use tcptrack_tests::{
-    assert_counts, json_of, rfc3339, CaptureSpec, Format, Link, Packet, Session, Side, EPOCH_BASE,
+    assert_counts, json_of, rfc3339, tcptrack_with_input, CaptureSpec, Format, Link, Packet,
+    Session, Side, EPOCH_BASE,
 };
 
 // ---- link types ------------------------------------------------------------------------------
@@ -133,6 +136,73 @@ fn every_capture_format_gives_the_same_counts_and_its_timestamps() {
                 ".123456000Z"
             };
             assert!(r.first_seen.ends_with(fraction), "{what}: {}", r.first_seen);
+        }
+    }
+}
+
+// ---- compressed, and from standard input ----------------------------------------------------
+
+/// 300 connections, some closed, some not, IPv4 and IPv6: enough for compressed streams of
+/// several blocks.
+fn many_connections() -> Vec<Packet> {
+    let sessions: Vec<Session> = (0..300u16)
+        .map(|i| {
+            let (client, server) = if i % 3 == 0 {
+                (
+                    format!("[2001:db8::{:x}]:{}", i + 1, 20000 + i),
+                    "[2001:db8::ffff]:443".to_owned(),
+                )
+            } else {
+                (
+                    format!("198.18.{}.{}:{}", 1 + i / 200, 1 + i % 200, 20000 + i),
+                    S4.to_owned(),
+                )
+            };
+            let mut s = Session::new(&client, &server);
+            s.at(EPOCH_BASE + Duration::from_micros(u64::from(i) * 700))
+                .handshake()
+                .data(Side::Client, 100 + usize::from(i))
+                .data(Side::Server, 1400);
+            if i % 2 == 0 {
+                s.close(Side::Client);
+            }
+            s
+        })
+        .collect();
+    let refs: Vec<&Session> = sessions.iter().collect();
+    merged(Link::Ethernet, &refs)
+}
+
+#[test]
+fn gzip_and_zstd_captures_give_what_the_capture_gives_from_a_file_and_from_stdin() {
+    for format in [Format::Pcap, Format::PcapNg] {
+        let cap = CaptureSpec::new(format, 1).write(&many_connections());
+        let plain = json_of(cap.file().path(), &[]);
+        assert_eq!(plain.len(), 300, "{format:?}");
+        let filtered = json_of(cap.file().path(), &["port", "443"]);
+        assert_eq!(filtered.len(), 100, "{format:?}");
+        for (what, bytes) in [
+            ("gzip", gzip(&cap.bytes)),
+            ("zstd", zstd(&cap.bytes)),
+            ("uncompressed", cap.bytes.clone()),
+        ] {
+            let what = format!("{format:?}, {what}");
+            assert!(bytes.len() > 20_000, "{what}: several blocks");
+            // Told by the content: the temporary file's name says nothing.
+            let file = temp_file(&bytes);
+            assert_eq!(json_of(file.path(), &[]), plain, "{what}, file");
+            assert_eq!(
+                json_of(file.path(), &["port", "443"]),
+                filtered,
+                "{what}, filter"
+            );
+            for path in ["-", "/dev/stdin"] {
+                let out =
+                    tcptrack_with_input(["-T", path, "--output", "json"], Some(bytes.as_slice()));
+                assert_eq!(out.code, Some(0), "{what}, {path}: {}", out.stderr);
+                assert_eq!(out.stderr, "", "{what}, {path}");
+                assert_eq!(out.records(), plain, "{what}, {path}");
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
 //! tcptrack's chores. `cargo xtask run -- ARGS` runs tcptrack, `cargo xtask test` runs every
-//! test; each first installs what is missing (see `setup`).
+//! test, `cargo xtask dist` and `cargo xtask install` package and install it; each first
+//! installs what is missing (see `setup`).
 
 mod bench;
+mod dist;
 mod gen;
 mod setup;
 
@@ -31,6 +33,20 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build tcptrack (release) into target/dist/ with its man page (tcptrack.1) and shell
+    /// completions (tcptrack.bash, _tcptrack for zsh, tcptrack.fish)
+    Dist,
+    /// Build as `dist` does and install the binary, the man page and the completions under
+    /// PREFIX (bin/, share/man/man1/, share/bash-completion/, share/zsh/, share/fish/)
+    Install {
+        /// Where to install
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Also give the installed binary the file capabilities live capture needs (setcap), so
+        /// that users other than root can run it
+        #[arg(long)]
+        setcap: bool,
+    },
     /// Check formatting and lints, then run every test (eBPF and network-namespace tests included)
     Test,
     /// Measure tcptrack against a bare libpcap read loop and the classic tcptrack, and each live
@@ -55,6 +71,8 @@ fn main() -> Result<()> {
             setup::Need::Run
         }),
         Task::Run { args } => run(&args),
+        Task::Dist => dist::dist().map(|_| ()),
+        Task::Install { prefix, setcap } => dist::install(&prefix, setcap),
         Task::Test => test(),
         Task::Bench { quick, only } => bench::run(
             if quick {
@@ -91,7 +109,8 @@ fn step(what: &str) {
     eprintln!("xtask: {what}");
 }
 
-fn run(args: &[String]) -> Result<()> {
+/// Builds tcptrack (release), first installing what that needs, and returns the binary.
+fn build_release() -> Result<PathBuf> {
     setup::ensure(setup::Need::Run)?;
     step("building tcptrack (release)");
     sh(
@@ -106,7 +125,11 @@ fn run(args: &[String]) -> Result<()> {
             "tcptrack",
         ],
     )?;
-    let bin = root().join("target/release/tcptrack");
+    Ok(root().join("target/release/tcptrack"))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let bin = build_release()?;
     let status = Command::new(&bin)
         .args(args)
         .status()

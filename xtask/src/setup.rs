@@ -28,6 +28,10 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     // setcap, for the least-privilege tests.
     "libcap2-bin",
+    // groff renders the man page; zsh and fish load their completions.
+    "groff-base",
+    "zsh",
+    "fish",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -60,7 +64,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn privileged(args: &[&str]) -> Result<()> {
+/// Runs `args` as root: directly when this is root, else through sudo.
+pub fn privileged(args: &[&str]) -> Result<()> {
     let (program, rest): (&str, Vec<&str>) = if is_root() {
         (args[0], args[1..].to_vec())
     } else {
@@ -82,7 +87,8 @@ fn installed(package: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
-fn debian_packages(packages: &[&str]) -> Result<()> {
+/// Installs those of `packages` that are missing, saying which.
+pub fn debian_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());

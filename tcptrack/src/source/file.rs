@@ -1,14 +1,17 @@
 //! Capture files (`-T`): pcap, nanosecond pcap and pcapng, parsed in place ([`savefile`]).
 //!
-//! A regular file is mapped and read once, without a copy; standard input (and anything that
-//! cannot be mapped) is read through a buffer that the same parser reads from. libpcap serves
-//! for the filter only: compiled once per link type, run on each record.
+//! A regular file is mapped and read once, without a copy; standard input, FIFOs and compressed
+//! captures (gzip, zstd: told by their first bytes, decompressed by a [`Feeder`] thread into a
+//! pipe) are read through a buffer that the same parser reads from. libpcap serves for the
+//! filter only: compiled once per link type, run on each record.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek as _};
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use super::savefile::{Parser, Record, Step};
+use super::stream::{Compression, Feeder};
 use crate::decode::{decode, LinkType};
 use crate::error::{CaptureCut, Error};
 use crate::flow::{FlowUpdate, Timestamp};
@@ -162,7 +165,11 @@ impl Filter {
 /// An open capture file, its filter applied.
 pub struct CaptureFile {
     path: PathBuf,
+    /// Declared before `feeder`, so dropped first: the pipe's read end closes, and the feeder's
+    /// thread, joined when `feeder` drops, ends.
     input: Input,
+    /// The thread that decompresses a compressed capture into the pipe `input` reads.
+    feeder: Option<Feeder>,
     parser: Parser,
     filter: Option<Filter>,
     packets: u64,
@@ -188,8 +195,9 @@ impl ReadEnd {
     }
 }
 
-/// Opens `path` for reading (`-` for standard input): mapped when it is a regular file.
-fn open_input(path: &Path) -> Result<Input, Error> {
+/// Opens `path` for reading (`-` for standard input): mapped when it is a regular file, not
+/// compressed; else a stream (decompressed by a feeder when it is compressed).
+fn open_input(path: &Path) -> Result<(Input, Option<Feeder>), Error> {
     let io = |source| Error::CaptureFile {
         path: path.to_owned(),
         source,
@@ -201,29 +209,50 @@ fn open_input(path: &Path) -> Result<Input, Error> {
         end: 0,
         eof: false,
     };
-    if path.as_os_str() == "-" {
-        return Ok(stream(Box::new(std::io::stdin())));
-    }
-    let file = File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if meta.is_dir() {
-        return Err(io(std::io::ErrorKind::IsADirectory.into()));
-    }
-    if meta.is_file() {
-        if meta.len() == 0 {
-            return Err(Error::EmptyCapture {
-                path: path.to_owned(),
-            });
+    let (mut file, regular) = if path.as_os_str() == "-" {
+        // A handle of our own on standard input, unbuffered: no byte waits in a buffer of std's.
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned().map_err(io)?;
+        (File::from(stdin), false)
+    } else {
+        let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::ErrorKind::IsADirectory.into()));
         }
-        // SAFETY: the map is only read. A file changed under the map while it is read changes
-        // what is read (as it would through read(2)); one cut shorter under it would fault,
-        // which capture files being written elsewhere do not do to files already written.
-        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-            let _ = map.advise(memmap2::Advice::Sequential);
-            return Ok(Input::Mapped { map, at: 0 });
-        }
+        (file, meta.is_file())
+    };
+    // The first bytes tell the compression; a stream gets them back first.
+    let mut head = Vec::with_capacity(Compression::MAGIC_LEN);
+    (&mut file)
+        .take(Compression::MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    if head.is_empty() {
+        return Err(Error::EmptyCapture {
+            path: path.to_owned(),
+        });
     }
-    Ok(stream(Box::new(file)))
+    match Compression::of(&head) {
+        Some(compression) => {
+            let (feeder, pipe) = Feeder::start(head, file, Some(compression)).map_err(io)?;
+            Ok((stream(Box::new(File::from(pipe))), Some(feeder)))
+        }
+        None if regular => {
+            // SAFETY: the map is only read. A file changed under the map while it is read
+            // changes what is read (as it would through read(2)); one cut shorter under it would
+            // fault, which capture files being written elsewhere do not do to files written.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                let _ = map.advise(memmap2::Advice::Sequential);
+                return Ok((Input::Mapped { map, at: 0 }, None));
+            }
+            file.rewind().map_err(io)?;
+            Ok((stream(Box::new(file)), None))
+        }
+        None => Ok((
+            stream(Box::new(std::io::Cursor::new(head).chain(file))),
+            None,
+        )),
+    }
 }
 
 impl CaptureFile {
@@ -233,7 +262,7 @@ impl CaptureFile {
     /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
     /// filter does not compile.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
-        let mut input = open_input(path)?;
+        let (mut input, feeder) = open_input(path)?;
         let not_a_capture = |cut: CaptureCut| Error::NotACapture {
             path: path.to_owned(),
             cut,
@@ -246,22 +275,37 @@ impl CaptureFile {
                         .fill(need)
                         .map_err(|e| not_a_capture(CaptureCut::Io(e)))?;
                     if !more {
-                        return Err(if input.bytes().is_empty() {
-                            Error::EmptyCapture {
-                                path: path.to_owned(),
-                            }
-                        } else {
-                            not_a_capture(CaptureCut::Header)
-                        });
+                        let nothing = input.bytes().is_empty();
+                        drop(input);
+                        // The stream's damage first, then nothing at all (a compressed capture
+                        // of nothing), then a header cut short.
+                        return Err(
+                            match feeder.and_then(Feeder::finish).and_then(|f| f.error) {
+                                Some(e) => not_a_capture(CaptureCut::Stream(e)),
+                                None if nothing => Error::EmptyCapture {
+                                    path: path.to_owned(),
+                                },
+                                None => not_a_capture(CaptureCut::Header),
+                            },
+                        );
                     }
                 }
-                Err(d) => return Err(not_a_capture(CaptureCut::Damaged(d))),
+                Err(d) => {
+                    // A damaged compressed stream may decompress into garbage first: its
+                    // feeder's word goes first.
+                    drop(input);
+                    let stream = feeder.and_then(Feeder::finish).and_then(|f| f.error);
+                    return Err(not_a_capture(
+                        stream.map_or(CaptureCut::Damaged(d), Into::into),
+                    ));
+                }
             }
         };
         input.consume(used);
         let mut file = Self {
             path: path.to_owned(),
             input,
+            feeder,
             parser,
             filter: None,
             packets: 0,
@@ -340,18 +384,35 @@ impl CaptureFile {
                 }
                 Ok(Step::More(need)) => match self.input.fill(need) {
                     Ok(true) => continue,
-                    Ok(false) if self.input.bytes().is_empty() => return ReadEnd::Complete,
+                    Ok(false) if self.input.bytes().is_empty() => {
+                        // The end of the bytes; a compressed stream may still have been cut
+                        // short on a record's boundary (its feeder says so before its end).
+                        match self.feeder.as_ref().and_then(Feeder::ended) {
+                            Some(fed) if fed.error.is_some() => {
+                                return self.cut(fed.error.map_or(CaptureCut::Record, Into::into))
+                            }
+                            _ => return ReadEnd::Complete,
+                        }
+                    }
                     Ok(false) => CaptureCut::Record,
                     Err(e) => CaptureCut::Io(e),
                 },
                 Err(d) => CaptureCut::Damaged(d),
             };
-            return ReadEnd::Truncated(Error::Truncated {
-                path: self.path.clone(),
-                packets: self.packets,
-                cut,
-            });
+            // A damaged or cut compressed stream is what cut the capture short, whatever the
+            // parser made of the bytes before it.
+            let stream = self.feeder.as_ref().and_then(Feeder::ended);
+            return self.cut(stream.and_then(|fed| fed.error).map_or(cut, Into::into));
         }
+    }
+
+    /// Reading ended at `cut`.
+    fn cut(&self, cut: CaptureCut) -> ReadEnd {
+        ReadEnd::Truncated(Error::Truncated {
+            path: self.path.clone(),
+            packets: self.packets,
+            cut,
+        })
     }
 
     /// Packets read so far (TCP or not, before the filter).

@@ -6,6 +6,7 @@ pub mod kernel;
 pub mod live;
 pub mod savefile;
 pub mod sockets;
+pub mod stream;
 
 use std::path::Path;
 use std::time::Instant;
@@ -90,8 +91,8 @@ const SOURCE_QUEUE: usize = 256;
 pub enum Feed {
     /// Its thread sends into this channel.
     Channel(Receiver<SourceMsg>),
-    /// A capture file read whole, by the caller (see [`file::CaptureFile::feed`]).
-    Inline(file::CaptureFile),
+    /// A capture file read whole, by the caller (see [`file::CaptureFile::read_all`]).
+    Inline(Box<file::CaptureFile>),
 }
 
 /// A source, started.
@@ -165,7 +166,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                         None,
                         Vec::new(),
                     ),
-                    Feed::Inline(file),
+                    Feed::Inline(Box::new(file)),
                 ),
                 Some(speed) => {
                     file::spawn_replay(file, speed, tx);
