@@ -59,51 +59,100 @@ impl RateConfig {
     }
 }
 
-/// Bytes counted per bucket for the last few buckets of one connection: the window's completed
-/// buckets and the one being filled.
+/// Bytes counted per bucket for the last few buckets of one connection, each way (client,
+/// server): the window's completed buckets and the one being filled.
 #[derive(Clone, Debug, Default)]
 pub struct RateWindow {
     /// Index (from the clock's origin) of the newest bucket that has been written.
     newest: u64,
-    slots: [u64; MAX_BUCKETS + 1],
+    slots: Slots,
+}
+
+/// The ring of buckets, `buckets + 1` slots of both directions' bytes.
+#[derive(Clone, Debug)]
+enum Slots {
+    /// The classic's one-bucket window: two slots, in place.
+    Two([[u64; 2]; 2]),
+    /// Longer windows: on the heap, sized once.
+    Many(Box<[[u64; 2]]>),
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self::Two([[0; 2]; 2])
+    }
+}
+
+impl Slots {
+    /// The ring, `n` slots long.
+    fn ring(&mut self, n: usize) -> &mut [[u64; 2]] {
+        if let Self::Two(_) = self {
+            if n != 2 {
+                *self = Self::Many(vec![[0; 2]; n].into_boxed_slice());
+            }
+        }
+        match self {
+            Self::Two(a) => a,
+            Self::Many(b) => b,
+        }
+    }
+
+    fn get(&self) -> &[[u64; 2]] {
+        match self {
+            Self::Two(a) => a,
+            Self::Many(b) => b,
+        }
+    }
 }
 
 impl RateWindow {
-    /// Counts `bytes` at time `t`.
-    pub fn add(&mut self, cfg: RateConfig, t: Timestamp, bytes: u64) {
+    /// Counts `bytes` sent by side `dir` (0 client, 1 server) at time `t`.
+    pub fn add(&mut self, cfg: RateConfig, t: Timestamp, dir: usize, bytes: u64) {
         let n = u64::from(cfg.buckets) + 1;
         let b = cfg.bucket_of(t);
+        let ring = self.slots.ring(usize::try_from(n).unwrap_or(2));
         if b > self.newest {
             // Clear the slots of the buckets that were skipped, and the new one.
             let stale = (b - self.newest).min(n);
             for i in 0..stale {
-                self.slots[slot(b - i, n)] = 0;
+                ring[slot(b - i, n)] = [0; 2];
             }
             self.newest = b;
         }
         // A packet older than the window (out-of-order timestamps) counts in totals only.
         if self.newest - b < n {
-            let s = &mut self.slots[slot(b, n)];
+            let s = &mut ring[slot(b, n)][dir & 1];
             *s = s.saturating_add(bytes);
         }
     }
 
-    /// Bytes per second over the last completed window before `now`.
+    /// Bytes per second each way (client, server) over the last completed window before `now`.
     #[must_use]
-    pub fn rate(&self, cfg: RateConfig, now: Timestamp) -> u64 {
+    pub fn rates(&self, cfg: RateConfig, now: Timestamp) -> [u64; 2] {
         let n = u64::from(cfg.buckets);
         let ring = n + 1;
+        let slots = self.slots.get();
         let current = cfg.bucket_of(now);
         let first = current.saturating_sub(n);
-        let mut sum: u128 = 0;
+        let mut sum = [0u128; 2];
         for b in first..current {
             // A slot holds bucket `b` only if `b` is among the newest written.
             if b <= self.newest && self.newest - b < ring {
-                sum += u128::from(self.slots[slot(b, ring)]);
+                if let Some(s) = slots.get(slot(b, ring)) {
+                    sum[0] += u128::from(s[0]);
+                    sum[1] += u128::from(s[1]);
+                }
             }
         }
         let window_ns = u128::from(cfg.bucket_ns) * u128::from(n);
-        u64::try_from(sum * 1_000_000_000 / window_ns).unwrap_or(u64::MAX)
+        sum.map(|s| u64::try_from(s * 1_000_000_000 / window_ns).unwrap_or(u64::MAX))
+    }
+
+    /// Bytes per second both ways over the last completed window before `now`.
+    #[must_use]
+    pub fn rate(&self, cfg: RateConfig, now: Timestamp) -> u64 {
+        let [c, s] = self.rates(cfg, now);
+        c.saturating_add(s)
     }
 }
 
@@ -124,13 +173,13 @@ mod tests {
     fn classic_rate_is_the_last_completed_second() {
         let cfg = RateConfig::CLASSIC;
         let mut w = RateWindow::default();
-        w.add(cfg, ms(10_100), 1000);
-        w.add(cfg, ms(10_900), 500);
+        w.add(cfg, ms(10_100), 0, 1000);
+        w.add(cfg, ms(10_900), 0, 500);
         // Still inside second 10: nothing completed yet.
         assert_eq!(w.rate(cfg, ms(10_950)), 0);
         // In second 11, second 10 is the last completed one.
         assert_eq!(w.rate(cfg, ms(11_000)), 1500);
-        w.add(cfg, ms(11_500), 7);
+        w.add(cfg, ms(11_500), 0, 7);
         assert_eq!(w.rate(cfg, ms(11_999)), 1500);
         assert_eq!(w.rate(cfg, ms(12_000)), 7);
         // A silent second shows zero.
@@ -142,15 +191,15 @@ mod tests {
         let cfg = RateConfig::FAST;
         let mut w = RateWindow::default();
         for i in 0..10u64 {
-            w.add(cfg, ms(5_000 + i * 100 + 50), 100);
+            w.add(cfg, ms(5_000 + i * 100 + 50), 0, 100);
         }
         // At 6.0 s the window is [5.0, 6.0): ten buckets of 100 bytes.
         assert_eq!(w.rate(cfg, ms(6_000)), 1000);
-        w.add(cfg, ms(6_020), 100);
+        w.add(cfg, ms(6_020), 0, 100);
         // At 6.05 s the window is still [5.0, 6.0): the bucket being filled does not count.
         assert_eq!(w.rate(cfg, ms(6_050)), 1000);
         for i in 1..10u64 {
-            w.add(cfg, ms(6_000 + i * 100 + 50), 100);
+            w.add(cfg, ms(6_000 + i * 100 + 50), 0, 100);
         }
         // At 7.05 s the window is [6.0, 7.0).
         assert_eq!(w.rate(cfg, ms(7_050)), 1000);
@@ -163,8 +212,8 @@ mod tests {
     fn gaps_longer_than_the_window_clear_every_slot() {
         let cfg = RateConfig::FAST;
         let mut w = RateWindow::default();
-        w.add(cfg, ms(1_000), 999);
-        w.add(cfg, ms(60_000), 1);
+        w.add(cfg, ms(1_000), 0, 999);
+        w.add(cfg, ms(60_000), 0, 1);
         assert_eq!(w.rate(cfg, ms(60_100)), 1);
     }
 
@@ -172,10 +221,26 @@ mod tests {
     fn out_of_order_packets_within_the_window_still_count() {
         let cfg = RateConfig::FAST;
         let mut w = RateWindow::default();
-        w.add(cfg, ms(2_500), 10);
-        w.add(cfg, ms(2_250), 5);
-        w.add(cfg, ms(100), 1_000_000); // older than the window: totals only
+        w.add(cfg, ms(2_500), 0, 10);
+        w.add(cfg, ms(2_250), 0, 5);
+        w.add(cfg, ms(100), 0, 1_000_000); // older than the window: totals only
         assert_eq!(w.rate(cfg, ms(3_000)), 15);
+    }
+
+    #[test]
+    fn each_way_is_counted_apart_in_both_kinds_of_window() {
+        for cfg in [RateConfig::CLASSIC, RateConfig::FAST] {
+            let mut w = RateWindow::default();
+            w.add(cfg, ms(1_050), 0, 300);
+            w.add(cfg, ms(1_060), 1, 700);
+            assert_eq!(w.rates(cfg, ms(2_000)), [300, 700], "{cfg:?}");
+            assert_eq!(w.rate(cfg, ms(2_000)), 1_000, "{cfg:?}");
+        }
+        // The classic's window stays in place: no heap.
+        let mut w = RateWindow::default();
+        w.add(RateConfig::CLASSIC, ms(1), 0, 1);
+        assert!(matches!(w.slots, Slots::Two(_)));
+        assert!(std::mem::size_of::<RateWindow>() <= 48);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod file;
 pub mod kernel;
 pub mod live;
+pub mod process;
 pub mod savefile;
 pub mod sockets;
 pub mod stream;

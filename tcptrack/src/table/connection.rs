@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::diag::Diag;
 use crate::flow::{FlowKey, FlowUpdate, Timestamp};
 use crate::rate::{RateConfig, RateWindow};
 
@@ -123,6 +124,7 @@ pub struct Connection {
     last_seen_ns: u64,
     fin: [Fin; 2],
     rate: RateWindow,
+    diag: Diag,
 }
 
 impl Connection {
@@ -144,6 +146,7 @@ impl Connection {
             last_seen_ns: at,
             fin: [Fin::default(); 2],
             rate: RateWindow::default(),
+            diag: Diag::default(),
         }
     }
 
@@ -211,6 +214,19 @@ impl Connection {
         self.rate.rate(cfg, now)
     }
 
+    /// Payload bytes per second sent by the client, then by the server, over the last completed
+    /// window before `now`.
+    #[must_use]
+    pub fn speeds(&self, cfg: RateConfig, now: Timestamp) -> [u64; 2] {
+        self.rate.rates(cfg, now)
+    }
+
+    /// Retransmissions and round-trip time, as the packets tell them.
+    #[must_use]
+    pub const fn diag(&self) -> &Diag {
+        &self.diag
+    }
+
     /// The connection's key.
     #[must_use]
     pub fn key(&self) -> FlowKey {
@@ -255,15 +271,28 @@ impl Connection {
             self.endpoints
                 .swap(Side::Client.index(), Side::Server.index());
             self.sent.swap(Side::Client.index(), Side::Server.index());
+            self.diag.swap_sides();
         }
     }
 
     /// Takes in one update seen at `at` (ns): counts it and, unless the connection is still a
     /// one-way flow, moves the state machine.
-    pub(super) fn advance(&mut self, u: &FlowUpdate, at: u64, rate_cfg: RateConfig) {
+    /// `per_packet`: `u` is one packet (a capture, libpcap), whose sequence numbers tell
+    /// retransmissions and round trips; not a kernel poll's sum of packets.
+    pub(super) fn advance(
+        &mut self,
+        u: &FlowUpdate,
+        at: u64,
+        rate_cfg: RateConfig,
+        per_packet: bool,
+    ) {
         let side = self.side_of(u.src);
         self.sent[side.index()].add(u);
-        self.rate.add(rate_cfg, u.ts, u.payload_bytes);
+        self.rate.add(rate_cfg, u.ts, side.index(), u.payload_bytes);
+        if per_packet {
+            self.diag
+                .segment(side.index(), u.flags, u.seq, u.ack, u.segment_len, at);
+        }
         self.first_seen_ns = self.first_seen_ns.min(at);
         self.last_seen_ns = self.last_seen_ns.max(at);
         if self.unanswered {

@@ -8,6 +8,7 @@
 //! `expiry`.
 
 mod connection;
+pub mod diag;
 mod expiry;
 
 pub use connection::{Connection, Counters, State};
@@ -175,8 +176,13 @@ impl ConnectionTable {
         all
     }
 
-    /// Takes in what a source saw.
+    /// Takes in one packet a source saw (a capture, libpcap).
     pub fn apply(&mut self, u: &FlowUpdate) {
+        self.take(u, true);
+    }
+
+    /// Takes in what a source saw: one packet (`per_packet`), or a kernel poll's update.
+    fn take(&mut self, u: &FlowUpdate, per_packet: bool) {
         let (key, _) = FlowKey::new(u.src, u.dst);
         let at = ns(u.ts);
         let slot = match self.find(&key) {
@@ -197,7 +203,7 @@ impl ConnectionTable {
             None => None,
         };
         if let Some(slot) = slot {
-            self.account(slot, u, at);
+            self.account(slot, u, at, per_packet);
         }
     }
 
@@ -208,16 +214,16 @@ impl ConnectionTable {
         let mut late = Vec::new();
         for e in &poll.events {
             if e.flags.bare_syn() || self.get(&FlowKey::new(e.src, e.dst).0).is_some() {
-                self.apply(e);
+                self.take(e, false);
             } else {
                 late.push(e);
             }
         }
         for c in &poll.counts {
-            self.apply(c);
+            self.take(c, false);
         }
         for e in late {
-            self.apply(e);
+            self.take(e, false);
         }
     }
 
@@ -309,7 +315,7 @@ impl ConnectionTable {
 
     /// Counts the update and moves the state machine of the connection at `slot`. The answer to
     /// a one-way flow makes it a connection picked up mid-stream; its other packets only count.
-    fn account(&mut self, slot: usize, u: &FlowUpdate, at: u64) {
+    fn account(&mut self, slot: usize, u: &FlowUpdate, at: u64, per_packet: bool) {
         let c = &mut self.conns[slot];
         if c.is_unanswered() && c.side_of(u.src) == Side::Server {
             if !u.flags.plain() {
@@ -324,7 +330,7 @@ impl ConnectionTable {
             c.answered(listener);
             self.unanswered_live -= 1;
         }
-        c.advance(u, at, self.cfg.rate);
+        c.advance(u, at, self.cfg.rate, per_packet);
     }
 }
 
