@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::diag::Diag;
+use super::diag::{Diag, Segment};
 use crate::flow::{FlowKey, FlowUpdate, Timestamp};
 use crate::rate::{RateConfig, RateWindow};
 
@@ -290,8 +290,18 @@ impl Connection {
         self.sent[side.index()].add(u);
         self.rate.add(rate_cfg, u.ts, side.index(), u.payload_bytes);
         if per_packet {
-            self.diag
-                .segment(side.index(), u.flags, u.seq, u.ack, u.segment_len, at);
+            // Microseconds since first seen, modulo 2^32 (see `diag`).
+            let since = at.saturating_sub(self.first_seen_ns) / 1000;
+            self.diag.segment(
+                side.index(),
+                Segment {
+                    flags: u.flags,
+                    seq: u.seq,
+                    ack: u.ack,
+                    len: u.segment_len,
+                    at: u32::try_from(since & u64::from(u32::MAX)).unwrap_or(0),
+                },
+            );
         }
         self.first_seen_ns = self.first_seen_ns.min(at);
         self.last_seen_ns = self.last_seen_ns.max(at);

@@ -1,16 +1,22 @@
 //! What a connection's packets tell beyond its counts, seen from where they were captured:
 //! retransmissions each way and the round-trip time.
 //!
-//! - A **retransmission** is a segment that carries sequence space (payload, SYN or FIN) starting
-//!   before the highest sequence number its sender had already sent: its range was seen before.
-//!   A keep-alive (one byte or none, just below that number) is not one. This is tshark's
-//!   `tcp.analysis.retransmission` without its out-of-order guess.
+//! - A **retransmission** is told as tshark tells `tcp.analysis.retransmission`: a segment that
+//!   carries sequence space (payload, SYN or FIN) starting before the highest sequence number its
+//!   sender had sent. It is a fast retransmission when the other side had sent two duplicate
+//!   ACKs for that number within the last 20 ms; otherwise, one that comes sooner than the
+//!   handshake's round trip (3 ms when it is unknown) after the segment that took the sequence
+//!   furthest, and does not end there, is taken as out of order, not a retransmission. A
+//!   keep-alive (one byte or none, just below that number) is not one either.
 //! - The **round-trip time** is the sum of the two legs seen from the capture point: from a
 //!   segment of one side to the other side's ACK that covers it, each smoothed as TCP smooths
 //!   its own (`srtt = 7/8 srtt + 1/8 sample`). One segment per side is timed at a time, and a
 //!   timed segment that is retransmitted gives no sample (Karn). The handshake gives the first
 //!   sample of each leg (SYN to SYN/ACK, SYN/ACK to ACK). From an end host, the leg of the
 //!   remote side's segments is that host's own ACK delay: small, or the delayed-ACK timer.
+//!
+//! Times are kept in microseconds since the connection was first seen, in 32 bits (wrapping
+//! after 71 minutes, which only the differences of nearby times, taken modulo 2^32, survive).
 
 use crate::flow::TcpFlags;
 
@@ -20,17 +26,33 @@ const fn before(a: u32, b: u32) -> bool {
     a.wrapping_sub(b).cast_signed() < 0
 }
 
+/// How long after the last duplicate ACK a segment may come and be a fast retransmission.
+const FAST_RETRANSMIT_US: u32 = 20_000;
+/// How soon after the furthest segment one must come to be out of order, when the handshake's
+/// round trip is unknown.
+const OUT_OF_ORDER_US: u32 = 3_000;
+
 /// One side's sending, as the other side and the capture point see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Sender {
     /// The sequence number after the highest one this side has sent (valid once `seen`).
     next: u32,
-    seen: bool,
+    /// When `next` last moved.
+    next_at: u32,
     retransmits: u32,
-    /// The segment being timed: the ACK number that covers it, when it was seen (ns).
-    timed: Option<(u32, u64)>,
-    /// Smoothed time from this side's segments to the other side's ACK (ns; 0: no sample yet).
-    leg_ns: u64,
+    /// The segment being timed (while `timing`): the ACK number that covers it, and when.
+    timed_covers: u32,
+    timed_at: u32,
+    /// Smoothed time from this side's segments to the other side's ACK (µs; 0: no sample yet).
+    leg_us: u32,
+    /// This side's last ACK number, how many pure ACKs repeated it, and when the last came.
+    last_ack: u32,
+    last_ack_at: u32,
+    dup_acks: u8,
+    seen: bool,
+    timing: bool,
+    /// (The client's only) packets were seen one by one, not only as a kernel's sums.
+    watched: bool,
 }
 
 /// Retransmissions and round-trip time of one connection.
@@ -38,59 +60,98 @@ struct Sender {
 pub struct Diag {
     /// Client, server (as `Side::index`).
     side: [Sender; 2],
+    /// When the client's SYN was seen, and the handshake's round trip (SYN to the ACK of the
+    /// SYN/ACK; 0: unknown).
+    syn_at: u32,
+    first_rtt_us: u32,
+}
+
+/// One segment, as [`Diag::segment`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub flags: TcpFlags,
+    pub seq: u32,
+    pub ack: u32,
+    /// Payload bytes.
+    pub len: u32,
+    /// When, in µs since the connection was first seen (modulo 2^32).
+    pub at: u32,
 }
 
 impl Diag {
-    /// Takes in a segment sent by side `from` (0 client, 1 server) at `at_ns`, with `len` bytes
-    /// of payload.
-    pub fn segment(
-        &mut self,
-        from: usize,
-        flags: TcpFlags,
-        seq: u32,
-        ack: u32,
-        len: u32,
-        at_ns: u64,
-    ) {
-        let other = 1 - from;
-        // Its ACK closes the other side's timed segment.
-        if flags.0 & TcpFlags::ACK != 0 {
-            let o = &mut self.side[other];
-            if let Some((covers, sent)) = o.timed {
-                if !before(ack, covers) {
-                    let sample = at_ns.saturating_sub(sent);
-                    o.leg_ns = if o.leg_ns == 0 {
-                        sample
-                    } else {
-                        o.leg_ns - o.leg_ns / 8 + sample / 8
-                    };
-                    o.timed = None;
-                }
-            }
+    /// Takes in a segment sent by side `from` (0 client, 1 server).
+    pub fn segment(&mut self, from: usize, g: Segment) {
+        self.side[0].watched = true;
+        let other = 1 - (from & 1);
+        let from = from & 1;
+        if g.flags.0 & TcpFlags::ACK != 0 {
+            self.ack(from, other, g);
         }
-        let syn_fin =
-            u32::from(flags.0 & TcpFlags::SYN != 0) + u32::from(flags.0 & TcpFlags::FIN != 0);
-        let space = len.wrapping_add(syn_fin);
+        let syn = g.flags.0 & TcpFlags::SYN != 0;
+        let syn_fin = u32::from(syn) + u32::from(g.flags.0 & TcpFlags::FIN != 0);
+        if syn && g.flags.0 & TcpFlags::ACK == 0 && from == 0 {
+            self.syn_at = g.at;
+        }
+        let space = g.len.wrapping_add(syn_fin);
         if space == 0 {
             return;
         }
-        let end = seq.wrapping_add(space);
+        let end = g.seq.wrapping_add(space);
+        let (ooo_us, rev) = (self.out_of_order_us(), self.side[other]);
         let s = &mut self.side[from];
-        if s.seen && before(seq, s.next) {
-            let keep_alive = syn_fin == 0 && len <= 1 && seq == s.next.wrapping_sub(1);
-            if !keep_alive {
+        if s.seen && before(g.seq, s.next) {
+            let keep_alive = syn_fin == 0 && g.len <= 1 && g.seq == s.next.wrapping_sub(1);
+            let fast = rev.dup_acks >= 2
+                && rev.last_ack == g.seq
+                && g.at.wrapping_sub(rev.last_ack_at) < FAST_RETRANSMIT_US;
+            let out_of_order = !fast && g.at.wrapping_sub(s.next_at) < ooo_us && s.next != end;
+            if !keep_alive && !out_of_order {
                 s.retransmits = s.retransmits.saturating_add(1);
                 // Karn: an ACK may answer either copy; the timed segment gives no sample.
-                if s.timed.is_some_and(|(covers, _)| before(seq, covers)) {
-                    s.timed = None;
+                if s.timing && before(g.seq, s.timed_covers) {
+                    s.timing = false;
                 }
             }
-        } else if s.timed.is_none() {
-            s.timed = Some((end, at_ns));
+        } else if !s.timing {
+            (s.timing, s.timed_covers, s.timed_at) = (true, end, g.at);
         }
         if !s.seen || before(s.next, end) {
-            s.next = end;
-            s.seen = true;
+            (s.next, s.next_at, s.seen) = (end, g.at, true);
+        }
+    }
+
+    /// The ACK of a segment from `from`: closes the other side's timed segment, counts
+    /// duplicates, and ends the handshake's round trip.
+    fn ack(&mut self, from: usize, other: usize, g: Segment) {
+        let pure = g.len == 0 && g.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0;
+        if from == 0 && self.first_rtt_us == 0 && self.side[1].seen && pure {
+            // The client's first ACK after the server's SYN/ACK.
+            self.first_rtt_us = g.at.wrapping_sub(self.syn_at).max(1);
+        }
+        let f = &mut self.side[from];
+        if pure && f.last_ack == g.ack {
+            f.dup_acks = f.dup_acks.saturating_add(1);
+        } else if f.last_ack != g.ack {
+            (f.last_ack, f.dup_acks) = (g.ack, 0);
+        }
+        f.last_ack_at = g.at;
+        let o = &mut self.side[other];
+        if o.timing && !before(g.ack, o.timed_covers) {
+            let sample = g.at.wrapping_sub(o.timed_at).max(1);
+            o.leg_us = if o.leg_us == 0 {
+                sample
+            } else {
+                o.leg_us - o.leg_us / 8 + sample / 8
+            };
+            o.timing = false;
+        }
+    }
+
+    fn out_of_order_us(&self) -> u32 {
+        if self.first_rtt_us == 0 {
+            OUT_OF_ORDER_US
+        } else {
+            self.first_rtt_us
         }
     }
 
@@ -101,112 +162,27 @@ impl Diag {
         self.side = [s, c];
     }
 
-    /// Segments the client, then the server, sent again.
+    /// Segments the client, then the server, sent again; `None` when no packet was seen one by
+    /// one (a kernel's sums tell nothing of sequence numbers).
     #[must_use]
-    pub const fn retransmits(&self) -> [u32; 2] {
-        [self.side[0].retransmits, self.side[1].retransmits]
+    pub const fn retransmits(&self) -> Option<[u32; 2]> {
+        if self.side[0].watched || self.side[1].watched {
+            Some([self.side[0].retransmits, self.side[1].retransmits])
+        } else {
+            None
+        }
     }
 
     /// The round-trip time in microseconds, once both legs have a sample.
     #[must_use]
-    pub const fn rtt_us(&self) -> Option<u64> {
-        let [c, s] = [self.side[0].leg_ns, self.side[1].leg_ns];
+    pub const fn rtt_us(&self) -> Option<u32> {
+        let [c, s] = [self.side[0].leg_us, self.side[1].leg_us];
         if c == 0 || s == 0 {
             return None;
         }
-        Some((c + s) / 1000)
+        Some(c.saturating_add(s))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SYN: TcpFlags = TcpFlags(TcpFlags::SYN);
-    const SYN_ACK: TcpFlags = TcpFlags(TcpFlags::SYN | TcpFlags::ACK);
-    const ACK: TcpFlags = TcpFlags(TcpFlags::ACK);
-    const MS: u64 = 1_000_000;
-
-    /// A handshake seen 10 ms from the client and 40 ms from the server: client 1000, server
-    /// 5000 as initial sequence numbers.
-    fn handshake() -> Diag {
-        let mut d = Diag::default();
-        d.segment(0, SYN, 1000, 0, 0, 0);
-        d.segment(1, SYN_ACK, 5000, 1001, 0, 80 * MS);
-        d.segment(0, ACK, 1001, 5001, 0, 100 * MS);
-        d
-    }
-
-    #[test]
-    fn the_handshake_gives_both_legs() {
-        let d = handshake();
-        // SYN to SYN/ACK: 80 ms; SYN/ACK to ACK: 20 ms.
-        assert_eq!(d.rtt_us(), Some(100_000));
-        assert_eq!(d.retransmits(), [0, 0]);
-        assert_eq!(Diag::default().rtt_us(), None);
-    }
-
-    #[test]
-    fn data_and_its_acks_smooth_the_legs() {
-        let mut d = handshake();
-        // The server's data, acknowledged 4 ms later by the client, eight times.
-        let mut seq = 5001;
-        for i in 0..8 {
-            let t = (200 + i * 10) * MS;
-            d.segment(1, ACK, seq, 1001, 1000, t);
-            seq += 1000;
-            d.segment(0, ACK, 1001, seq, 0, t + 4 * MS);
-        }
-        // 20 ms smoothed towards 4 ms: 20 * (7/8)^8 + 4 * (1 - (7/8)^8) = 9.4 ms; plus 80.
-        let rtt = d.rtt_us().expect("both legs");
-        assert!((89_000..90_000).contains(&rtt), "{rtt}");
-    }
-
-    #[test]
-    fn a_segment_sent_again_is_a_retransmission_and_gives_no_sample() {
-        let mut d = handshake();
-        d.segment(0, ACK, 1001, 5001, 500, 200 * MS);
-        d.segment(0, ACK, 1501, 5001, 500, 201 * MS);
-        // The first is lost: sent again, then both acknowledged.
-        d.segment(0, ACK, 1001, 5001, 500, 400 * MS);
-        d.segment(1, ACK, 5001, 2001, 0, 410 * MS);
-        assert_eq!(d.retransmits(), [1, 0]);
-        // The timed segment (the first) was sent again: no 210 ms sample.
-        assert_eq!(d.rtt_us(), Some(100_000));
-        // Overlapping the end of what was sent is a retransmission too.
-        d.segment(0, ACK, 1901, 5001, 200, 500 * MS);
-        assert_eq!(d.retransmits(), [2, 0]);
-        // A SYN sent again.
-        let mut s = Diag::default();
-        s.segment(0, SYN, 7, 0, 0, 0);
-        s.segment(0, SYN, 7, 0, 0, MS);
-        assert_eq!(s.retransmits(), [1, 0]);
-    }
-
-    #[test]
-    fn keep_alives_and_pure_acks_are_not_retransmissions() {
-        let mut d = handshake();
-        d.segment(0, ACK, 1001, 5001, 100, 200 * MS);
-        // Keep-alives: one byte, or none, just below what was sent.
-        d.segment(0, ACK, 1100, 5001, 1, 300 * MS);
-        d.segment(0, ACK, 1100, 5001, 0, 301 * MS);
-        // Pure ACKs, again and again.
-        for _ in 0..3 {
-            d.segment(1, ACK, 5001, 1101, 0, 310 * MS);
-        }
-        assert_eq!(d.retransmits(), [0, 0]);
-    }
-
-    #[test]
-    fn sequence_numbers_wrap() {
-        let mut d = Diag::default();
-        d.segment(0, SYN, u32::MAX - 10, 0, 0, 0);
-        d.segment(1, SYN_ACK, 1, u32::MAX - 9, 0, MS);
-        d.segment(0, ACK, u32::MAX - 9, 2, 100, 2 * MS);
-        // 90 bytes later the numbers wrap; nothing is sent again.
-        d.segment(0, ACK, 90, 2, 100, 3 * MS);
-        assert_eq!(d.retransmits(), [0, 0]);
-        d.segment(0, ACK, u32::MAX - 9, 2, 100, 4 * MS);
-        assert_eq!(d.retransmits(), [1, 0]);
-    }
-}
+mod tests;
