@@ -97,6 +97,8 @@ pub enum Feed {
 pub struct Started {
     pub kind: SourceKind,
     pub label: SourceLabel,
+    /// The interface as named (`any` included), or the capture file's name.
+    pub interface: String,
     /// Why the live path is not the kernel's, when it is not.
     pub fallback: Option<Fallback>,
     /// Promiscuous mode, held for as long as this lives (kernel path, `-p` not given).
@@ -141,8 +143,12 @@ fn file_name(p: &Path) -> String {
 /// The file or interface cannot be opened, or the filter is bad.
 pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_QUEUE);
-    let started = |kind, label, fallback, promiscuous| Started {
+    let started = |kind, label: SourceLabel, fallback, promiscuous| Started {
         kind,
+        interface: match &label {
+            SourceLabel::File(f) | SourceLabel::Replay(f) => f.clone(),
+            SourceLabel::Live(_) => String::new(),
+        },
         label,
         fallback,
         promiscuous,
@@ -183,7 +189,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                     promiscuous,
                     ..
                 } => {
-                    let t = spawn_kernel_poller(poller, name, cfg.interval, tx);
+                    let t = spawn_kernel_poller(poller, name.clone(), cfg.interval, tx);
                     (promiscuous, Some(t))
                 }
                 Live::Libpcap {
@@ -197,6 +203,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
             };
             let mut live = started(SourceKind::Live, label, fallback, promiscuous);
             live.poller = thread;
+            live.interface = name;
             Ok((live, channel))
         }
     }

@@ -367,12 +367,16 @@ fn check_tally(t: &ConnectionTable, ended: &[Ended]) {
         .connections()
         .chain(ended.iter().map(|e| &e.conn))
         .collect();
-    let sum = |f: fn(&Connection) -> Counters| all.iter().fold(Counters::default(), |a, c| a + f(c));
+    let sum =
+        |f: fn(&Connection) -> Counters| all.iter().fold(Counters::default(), |a, c| a + f(c));
     assert_eq!(tally.sent[0], sum(Connection::client_sent));
     assert_eq!(tally.sent[1], sum(Connection::server_sent));
     let ended_total: u64 = Ending::TABLE.iter().map(|&h| tally.ended(h)).sum();
     assert_eq!(ended_total, u64::try_from(ended.len()).expect("fits"));
-    assert_eq!(tally.opened - ended_total, u64::try_from(t.len()).expect("fits"));
+    assert_eq!(
+        tally.opened - ended_total,
+        u64::try_from(t.len()).expect("fits")
+    );
     for s in State::ALL {
         let listed = t.connections().filter(|c| c.state() == s).count();
         assert_eq!(tally.listed(s), u64::try_from(listed).expect("fits"), "{s}");
@@ -420,7 +424,10 @@ fn the_tally_is_exact_and_every_ended_connection_is_handed_out_once() {
     ended.extend(t.take_ended());
     check_tally(&t, &ended);
     assert_eq!(ended.len(), 1);
-    assert_eq!((ended[0].how, ended[0].conn.state()), (Ending::Reset, State::Reset));
+    assert_eq!(
+        (ended[0].how, ended[0].conn.state()),
+        (Ending::Reset, State::Reset)
+    );
     // Past -r: the closed one goes; the handshake and the mid-stream one time out later.
     t.expire(Duration::from_millis(12) + Duration::from_secs(3));
     ended.extend(t.take_ended());
@@ -431,7 +438,11 @@ fn the_tally_is_exact_and_every_ended_connection_is_handed_out_once() {
     t.expire(Duration::from_secs(40));
     ended.extend(t.take_ended());
     check_tally(&t, &ended);
-    assert_eq!(ended.len(), 3, "the handshake timed out; established ones stay");
+    assert_eq!(
+        ended.len(),
+        3,
+        "the handshake timed out; established ones stay"
+    );
     assert_eq!(ended[2].how, Ending::Timeout);
     assert_eq!(t.len(), 1);
     // Nothing is handed out twice.
@@ -451,10 +462,8 @@ fn without_report_ended_nothing_is_kept_for_handing_out() {
 
 #[test]
 fn local_servers_are_tallied_by_port_and_accepted_once_established() {
-    let listening = crate::listening::ListeningSockets::new(
-        Vec::new(),
-        ["198.18.0.2".parse().expect("ip")],
-    );
+    let listening =
+        crate::listening::ListeningSockets::new(Vec::new(), ["198.18.0.2".parse().expect("ip")]);
     let mut t = ConnectionTable::new(TableConfig::default());
     t.set_listening(listening);
     // A handshake to the local port 80.
