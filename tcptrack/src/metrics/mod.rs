@@ -9,9 +9,9 @@
 //! refresh has passed, the bytes counters are the bytes sent.
 //!
 //! Per local server port (`tcptrack_server_*`), series are bounded by `--metrics-ports N`, and
-//! stay monotonic by one rule: a port gets its own series once a connection on it reached
-//! ESTABLISHED (something here accepted it; a port scan does not) while fewer than N ports have
-//! one, the busiest first when several qualify at one refresh; once it has its series it keeps
+//! stay monotonic by one rule: a port gets its own series once something here accepted a
+//! connection on it (answered a handshake with SYN+ACK, or served one picked up mid-stream; a
+//! port scan's SYNs answered by RSTs do not) while fewer than N ports have one, the busiest first when several qualify at one refresh; once it has its series it keeps
 //! it while tcptrack runs. Everything else served by this host counts in `port="other"`: what a
 //! port did before it had its own series stays there, so no counter ever goes back and the
 //! ports' counters add up to all that local servers did.

@@ -189,8 +189,8 @@ fn the_busiest_ports_get_series_the_rest_is_other_and_nothing_goes_back() {
 fn a_port_that_gets_its_series_late_leaves_what_came_before_in_other() {
     let mut m = monitor();
     let (mut metrics, registry) = Metrics::new(50, &about());
-    // One-way traffic to the local port 7000 picked up mid-stream, then answered: accepted
-    // at once (ESTABLISHED). Before that, a handshake that never completed brought 10 bytes.
+    // Before anything here accepted a connection on port 7000, a SYN and 10 bytes that no
+    // SYN+ACK answered.
     feed(
         &mut m,
         vec![

@@ -151,7 +151,8 @@ impl ConnectionTable {
         &self.tally
     }
 
-    /// The connections that left the table since the last call, oldest first, and how (only
+    /// The connections that left the table since the last call, in the order they left
+    /// (those leaving together first seen first), and how (only
     /// with `report_ended`; each connection once).
     pub fn take_ended(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.ended)

@@ -79,9 +79,17 @@ pub struct PortTally {
     pub connections: u64,
     /// Sent since tcptrack started: by the clients, by this host (the server).
     pub sent: [Counters; 2],
-    /// A connection on this port reached ESTABLISHED: something here accepted it (a port
-    /// scan's SYNs, answered by RSTs, never do).
+    /// Something here accepted a connection on this port: it answered a handshake with SYN+ACK
+    /// (SYN|ACK-ACK reached), or a connection on it was picked up mid-stream (ESTABLISHED). A
+    /// port scan's SYNs, answered by RSTs, never are.
     pub accepted: bool,
+}
+
+/// Whether a connection in `state` shows that its server accepted it. (A kernel poll may bring
+/// a short connection's SYN+ACK and FINs before the ACK that makes it ESTABLISHED: SYN|ACK-ACK
+/// is what every accepted handshake passes through.)
+const fn accepts(state: State) -> bool {
+    matches!(state, State::SynAckAck | State::Established)
 }
 
 /// Every connection's numbers together (see the module's documentation).
@@ -119,7 +127,7 @@ impl Tally {
         self.count(c, c.client_sent(), c.server_sent());
         if let Some(p) = self.port(c) {
             p.connections += 1;
-            p.accepted |= c.state() == State::Established;
+            p.accepted |= accepts(c.state());
         }
     }
 
@@ -130,7 +138,7 @@ impl Tally {
             self.by_state[c.state().index()] += 1;
         }
         self.count(c, sent.0, sent.1);
-        if c.state() == State::Established {
+        if accepts(c.state()) {
             if let Some(p) = self.port(c) {
                 p.accepted = true;
             }

@@ -461,7 +461,7 @@ fn without_report_ended_nothing_is_kept_for_handing_out() {
 }
 
 #[test]
-fn local_servers_are_tallied_by_port_and_accepted_once_established() {
+fn local_servers_are_tallied_by_port_and_accepted_once_they_answer_a_handshake() {
     let listening =
         crate::listening::ListeningSockets::new(Vec::new(), ["198.18.0.2".parse().expect("ip")]);
     let mut t = ConnectionTable::new(TableConfig::default());
@@ -470,6 +470,7 @@ fn local_servers_are_tallied_by_port_and_accepted_once_established() {
     t.apply(&pkt(C, S, 0, SYN, 100, 0, 0));
     assert!(!t.tally().ports[&80].accepted);
     t.apply(&pkt(S, C, 1, SYN | ACK, 500, 101, 0));
+    assert!(t.tally().ports[&80].accepted);
     t.apply(&pkt(C, S, 2, ACK, 101, 501, 40));
     t.apply(&pkt(S, C, 3, ACK, 501, 141, 60));
     // A scan of the local port 81: SYN, RST; never accepted.
