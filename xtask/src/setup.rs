@@ -28,6 +28,8 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     // setcap, for the least-privilege tests.
     "libcap2-bin",
+    // A real Prometheus server scraping --metrics in the metrics tests.
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
