@@ -75,11 +75,11 @@ fn check_flow_log(dir: &Path) -> Vec<FlowRecord> {
     flows
 }
 
-/// Series of tcptrack_* a scrape has at most with `--metrics-ports 50`: 38 whatever the traffic
+/// Series of tcptrack_* a scrape has at most with `--metrics-ports 50`: 56 whatever the traffic
 /// (info 1, connections by state 6, opened 1, ended 4, payload 2, packets 2, health 4, the
-/// refresh histogram's 16 buckets, sum and count 18), and 3 per port with a series (connections,
-/// payload by 2 senders), `other` included.
-const SERIES_BOUND: f64 = 38.0 + 3.0 * 51.0;
+/// refresh and kernel poll histograms' 16 buckets, sum and count 2 x 18), and 3 per port with a
+/// series (connections, payload by 2 senders), `other` included.
+const SERIES_BOUND: f64 = 56.0 + 3.0 * 51.0;
 
 /// Waits until Prometheus has the bytes each way and the connections opened and ended of
 /// [`RUNS`], exactly; then checks how they ended and the series per port and of tcptrack_info.
@@ -131,6 +131,8 @@ fn check_prometheus(prom: &Prometheus, interface: &str) {
             (Some(up as f64), Some(down as f64))
         );
     }
+    let polls = v("tcptrack_kernel_poll_seconds_count");
+    assert!(polls > Some(0.0), "kernel polls timed: {polls:?}");
     let info = prom.query("tcptrack_info").expect("tcptrack_info");
     assert_eq!(info.len(), 1, "{info:?}");
     let labels = &info[0].0;

@@ -64,6 +64,7 @@ pub struct Metrics {
     evictions: Counter,
     dropped: Counter,
     refresh: Histogram,
+    kernel_poll: Histogram,
     ports: PortSeries,
 }
 
@@ -104,6 +105,7 @@ impl Metrics {
             evictions: Counter::default(),
             dropped: Counter::default(),
             refresh: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
+            kernel_poll: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
             ports: PortSeries::new(ports),
         };
         // Every series of a bounded label set from the start, so that a query finds a 0.
@@ -196,6 +198,12 @@ impl Metrics {
             Unit::Seconds,
             self.refresh.clone(),
         );
+        r.register_with_unit(
+            "tcptrack_kernel_poll",
+            "Time one poll of the kernel takes (wall time: the flip of its maps, a 2 ms grace, the drain, the events)",
+            Unit::Seconds,
+            self.kernel_poll.clone(),
+        );
     }
 
     /// Sets every metric from `m`.
@@ -243,6 +251,12 @@ impl Sink for Metrics {
 
     fn refreshed(&mut self, took: Duration) {
         self.refresh.observe(took.as_secs_f64());
+    }
+
+    fn polled(&mut self, took: &[Duration]) {
+        for t in took {
+            self.kernel_poll.observe(t.as_secs_f64());
+        }
     }
 
     fn ended(&mut self, m: &Monitor) -> Result<Flow, Error> {

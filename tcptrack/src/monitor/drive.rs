@@ -37,6 +37,9 @@ pub trait Sink {
     /// After every sink's refresh: how long the refresh took (the clock, expiry, every sink).
     fn refreshed(&mut self, _took: Duration) {}
 
+    /// Kernel polls came (kernel path): how long each took.
+    fn polled(&mut self, _took: &[Duration]) {}
+
     /// Connections left the table (with the table's `report_ended`), oldest first: each is
     /// handed out once.
     ///
@@ -120,6 +123,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     fn refreshed(&mut self, took: Duration) {
         (**self).refreshed(took);
     }
+    fn polled(&mut self, took: &[Duration]) {
+        (**self).polled(took);
+    }
     fn departed(&mut self, m: &Monitor, ended: &[Ended]) -> Result<(), Error> {
         (**self).departed(m, ended)
     }
@@ -154,6 +160,10 @@ impl<A: Sink, B: Sink> Sink for (A, B) {
     fn refreshed(&mut self, took: Duration) {
         self.0.refreshed(took);
         self.1.refreshed(took);
+    }
+    fn polled(&mut self, took: &[Duration]) {
+        self.0.polled(took);
+        self.1.polled(took);
     }
     fn departed(&mut self, m: &Monitor, ended: &[Ended]) -> Result<(), Error> {
         self.0.departed(m, ended)?;
@@ -192,6 +202,11 @@ impl<S: Sink> Sink for Option<S> {
             s.refreshed(took);
         }
     }
+    fn polled(&mut self, took: &[Duration]) {
+        if let Some(s) = self {
+            s.polled(took);
+        }
+    }
     fn departed(&mut self, m: &Monitor, ended: &[Ended]) -> Result<(), Error> {
         self.as_mut().map_or(Ok(()), |s| s.departed(m, ended))
     }
@@ -221,8 +236,12 @@ fn finish(m: &mut Monitor, sink: &mut impl Sink) -> Result<Flow, Error> {
     Ok(Flow::Stop)
 }
 
-/// Hands the connections that just left the table to the sink.
+/// Hands the sink the connections that just left the table, and the kernel polls' times.
 fn hand_over(m: &mut Monitor, sink: &mut impl Sink) -> Result<(), Error> {
+    let polls = m.take_poll_times();
+    if !polls.is_empty() {
+        sink.polled(&polls);
+    }
     let ended = m.table.take_ended();
     if ended.is_empty() {
         return Ok(());

@@ -439,6 +439,7 @@ fn spawn_kernel_poller(
                 poller.wait_events(left.min(STOP_CHECK));
             }
             due += interval;
+            let started = Instant::now();
             let msg = match poller.poll() {
                 Ok(p) => SourceMsg::Kernel(p),
                 Err(e) => SourceMsg::End(Some(Error::capture(&interface, e))),
@@ -447,10 +448,11 @@ fn spawn_kernel_poller(
             if tx.blocking_send(msg).is_err() || end {
                 return;
             }
-            if tx
-                .blocking_send(SourceMsg::KernelStats(poller.stats()))
-                .is_err()
-            {
+            let stats = kernel::KernelStats {
+                poll_time: started.elapsed(),
+                ..poller.stats()
+            };
+            if tx.blocking_send(SourceMsg::KernelStats(stats)).is_err() {
                 return;
             }
         }
