@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::measure::Usage;
-pub use scale::{MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
+pub use scale::{MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
 
 /// One benchmark run; a case not run is `None` (or, for `live`, empty).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
