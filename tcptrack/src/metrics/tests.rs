@@ -241,3 +241,35 @@ fn a_flood_of_tuples_adds_no_series_beyond_the_port_bound() {
     // `other` was there from the first refresh.
     assert_eq!(samples(&text), empty + 50 * 3, "{text}");
 }
+
+#[test]
+fn churn_leaves_nothing_behind() {
+    // 30,000 connections to three local ports, each closed and forgotten as time goes: the
+    // table, the tally's ports and the series stay as they were after the first thousand.
+    let mut m = monitor();
+    let (mut metrics, registry) = Metrics::new(50, &about());
+    let mut after_first = None;
+    for i in 0..30_000u32 {
+        let client = format!("198.18.1.{}:{}", 1 + i / 50_000, 10_000 + i % 50_000);
+        let server = format!("198.18.0.2:{}", 8080 + i % 3);
+        let ms = u64::from(i) * 10;
+        feed(&mut m, connection(&client, &server, ms, 100, 10));
+        if i % 1_000 == 999 {
+            m.advance_to(Duration::from_millis(ms), false);
+            metrics.update(&m);
+            let now = (
+                m.table.len(),
+                m.table.tally().ports.len(),
+                samples(&scrape(&registry)),
+            );
+            assert!(now.0 <= 1_000, "{now:?}");
+            let first = *after_first.get_or_insert(now);
+            assert_eq!((now.1, now.2), (first.1, first.2), "at {i}");
+        }
+    }
+    let text = scrape(&registry);
+    assert_eq!(
+        value(&text, r#"tcptrack_payload_bytes_total{sender="client"}"#),
+        Some(100.0 * 30_000.0)
+    );
+}
