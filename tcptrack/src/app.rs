@@ -1,17 +1,21 @@
-//! Running tcptrack: from a validated [`Config`] to a source, the monitor and its sink.
+//! Running tcptrack: from a validated [`Config`] to a source, the monitor and its sinks.
 
 use std::io::Write;
 
 use crate::cli::{Config, OutputFormat};
 use crate::error::Error;
+use crate::flowlog::FlowLog;
 use crate::headless::Headless;
+use crate::metrics::{self, About, Metrics};
 use crate::monitor::{drive, Monitor};
-use crate::source::{self, Feed, SourceKind, SourceMsg};
+use crate::source::{self, Feed, SourceKind, SourceMsg, Started};
 use crate::table::ConnectionTable;
 
 /// Runs tcptrack as configured: the screen when standard output is a terminal and no
-/// `--output` was asked for, else headless output to `out`. Everything that can fail before the
-/// first packet (the file, the interface, the filter) fails before the terminal is touched.
+/// `--output` was asked for, else headless output to `out`; beside either, the metrics endpoint
+/// and the flow log when asked for. Everything that can fail before the first packet (the
+/// metrics address, the flow log, the file, the interface, the filter) fails before the
+/// terminal is touched.
 ///
 /// # Errors
 /// Any [`Error`]; for a capture cut short, after its connections have been written or shown.
@@ -21,9 +25,12 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
+    let listener = cfg.metrics.map(|c| metrics::bind(c.addr)).transpose()?;
+    let flow_log = cfg.flow_log.as_ref().map(FlowLog::open).transpose()?;
     // Headless, a capture is always read whole; `--replay` paces the screen only.
     let replay = if screen { cfg.replay } else { None };
     let (started, feed) = source::start(cfg, replay)?;
+    let mut beside = (serve_metrics(cfg, &started, listener, &runtime)?, flow_log);
     let mut table_cfg = cfg.table.clone();
     // A capture read whole reports every connection it had, also those that ended.
     table_cfg.keep_finished = started.kind == SourceKind::Capture;
@@ -47,7 +54,7 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     };
     let verifier_log = started.verifier_log().filter(|_| cfg.verbose);
     let result = if screen {
-        let shown = crate::tui::run(&mut m, rx, cfg.interval, cfg.units, &runtime);
+        let shown = crate::tui::run(&mut m, rx, cfg.interval, cfg.units, &runtime, &mut beside);
         // The reason for the path, in full (the status line may have cut it).
         if let Some(why) = &started.fallback {
             eprintln!("tcptrack: {}", source::path_line(&started.label, Some(why)));
@@ -67,8 +74,9 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         if let Some(log) = &verifier_log {
             eprintln!("tcptrack: the verifier's log:\n{log}");
         }
-        let mut sink = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
-        sink.units = cfg.units;
+        let mut headless = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
+        headless.units = cfg.units;
+        let mut sink = (headless, &mut beside);
         runtime.block_on(drive(&mut m, rx, None, &mut sink, cfg.interval))
     };
     // Promiscuous mode is held until here; the kernel's programs go before tcptrack does.
@@ -79,4 +87,34 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     }
     result?;
     m.pending_error.map_or(Ok(()), Err)
+}
+
+/// The metrics of `started`'s source, served on `listener` (when `--metrics` asked) by a task
+/// of `runtime`: it answers while the monitor's loop runs.
+fn serve_metrics(
+    cfg: &Config,
+    started: &Started,
+    listener: Option<std::net::TcpListener>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<Metrics>, Error> {
+    let (Some(c), Some(listener)) = (cfg.metrics, listener) else {
+        return Ok(None);
+    };
+    let path = match (started.kind, &started.fallback) {
+        (SourceKind::Live, None) => "kernel",
+        (SourceKind::Live, Some(_)) => "libpcap",
+        (SourceKind::Capture | SourceKind::Replay, _) => "file",
+    };
+    let about = About {
+        path,
+        interface: started.interface.clone(),
+    };
+    let (metrics, registry) = Metrics::new(c.ports, &about);
+    let _in_runtime = runtime.enter();
+    let server = metrics::serve(listener, registry).map_err(|source| Error::Metrics {
+        addr: c.addr,
+        source,
+    })?;
+    runtime.spawn(server);
+    Ok(Some(metrics))
 }

@@ -1,5 +1,6 @@
 //! The command line: raw flags (clap) in, a validated [`Config`] out.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,6 +72,21 @@ pub struct Args {
     #[arg(long, value_name = "SPEED", num_args = 0..=1, default_missing_value = "1", requires = "file", value_parser = parse_speed, allow_negative_numbers = true)]
     pub replay: Option<f64>,
 
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR:PORT/metrics
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
+    pub metrics: Option<SocketAddr>,
+
+    /// With --metrics: the busiest N local server ports that get series of their own (the others
+    /// share port="other")
+    #[arg(long, value_name = "N", default_value = "50", requires = "metrics", value_parser = clap::value_parser!(u16), allow_negative_numbers = true)]
+    pub metrics_ports: u16,
+
+    /// Write one JSON line per connection into PATH when tcptrack forgets it (closed, reset,
+    /// timed out) and, at exit, one per connection still listed; `-` for standard output.
+    /// SIGHUP reopens PATH
+    #[arg(long, value_name = "PATH")]
+    pub flow_log: Option<PathBuf>,
+
     /// Capture live through libpcap instead of counting in the kernel (eBPF)
     #[arg(long)]
     pub libpcap: bool,
@@ -106,7 +122,7 @@ pub struct Args {
 #[derive(Debug)]
 pub enum Invocation {
     /// Its work, as the flags say.
-    Run(Args),
+    Run(Box<Args>),
     /// Write the man page or a shell's completions on standard output (`--generate WHAT`).
     Generate(Generate),
 }
@@ -139,7 +155,7 @@ where
         return Ok(Invocation::Generate(what));
     }
     Args::from_arg_matches_mut(&mut matches)
-        .map(Invocation::Run)
+        .map(|a| Invocation::Run(Box::new(a)))
         .map_err(|e| e.format(&mut cmd))
 }
 
@@ -165,6 +181,26 @@ pub enum OutputFormat {
     Json,
     /// Comma-separated values with a header row
     Csv,
+    /// Nothing (for --metrics or --flow-log alone)
+    None,
+}
+
+/// Where the flow log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlowLogTarget {
+    /// Standard output (`--flow-log -`).
+    Stdout,
+    /// A file, appended to, reopened on SIGHUP.
+    File(PathBuf),
+}
+
+/// The metrics endpoint, as asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Local server ports with series of their own (`--metrics-ports`).
+    pub ports: u16,
 }
 
 /// Where packets come from.
@@ -198,6 +234,10 @@ pub struct Config {
     pub verbose: bool,
     /// How speeds are written (`-b`: bits per second).
     pub units: crate::format::Units,
+    /// Serve metrics (`--metrics`).
+    pub metrics: Option<MetricsConfig>,
+    /// Write a flow log (`--flow-log`).
+    pub flow_log: Option<FlowLogTarget>,
     pub table: TableConfig,
 }
 
@@ -209,6 +249,13 @@ fn parse_speed(s: &str) -> Result<f64, String> {
         Ok(v) if (0.001..=1e6).contains(&v) => Ok(v),
         _ => Err("must be a speed factor between 0.001 and 1000000".to_owned()),
     }
+}
+
+/// An address and port to listen on: `127.0.0.1:9100`, `[::1]:9100`, `0.0.0.0:9100`.
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "must be ADDR:PORT, such as 127.0.0.1:9100 or [::]:9100".to_owned())
 }
 
 /// Seconds, `0` included (`-r 0`: closed connections go at once).
@@ -284,12 +331,35 @@ impl Args {
         };
         let filter = self.filter.join(" ");
         let filter = (!filter.trim().is_empty()).then_some(filter);
+        let flow_log = self.flow_log.map(|p| {
+            if p.as_os_str() == "-" {
+                FlowLogTarget::Stdout
+            } else {
+                FlowLogTarget::File(p)
+            }
+        });
+        let output = match (&flow_log, self.output) {
+            // Standard output is the flow log's alone.
+            (Some(FlowLogTarget::Stdout), None | Some(OutputFormat::None)) => {
+                Some(OutputFormat::None)
+            }
+            (Some(FlowLogTarget::Stdout), Some(_)) => {
+                return Err(Error::Usage(
+                    "--flow-log - writes on standard output: --output can only be none then".into(),
+                ))
+            }
+            (_, output) => output,
+        };
+        let metrics = self.metrics.map(|addr| MetricsConfig {
+            addr,
+            ports: self.metrics_ports,
+        });
         Ok(Config {
             source,
             filter,
             promiscuous: !self.no_promiscuous,
             interval,
-            output: self.output,
+            output,
             replay: self.replay,
             libpcap: self.libpcap,
             xdp: self.xdp,
@@ -300,13 +370,16 @@ impl Args {
             } else {
                 crate::format::Units::Bytes
             },
+            metrics,
             table: TableConfig {
+                report_ended: flow_log.is_some(),
                 detect_midstream: !self.no_midstream,
                 closed_linger: self.linger,
                 idle_timeout: self.idle_timeout,
                 rate,
                 ..TableConfig::default()
             },
+            flow_log,
         })
     }
 }
@@ -426,6 +499,38 @@ mod tests {
         }
         let help = Args::command().render_long_help().to_string();
         assert!(!help.contains("generate"), "{help}");
+    }
+
+    #[test]
+    fn metrics_and_flow_log_options() {
+        let c = parse(&["--metrics", "127.0.0.1:9100", "--flow-log", "f.jsonl"]).expect("valid");
+        assert_eq!(
+            c.metrics,
+            Some(MetricsConfig {
+                addr: "127.0.0.1:9100".parse().expect("addr"),
+                ports: 50
+            })
+        );
+        assert_eq!(c.flow_log, Some(FlowLogTarget::File("f.jsonl".into())));
+        assert!(c.table.report_ended);
+        assert_eq!(c.output, None);
+        let c = parse(&["--metrics", "[::1]:9100", "--metrics-ports", "3"]).expect("valid");
+        assert_eq!(c.metrics.map(|m| m.ports), Some(3));
+        assert!(!c.table.report_ended);
+        // The flow log on standard output leaves no room for other output.
+        let c = parse(&["--flow-log", "-"]).expect("valid");
+        assert_eq!(c.flow_log, Some(FlowLogTarget::Stdout));
+        assert_eq!(c.output, Some(OutputFormat::None));
+        assert!(parse(&["--flow-log", "-", "--output", "json"]).is_err());
+        assert!(parse(&["--flow-log", "-", "--output", "none"]).is_ok());
+        assert!(parse(&["--metrics-ports", "3"]).is_err(), "needs --metrics");
+        let e = Args::try_parse_from(["tcptrack", "--metrics", "9100"]).expect_err("bad");
+        assert_eq!(
+            value_error(&e).as_deref(),
+            Some("invalid value '9100' for --metrics: must be ADDR:PORT, such as 127.0.0.1:9100 or [::]:9100")
+        );
+        let c = parse(&["--output", "none"]).expect("valid");
+        assert_eq!(c.output, Some(OutputFormat::None));
     }
 
     #[test]

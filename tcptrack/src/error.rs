@@ -98,6 +98,18 @@ pub enum Error {
     },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("cannot serve metrics on {addr}: {}", io_reason(.source))]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the flow log {}: {}", .path.display(), io_reason(.source))]
+    FlowLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot use the terminal: {0}")]
     Terminal(#[source] std::io::Error),
     #[error("cannot handle signals: {0}")]

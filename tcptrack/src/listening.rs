@@ -111,6 +111,12 @@ impl ListeningSockets {
         }
     }
 
+    /// Whether `ip` is one of this host's addresses (loopback included).
+    #[must_use]
+    pub fn is_local_addr(&self, ip: IpAddr) -> bool {
+        self.is_local(canonical(ip))
+    }
+
     /// Whether `ip` (already canonical) is one of this host's addresses.
     fn is_local(&self, ip: IpAddr) -> bool {
         ip.is_loopback() || self.local.contains(&ip)

@@ -37,7 +37,7 @@ impl WallClock {
 
     /// `t` as RFC 3339 UTC with nanoseconds; a time RFC 3339 cannot hold (a damaged capture's
     /// year 40000, say) as seconds since the Unix epoch instead, never a panic.
-    fn rfc3339(self, t: Timestamp) -> String {
+    pub(crate) fn rfc3339(self, t: Timestamp) -> String {
         use std::fmt::Write as _;
         let wall = if t >= self.origin {
             self.origin_wall.checked_add(t - self.origin)
@@ -162,6 +162,7 @@ pub fn write_part(
         OutputFormat::Table => {
             write_table(&records.into_iter().collect::<Vec<_>>(), units, out)?;
         }
+        OutputFormat::None => return Ok(()),
     }
     out.flush()
 }

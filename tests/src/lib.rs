@@ -11,6 +11,7 @@ pub mod netns;
 pub mod on_capture;
 #[cfg(feature = "kernel")]
 pub mod probe;
+pub mod prometheus;
 pub mod run;
 pub mod session;
 pub mod tmux;
@@ -18,5 +19,8 @@ pub mod tmux;
 pub use capture::{temp_file, Capture, CaptureSpec, Format, Packet};
 pub use expect::{assert_counts, rfc3339, Expected, Tally};
 pub use link::Link;
-pub use run::{json_of, json_records, tcptrack, tcptrack_bin, tcptrack_with_input, Output, Record};
+pub use run::{
+    flow_records, json_of, json_records, tcptrack, tcptrack_bin, tcptrack_with_input, FlowRecord,
+    Output, Record,
+};
 pub use session::{expected_of, Flags, Segment, Session, Side, EPOCH_BASE};

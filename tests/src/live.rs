@@ -156,3 +156,44 @@ pub fn wait_closed_exact(out: &Path, server: &str, payload: (u64, u64)) -> Vec<R
         },
     )
 }
+
+/// Sends `count` TCP ACKs from distinct spoofed tuples (198.19.x.y, ports 1024..) to host a,
+/// from host b's interface through a packet socket. Host a has no route back to 198.19/16, so
+/// nothing answers.
+pub const FLOOD: &str = r"
+import socket, struct, sys
+ifname, dst_mac, count = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+src_mac = s.getsockname()[4]
+for i in range(count):
+    src = bytes([198, 19, (i >> 8) & 255, i & 255])
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 0, 0, 64, 6, 0, src, bytes([198, 18, 0, 1]))
+    tcp = struct.pack('!HHIIBBHHH', 1024 + (i >> 16), 9, 1, 1, 0x50, 0x10, 1024, 0, 0)
+    s.send(dst_mac + src_mac + b'\x08\x00' + ip + tcp)
+";
+
+/// Sends `count` one-way TCP ACKs from distinct spoofed tuples (198.19.x.y) from host b to host
+/// a's port 9 ([`FLOOD`]); nothing answers them.
+///
+/// # Panics
+/// The flood cannot be sent.
+pub fn flood(hosts: &HostPair, count: u32) {
+    let path = format!("/sys/class/net/{}/address", hosts.a_if);
+    let mac = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        let o = HostPair::cmd(&hosts.a, "cat")
+            .arg(&path)
+            .output()
+            .expect("read MAC");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    });
+    let out = HostPair::cmd(&hosts.b, "python3")
+        .args(["-c", FLOOD, &hosts.b_if, mac.trim(), &count.to_string()])
+        .output()
+        .expect("run the flood");
+    assert!(
+        out.status.success(),
+        "flood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -169,14 +169,29 @@ impl HostPair {
         reply: u64,
         reset: bool,
     ) -> (u64, u64) {
-        let mut srv = Self::cmd(&self.b, "python3");
+        Self::transfer_in((&self.a, &self.b), server, port, (upload, reply), reset)
+    }
+
+    /// [`HostPair::transfer`] from the client's namespace to `server`:`port` in the server's
+    /// (`hosts`: client's, server's), `amounts` the upload and the reply.
+    #[must_use]
+    pub fn transfer_in(
+        hosts: (&str, &str),
+        server: &str,
+        port: u16,
+        amounts: (u64, u64),
+        reset: bool,
+    ) -> (u64, u64) {
+        let (client_ns, server_ns) = hosts;
+        let (upload, reply) = amounts;
+        let mut srv = Self::cmd(server_ns, "python3");
         srv.args(["-c", SERVER, server, &port.to_string(), &reply.to_string()]);
         srv.arg(if reset { "rst" } else { "fin" });
         let mut srv = Background::spawn(srv);
         wait_until("the server to listen", Duration::from_secs(20), || {
-            Self::listening(&self.b, port)
+            Self::listening(server_ns, port)
         });
-        let out = Self::cmd(&self.a, "python3")
+        let out = Self::cmd(client_ns, "python3")
             .args(["-c", CLIENT, server, &port.to_string(), &upload.to_string()])
             .output()
             .expect("run the client");

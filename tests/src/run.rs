@@ -217,3 +217,35 @@ pub fn json_of(file: &std::path::Path, extra: &[&str]) -> Vec<Record> {
     assert_eq!(out.stderr, "", "tcptrack {args:?} wrote to stderr");
     out.records()
 }
+
+/// One record of `--flow-log`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct FlowRecord {
+    pub client: String,
+    pub server: String,
+    pub state: String,
+    pub how: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub duration: f64,
+    pub payload_bytes: u64,
+    pub bytes: u64,
+    pub packets: u64,
+    pub client_payload_bytes: u64,
+    pub server_payload_bytes: u64,
+    pub client_bytes: u64,
+    pub server_bytes: u64,
+    pub client_packets: u64,
+    pub server_packets: u64,
+}
+
+/// Parses a flow log (one record per line).
+///
+/// # Panics
+/// A line is not a flow record.
+#[must_use]
+pub fn flow_records(text: &str) -> Vec<FlowRecord> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a flow record ({e}): {l}")))
+        .collect()
+}

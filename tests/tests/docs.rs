@@ -194,7 +194,7 @@ fn bash_completes_options_and_output_formats() {
     );
     assert_eq!(
         bash_completes(&script, &["tcptrack", "--output", ""]),
-        ["table", "json", "csv"]
+        ["table", "json", "csv", "none"]
     );
     assert_eq!(
         bash_completes(&script, &["tcptrack", "--output", "j"]),
@@ -223,7 +223,7 @@ fn fish_completes_options_and_output_formats() {
             .collect::<Vec<_>>()
     };
     assert_eq!(complete("tcptrack --outp"), ["--output"]);
-    assert_eq!(complete("tcptrack --output "), ["csv", "json", "table"]);
+    assert_eq!(complete("tcptrack --output "), ["csv", "json", "none", "table"]);
 }
 
 #[test]

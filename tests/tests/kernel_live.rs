@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::programs::TcAttachType;
 use tcptrack_tests::live::{
-    essence, headless, serial, start_headless, start_said, wait_attached, wait_detached,
+    essence, flood, headless, serial, start_headless, start_said, wait_attached, wait_detached,
     wait_refresh,
 };
 use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
@@ -308,22 +308,6 @@ fn a_connection_opened_before_the_start_gets_the_right_client_and_server() {
     wait_detached("SIGINT");
 }
 
-/// Sends `count` TCP ACKs from distinct spoofed tuples (198.19.x.y, ports 1024..) to host a,
-/// from host b's interface through a packet socket. Host a has no route back to 198.19/16, so
-/// nothing answers.
-const FLOOD: &str = r"
-import socket, struct, sys
-ifname, dst_mac, count = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), int(sys.argv[3])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((ifname, 0))
-src_mac = s.getsockname()[4]
-for i in range(count):
-    src = bytes([198, 19, (i >> 8) & 255, i & 255])
-    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 0, 0, 64, 6, 0, src, bytes([198, 18, 0, 1]))
-    tcp = struct.pack('!HHIIBBHHH', 1024 + (i >> 16), 9, 1, 1, 0x50, 0x10, 1024, 0, 0)
-    s.send(dst_mac + src_mac + b'\x08\x00' + ip + tcp)
-";
-
 /// From host b to host a's port 40000: 500 bytes every 10 ms until the file named by its
 /// argument exists; then prints how many it sent and closes.
 const STEADY_CLIENT: &str = r"
@@ -352,26 +336,7 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
     let stop = dir.path().join("stop");
     client.args(["-c", STEADY_CLIENT]).arg(&stop);
     let mut client = Background::spawn(client);
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", hosts.a_if));
-    let mac = match mac {
-        Ok(m) => m,
-        Err(_) => {
-            let o = HostPair::cmd(&hosts.a, "cat")
-                .arg(format!("/sys/class/net/{}/address", hosts.a_if))
-                .output()
-                .expect("read MAC");
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        }
-    };
-    let flood = HostPair::cmd(&hosts.b, "python3")
-        .args(["-c", FLOOD, &hosts.b_if, mac.trim(), "200000"])
-        .output()
-        .expect("run the flood");
-    assert!(
-        flood.status.success(),
-        "flood: {}",
-        String::from_utf8_lossy(&flood.stderr)
-    );
+    flood(&hosts, 200_000);
     // The flood is over; the connection closes now (an LRU map under a flood may evict even a
     // busy connection's entry between two polls: what it had counted since the last poll
     // would be lost, and the eviction count reports that).

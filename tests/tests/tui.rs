@@ -482,3 +482,69 @@ fn a_flow_sending_every_200_ms_is_active_on_every_frame_on_both_paths() {
         assert_restored(&t);
     }
 }
+
+/// A TCP port on loopback that nobody listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").port()
+}
+
+/// `GET /metrics` of 127.0.0.1:`port`: the whole answer.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("ask");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+#[test]
+fn metrics_and_the_flow_log_beside_the_screen() {
+    let file = capture();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("flows.jsonl");
+    let port = free_port();
+    let t = Tmux::start(
+        &command(&format!(
+            "-T {} --metrics 127.0.0.1:{port} --flow-log {}",
+            file.path().display(),
+            log.display()
+        )),
+        100,
+        12,
+    );
+    t.wait_for("end of capture");
+    let answer = scrape(port);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("application/openmetrics-text"), "{answer}");
+    assert!(
+        answer.contains("\ntcptrack_connections_opened_total 3\n"),
+        "{answer}"
+    );
+    let name = file.path().file_name().expect("name").to_string_lossy();
+    assert!(
+        answer.contains(&format!(
+            r#"tcptrack_info{{version="0.1.0",path="file",interface="{name}"}} 1"#
+        )),
+        "{answer}"
+    );
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0);
+    assert_restored(&t);
+    // At exit, one record for each connection still listed.
+    let flows = tcptrack_tests::flow_records(&std::fs::read_to_string(&log).expect("log"));
+    let hows: Vec<(&str, &str)> = flows
+        .iter()
+        .map(|f| (f.client.as_str(), f.how.as_str()))
+        .collect();
+    assert_eq!(
+        hows,
+        [
+            ("[fd00::1]:50000", "open_at_exit"),
+            ("198.18.0.1:40000", "closed"),
+            ("198.18.0.1:40001", "open_at_exit")
+        ]
+    );
+}

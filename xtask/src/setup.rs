@@ -32,6 +32,8 @@ const TEST_PACKAGES: &[&str] = &[
     "groff-base",
     "zsh",
     "fish",
+    // A real Prometheus server scraping --metrics in the metrics tests.
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

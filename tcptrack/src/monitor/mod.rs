@@ -82,6 +82,8 @@ pub struct Monitor {
     pub dropped: u64,
     /// What the kernel could not keep (kernel path only).
     pub kernel: Option<KernelStats>,
+    /// How long each kernel poll took, since the sinks were last told.
+    poll_times: Vec<Duration>,
     /// The newest packet's time so far.
     newest_packet: Timestamp,
     /// Packets that came after a newer one.
@@ -109,6 +111,7 @@ impl Monitor {
             pending_error: None,
             dropped: 0,
             kernel: None,
+            poll_times: Vec::new(),
             newest_packet: Duration::ZERO,
             out_of_order: OutOfOrder::default(),
             refresh_origin: None,
@@ -159,7 +162,10 @@ impl Monitor {
             }
             SourceMsg::Dropped(n) => self.dropped += n,
             SourceMsg::Kernel(poll) => self.table.apply_poll(&poll),
-            SourceMsg::KernelStats(s) => self.kernel = Some(s),
+            SourceMsg::KernelStats(s) => {
+                self.kernel = Some(s);
+                self.poll_times.push(s.poll_time);
+            }
             SourceMsg::End(err) => {
                 if self.kind == SourceKind::Live {
                     return err.map_or(Ok(()), Err);
@@ -206,6 +212,11 @@ impl Monitor {
             o.packets += 1;
             o.most = o.most.max(self.newest_packet - ts);
         }
+    }
+
+    /// How long each kernel poll took since the last call.
+    pub fn take_poll_times(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.poll_times)
     }
 
     /// One line for a capture whose time went back (the table still has each connection from

@@ -262,3 +262,99 @@ async fn a_signal_has_live_headless_output_write_the_last_interval() {
         assert_eq!(m.now, ms(2_500));
     }
 }
+
+/// A live source for the flow log's loop: its clock and, at 0 s, a connection that stays and
+/// one reset at 0.2 s (forgotten at the 3 s tick, -r 2); at 3.5 s `log` is moved to `rotated`
+/// and SIGHUP raised; at 4.5 s SIGINT. Until `done`, it keeps the runtime busy (see
+/// [`signal_at`]).
+async fn rotate_then_stop(
+    start: tokio::time::Instant,
+    source_tx: mpsc::Sender<SourceMsg>,
+    files: (std::path::PathBuf, std::path::PathBuf),
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> mpsc::Sender<SourceMsg> {
+    let (c, s, r) = ("198.18.0.1:40000", "198.18.0.2:80", "198.18.0.1:40001");
+    start_clock(start, &source_tx).await;
+    let mut batch = handshake(c, s);
+    batch.extend([
+        pkt(r, s, 150, SYN, 0, 0, 0),
+        pkt(s, r, 200, RST | ACK, 0, 1, 0),
+    ]);
+    source_tx.send(SourceMsg::Batch(batch)).await.expect("send");
+    tokio::time::sleep_until(start + Duration::from_millis(3_500)).await;
+    std::fs::rename(&files.0, &files.1).expect("rotate");
+    // SAFETY: raise(3) takes no pointer; the loop has a handler for the signal (tokio's).
+    unsafe { libc::raise(libc::SIGHUP) };
+    tokio::time::sleep_until(start + Duration::from_millis(4_500)).await;
+    // SAFETY: as above.
+    unsafe { libc::raise(libc::SIGINT) };
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    source_tx
+}
+
+/// The flow log beside headless output: the reset connection's record when it is forgotten,
+/// SIGHUP reopens the log (the loop goes on), SIGINT ends it with the record of the one still
+/// open. Without a flow log, SIGHUP stops the loop as before.
+#[tokio::test(start_paused = true)]
+async fn the_flow_log_beside_headless_output_reopens_on_sighup() {
+    let _one = ONE_LOOP.lock().await;
+    let dir = std::env::temp_dir().join(format!("tcptrack-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (log, rotated) = (dir.join("flows.jsonl"), dir.join("flows.jsonl.1"));
+    let (source_tx, source_rx) = mpsc::channel(16);
+    let cfg = TableConfig {
+        report_ended: true,
+        ..TableConfig::default()
+    };
+    let mut m = Monitor::new(
+        ConnectionTable::new(cfg),
+        SourceLabel::Live("test".into()),
+        SourceKind::Live,
+    );
+    let start = tokio::time::Instant::now();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let files = (log.clone(), rotated.clone());
+    let feeder = tokio::spawn(rotate_then_stop(start, source_tx, files, done.clone()));
+    let target = crate::cli::FlowLogTarget::File(log.clone());
+    let flow_log = crate::flowlog::FlowLog::open(&target).expect("open");
+    let mut out = Vec::new();
+    let mut sink = (Headless::new(OutputFormat::None, &mut out), Some(flow_log));
+    let result = drive(&mut m, source_rx, None, &mut sink, Duration::from_secs(1)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(feeder.await);
+    result.expect("the loop");
+    assert_eq!(start.elapsed(), Duration::from_millis(4_500));
+    assert!(out.is_empty(), "--output none writes nothing");
+    let hows = |p: &std::path::Path| -> Vec<(String, String)> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                (s("client"), s("how"))
+            })
+            .collect()
+    };
+    let row = |c: &str, h: &str| (c.to_owned(), h.to_owned());
+    assert_eq!(hows(&rotated), [row("198.18.0.1:40001", "reset")]);
+    assert_eq!(hows(&log), [row("198.18.0.1:40000", "open_at_exit")]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // No flow log: SIGHUP ends the loop.
+    let (source_tx, source_rx) = mpsc::channel(16);
+    let mut m = Monitor::new(
+        ConnectionTable::new(TableConfig::default()),
+        SourceLabel::Live("test".into()),
+        SourceKind::Live,
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = tokio::spawn(signal_at(libc::SIGHUP, start, source_tx, done.clone()));
+    let mut sink = Headless::new(OutputFormat::None, Vec::new());
+    let result = drive(&mut m, source_rx, None, &mut sink, Duration::from_secs(1)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(feeder.await);
+    result.expect("the loop");
+}

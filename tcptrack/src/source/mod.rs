@@ -100,6 +100,8 @@ pub enum Feed {
 pub struct Started {
     pub kind: SourceKind,
     pub label: SourceLabel,
+    /// The interface as named (`any` included), or the capture file's name.
+    pub interface: String,
     /// Why the live path is not the kernel's, when it is not.
     pub fallback: Option<Fallback>,
     /// Promiscuous mode, held for as long as this lives (kernel path, `-p` not given).
@@ -147,8 +149,12 @@ fn file_name(p: &Path) -> String {
 /// The file or interface cannot be opened, or the filter is bad.
 pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_QUEUE);
-    let started = |kind, label, fallback, promiscuous| Started {
+    let started = |kind, label: SourceLabel, fallback, promiscuous| Started {
         kind,
+        interface: match &label {
+            SourceLabel::File(f) | SourceLabel::Replay(f) => f.clone(),
+            SourceLabel::Live(_) => String::new(),
+        },
         label,
         fallback,
         promiscuous,
@@ -191,7 +197,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                     ..
                 } => {
                     let origin = Instant::now();
-                    let t = spawn_kernel_poller(poller, name, origin, cfg.interval, tx);
+                    let t = spawn_kernel_poller(poller, name.clone(), origin, cfg.interval, tx);
                     (promiscuous, Some((t, origin)))
                 }
                 Live::Libpcap {
@@ -208,6 +214,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                 live.poller = Some(t);
                 live.refresh_origin = Some(origin);
             }
+            live.interface = name;
             Ok((live, channel))
         }
     }
@@ -454,6 +461,7 @@ fn spawn_kernel_poller(
                 poller.wait_events(left.min(STOP_CHECK));
             }
             due += interval;
+            let started = Instant::now();
             let msg = match poller.poll() {
                 Ok(p) => SourceMsg::Kernel(p),
                 Err(e) => SourceMsg::End(Some(Error::capture(&interface, e))),
@@ -462,10 +470,11 @@ fn spawn_kernel_poller(
             if tx.blocking_send(msg).is_err() || end {
                 return;
             }
-            if tx
-                .blocking_send(SourceMsg::KernelStats(poller.stats()))
-                .is_err()
-            {
+            let stats = kernel::KernelStats {
+                poll_time: started.elapsed(),
+                ..poller.stats()
+            };
+            if tx.blocking_send(SourceMsg::KernelStats(stats)).is_err() {
                 return;
             }
         }

@@ -26,6 +26,29 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of [`State::index`].
+    pub const ALL: [Self; 6] = [
+        Self::SynSent,
+        Self::SynAckAck,
+        Self::Established,
+        Self::Closing,
+        Self::Closed,
+        Self::Reset,
+    ];
+
+    /// Its place in [`State::ALL`].
+    #[must_use]
+    pub const fn index(self) -> usize {
+        match self {
+            Self::SynSent => 0,
+            Self::SynAckAck => 1,
+            Self::Established => 2,
+            Self::Closing => 3,
+            Self::Closed => 4,
+            Self::Reset => 5,
+        }
+    }
+
     /// The name shown on screen and in every output.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -58,6 +81,16 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// What `u` counts.
+    #[must_use]
+    pub const fn of(u: &FlowUpdate) -> Self {
+        Self {
+            payload_bytes: u.payload_bytes,
+            wire_bytes: u.wire_bytes,
+            packets: u.packets,
+        }
+    }
+
     fn add(&mut self, u: &FlowUpdate) {
         self.payload_bytes = self.payload_bytes.saturating_add(u.payload_bytes);
         self.wire_bytes = self.wire_bytes.saturating_add(u.wire_bytes);
@@ -102,7 +135,7 @@ impl Side {
     }
 
     /// This side's place in a connection's per-side arrays.
-    const fn index(self) -> usize {
+    pub(super) const fn index(self) -> usize {
         match self {
             Self::Client => 0,
             Self::Server => 1,
@@ -119,6 +152,8 @@ pub struct Connection {
     state: State,
     /// One-way so far: seen in one direction only, without a handshake (not shown).
     unanswered: bool,
+    /// Its server end is an address of this host (decided when it is first listed).
+    local_server: bool,
     sent: [Counters; 2],
     first_seen_ns: u64,
     last_seen_ns: u64,
@@ -141,6 +176,7 @@ impl Connection {
             endpoints: [client, server],
             state,
             unanswered: false,
+            local_server: false,
             sent: [Counters::default(); 2],
             first_seen_ns: at,
             last_seen_ns: at,
@@ -242,6 +278,17 @@ impl Connection {
     /// One-way so far: seen in one direction only, without a handshake (not shown).
     pub(super) const fn is_unanswered(&self) -> bool {
         self.unanswered
+    }
+
+    /// Its server end is an address of this host (known live only, from the host's
+    /// addresses when it was first listed).
+    #[must_use]
+    pub const fn local_server(&self) -> bool {
+        self.local_server
+    }
+
+    pub(super) const fn set_local_server(&mut self, local: bool) {
+        self.local_server = local;
     }
 
     /// When the last packet was seen, in ns.

@@ -24,7 +24,7 @@ impl ConnectionTable {
     pub fn expire(&mut self, now: Timestamp) {
         let now = ns(now);
         let cfg = &self.cfg;
-        let due: Vec<usize> = self
+        let mut due: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| {
@@ -32,6 +32,8 @@ impl ConnectionTable {
             })
             .map(|(slot, _)| slot)
             .collect();
+        // Those leaving together leave first seen first.
+        due.sort_by_key(|&slot| self.conns[slot].id());
         for slot in due {
             self.remove(slot);
         }

@@ -10,11 +10,14 @@
 mod connection;
 pub mod diag;
 mod expiry;
+mod tally;
 
 pub use connection::{Connection, Counters, State};
+pub use tally::{Ended, Ending, PortTally, Tally};
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -44,6 +47,9 @@ pub struct TableConfig {
     pub max_unanswered: usize,
     /// Keep the connections that leave the table, for an end-of-capture report.
     pub keep_finished: bool,
+    /// Hand out the connections that leave the table, as they do (see
+    /// [`ConnectionTable::take_ended`]): for the flow log.
+    pub report_ended: bool,
 }
 
 impl Default for TableConfig {
@@ -57,6 +63,7 @@ impl Default for TableConfig {
             rate: RateConfig::CLASSIC,
             max_unanswered: 65_536,
             keep_finished: false,
+            report_ended: false,
         }
     }
 }
@@ -79,7 +86,11 @@ pub struct ConnectionTable {
     unanswered: VecDeque<(u32, u64)>,
     unanswered_live: usize,
     finished: Vec<Connection>,
+    /// Connections that left the table since the last [`ConnectionTable::take_ended`] (with
+    /// `report_ended`).
+    ended: Vec<Ended>,
     stats: TableStats,
+    tally: Tally,
     /// The host's listening sockets (live only): they name the server of a connection picked up
     /// mid-stream when one end is local.
     listening: Option<ListeningSockets>,
@@ -110,7 +121,9 @@ impl ConnectionTable {
             unanswered: VecDeque::new(),
             unanswered_live: 0,
             finished: Vec::new(),
+            ended: Vec::new(),
             stats: TableStats::default(),
+            tally: Tally::default(),
             listening: None,
         }
     }
@@ -131,6 +144,19 @@ impl ConnectionTable {
     #[must_use]
     pub const fn stats(&self) -> TableStats {
         self.stats
+    }
+
+    /// Every connection's numbers together, since the table started.
+    #[must_use]
+    pub const fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// The connections that left the table since the last call, in the order they left
+    /// (those leaving together first seen first), and how (only
+    /// with `report_ended`; each connection once).
+    pub fn take_ended(&mut self) -> Vec<Ended> {
+        std::mem::take(&mut self.ended)
     }
 
     /// Connections being shown (one-way flows waiting for an answer are not), in no order.
@@ -261,9 +287,29 @@ impl ConnectionTable {
         let conn = self.conns.remove(slot);
         if conn.is_unanswered() {
             self.unanswered_live -= 1;
-        } else if self.cfg.keep_finished {
-            self.finished.push(conn);
+            return;
         }
+        let how = Ending::of(conn.state());
+        self.tally.close(&conn, how);
+        match (self.cfg.keep_finished, self.cfg.report_ended) {
+            (true, true) => {
+                self.ended.push(Ended {
+                    conn: conn.clone(),
+                    how,
+                });
+                self.finished.push(conn);
+            }
+            (true, false) => self.finished.push(conn),
+            (false, true) => self.ended.push(Ended { conn, how }),
+            (false, false) => {}
+        }
+    }
+
+    /// Whether `server` is an address of this host (known live only).
+    fn is_local(&self, server: SocketAddr) -> bool {
+        self.listening
+            .as_ref()
+            .is_some_and(|l| l.is_local_addr(server.ip()))
     }
 
     /// The id of the next connection first seen.
@@ -275,8 +321,11 @@ impl ConnectionTable {
 
     /// Opens a connection with the handshake `u` starts.
     fn open(&mut self, u: &FlowUpdate, at: u64) -> Option<usize> {
-        let conn = Connection::new(self.next_id(), u.src, u.dst, at, State::SynSent);
-        self.insert(conn)
+        let mut conn = Connection::new(self.next_id(), u.src, u.dst, at, State::SynSent);
+        conn.set_local_server(self.is_local(u.dst));
+        let slot = self.insert(conn)?;
+        self.tally.open(&self.conns[slot]);
+        Some(slot)
     }
 
     /// Opens a one-way flow with `u`, forgetting the oldest beyond `max_unanswered`.
@@ -329,8 +378,25 @@ impl ConnectionTable {
                 .and_then(|l| l.server_of(c.client(), c.server()));
             c.answered(listener);
             self.unanswered_live -= 1;
+            c.advance(u, at, self.cfg.rate, per_packet);
+            let local = self.is_local(self.conns[slot].server());
+            let c = &mut self.conns[slot];
+            c.set_local_server(local);
+            // Listed from now on, with everything it sent while one-way.
+            self.tally.open(c);
+            return;
         }
+        let (before, listed) = (c.state(), !c.is_unanswered());
+        let side = c.side_of(u.src);
         c.advance(u, at, self.cfg.rate, per_packet);
+        if listed {
+            let (none, sent) = (Counters::default(), Counters::of(u));
+            let by_side = match side {
+                Side::Client => (sent, none),
+                Side::Server => (none, sent),
+            };
+            self.tally.advanced(&self.conns[slot], before, by_side);
+        }
     }
 }
 

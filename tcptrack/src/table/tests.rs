@@ -358,3 +358,138 @@ fn unsorted_order_is_first_seen() {
         .collect();
     assert_eq!(ports, vec![9, 3, 7, 1]);
 }
+
+/// What the tally must equal: the sum over the connections listed now and those handed out as
+/// ended, and as many listed now as opened less ended.
+fn check_tally(t: &ConnectionTable, ended: &[Ended]) {
+    let tally = t.tally();
+    let all: Vec<&Connection> = t
+        .connections()
+        .chain(ended.iter().map(|e| &e.conn))
+        .collect();
+    let sum =
+        |f: fn(&Connection) -> Counters| all.iter().fold(Counters::default(), |a, c| a + f(c));
+    assert_eq!(tally.sent[0], sum(Connection::client_sent));
+    assert_eq!(tally.sent[1], sum(Connection::server_sent));
+    let ended_total: u64 = Ending::TABLE.iter().map(|&h| tally.ended(h)).sum();
+    assert_eq!(ended_total, u64::try_from(ended.len()).expect("fits"));
+    assert_eq!(
+        tally.opened - ended_total,
+        u64::try_from(t.len()).expect("fits")
+    );
+    for s in State::ALL {
+        let listed = t.connections().filter(|c| c.state() == s).count();
+        assert_eq!(tally.listed(s), u64::try_from(listed).expect("fits"), "{s}");
+    }
+}
+
+#[test]
+fn the_tally_is_exact_and_every_ended_connection_is_handed_out_once() {
+    let mut t = ConnectionTable::new(TableConfig {
+        report_ended: true,
+        ..TableConfig::default()
+    });
+    let mut ended = Vec::new();
+    let d = "198.18.0.1:40001";
+    let m = "198.18.0.1:40002";
+    let steps = [
+        pkt(C, S, 0, SYN, 100, 0, 0),
+        pkt(S, C, 1, SYN | ACK, 500, 101, 0),
+        pkt(C, S, 2, ACK, 101, 501, 0),
+        pkt(C, S, 3, ACK, 101, 501, 1000),
+        pkt(S, C, 4, ACK, 501, 1101, 300),
+        // A second connection, reset.
+        pkt(d, S, 5, SYN, 1, 0, 0),
+        pkt(S, d, 6, RST | ACK, 0, 2, 0),
+        // A one-way flow: no connection until answered, then with what it sent before.
+        pkt(m, S, 7, ACK, 1, 1, 70),
+        pkt(m, S, 8, ACK, 71, 1, 30),
+        pkt(S, m, 9, ACK, 1, 101, 5),
+        // The first closes: FINs both ways, acknowledged.
+        pkt(C, S, 10, FIN | ACK, 1101, 801, 0),
+        pkt(S, C, 11, FIN | ACK, 801, 1102, 0),
+        pkt(C, S, 12, ACK, 1102, 802, 0),
+    ];
+    for (i, p) in steps.iter().enumerate() {
+        t.apply(p);
+        ended.extend(t.take_ended());
+        check_tally(&t, &ended);
+        assert!(ended.is_empty(), "nothing ended at step {i}");
+    }
+    assert_eq!(t.tally().opened, 3);
+    assert_eq!(t.tally().sent[0].payload_bytes, 1000 + 70 + 30);
+    assert_eq!(t.tally().sent[1].payload_bytes, 300 + 5);
+    // A new handshake on the reset tuple: the reset one is handed out, the new one opens.
+    t.apply(&pkt(d, S, 13, SYN, 9, 0, 0));
+    ended.extend(t.take_ended());
+    check_tally(&t, &ended);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (ended[0].how, ended[0].conn.state()),
+        (Ending::Reset, State::Reset)
+    );
+    // Past -r: the closed one goes; the handshake and the mid-stream one time out later.
+    t.expire(Duration::from_millis(12) + Duration::from_secs(3));
+    ended.extend(t.take_ended());
+    check_tally(&t, &ended);
+    assert_eq!(ended.len(), 2);
+    assert_eq!(ended[1].how, Ending::Closed);
+    assert_eq!(ended[1].conn.client_sent().payload_bytes, 1000);
+    t.expire(Duration::from_secs(40));
+    ended.extend(t.take_ended());
+    check_tally(&t, &ended);
+    assert_eq!(
+        ended.len(),
+        3,
+        "the handshake timed out; established ones stay"
+    );
+    assert_eq!(ended[2].how, Ending::Timeout);
+    assert_eq!(t.len(), 1);
+    // Nothing is handed out twice.
+    assert!(t.take_ended().is_empty());
+}
+
+#[test]
+fn without_report_ended_nothing_is_kept_for_handing_out() {
+    let mut t = ConnectionTable::new(TableConfig::default());
+    t.apply(&pkt(C, S, 0, SYN, 1, 0, 0));
+    t.apply(&pkt(S, C, 1, RST | ACK, 0, 2, 0));
+    t.expire(Duration::from_secs(10));
+    assert!(t.is_empty());
+    assert!(t.take_ended().is_empty());
+    assert_eq!(t.tally().ended(Ending::Reset), 1);
+}
+
+#[test]
+fn local_servers_are_tallied_by_port_and_accepted_once_they_answer_a_handshake() {
+    let listening =
+        crate::listening::ListeningSockets::new(Vec::new(), ["198.18.0.2".parse().expect("ip")]);
+    let mut t = ConnectionTable::new(TableConfig::default());
+    t.set_listening(listening);
+    // A handshake to the local port 80.
+    t.apply(&pkt(C, S, 0, SYN, 100, 0, 0));
+    assert!(!t.tally().ports[&80].accepted);
+    t.apply(&pkt(S, C, 1, SYN | ACK, 500, 101, 0));
+    assert!(t.tally().ports[&80].accepted);
+    t.apply(&pkt(C, S, 2, ACK, 101, 501, 40));
+    t.apply(&pkt(S, C, 3, ACK, 501, 141, 60));
+    // A scan of the local port 81: SYN, RST; never accepted.
+    t.apply(&pkt(C, "198.18.0.2:81", 4, SYN, 1, 0, 0));
+    t.apply(&pkt("198.18.0.2:81", C, 5, RST | ACK, 0, 2, 0));
+    // This host as the client: no port of its own serves it.
+    t.apply(&pkt("198.18.0.2:50000", "198.18.0.9:443", 6, SYN, 1, 0, 0));
+    let p80 = t.tally().ports[&80];
+    assert_eq!(p80.connections, 1);
+    assert!(p80.accepted);
+    assert_eq!(
+        (p80.sent[0].payload_bytes, p80.sent[1].payload_bytes),
+        (40, 60)
+    );
+    let p81 = t.tally().ports[&81];
+    assert!(!p81.accepted);
+    assert_eq!(p81.connections, 1);
+    assert_eq!(t.tally().ports.len(), 2);
+    t.expire(Duration::from_secs(10));
+    assert_eq!(t.tally().ports[&81].connections, 0);
+    assert_eq!(t.tally().ports[&80].connections, 1);
+}

@@ -116,7 +116,8 @@ fn spawn_input() -> mpsc::Receiver<Event> {
 }
 
 /// Shows `m`, fed by `source`, on the real terminal until `q` (or Ctrl-C, SIGINT, SIGTERM,
-/// SIGHUP). The terminal is restored on every way out, panics included (ratatui's hook).
+/// SIGHUP unless `beside` reopens on it), `beside` (metrics, the flow log) told everything the
+/// screen is. The terminal is restored on every way out, panics included (ratatui's hook).
 ///
 /// # Errors
 /// The terminal cannot be set up or written, or the live source broke.
@@ -126,6 +127,7 @@ pub fn run(
     interval: std::time::Duration,
     units: crate::format::Units,
     runtime: &tokio::runtime::Runtime,
+    beside: &mut impl Sink,
 ) -> Result<(), Error> {
     let terminal = ratatui::try_init().map_err(Error::Terminal)?;
     let mut screen = Screen::new(terminal);
@@ -137,7 +139,7 @@ pub fn run(
             m,
             source,
             Some(spawn_input()),
-            &mut screen,
+            &mut (&mut screen, beside),
             interval,
         ))
     });

@@ -31,6 +31,9 @@ pub struct KernelStats {
     pub events_lost: u64,
     /// Connections with packets in the last interval.
     pub active: u64,
+    /// How long the poll these numbers follow took (wall time: the flip of the maps, its
+    /// grace, the drain, the events), as the poller's thread measured it.
+    pub poll_time: Duration,
 }
 
 /// The interfaces counted, and how they follow the host's.
@@ -215,6 +218,7 @@ impl Poller {
             uncounted: c[counter::MAP_FULL as usize],
             events_lost: c[counter::EVENTS_LOST as usize],
             active: self.active.len() as u64,
+            poll_time: Duration::ZERO,
         };
         Ok(Polled {
             events: std::mem::take(&mut self.pending),

@@ -3,9 +3,11 @@
 //! monitor in turn, on its screen at its default refresh and on a fresh pair of hosts: the
 //! monitor starts first, then the connections are opened (it sees every handshake), then, once
 //! its screen lists them all, its CPU over a window, its peak memory, what it listed at the
-//! end, and for tcptrack's kernel path what it could not count.
+//! end, and for tcptrack's kernel path what it could not count. On the largest idle load,
+//! tcptrack's kernel path once more with `--metrics`, scraped every second.
 
 mod load;
+mod scrape;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,11 +16,12 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use tcptrack_tests::netns::HostPair;
 
 use super::super::measure::{percent, Screen};
-use super::super::report::{MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
+use super::super::report::{MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
 use super::super::{Bench, Load, Profile};
-use super::{start_monitor, watchers};
+use super::{start_monitor, watchers, Monitor};
 use crate::step;
 use load::Held;
+use scrape::{Scraped, Scraper, METRICS};
 
 /// The monitors' window: wide enough for tcptrack's status line with every count on it.
 const SIZE: (u16, u16) = (200, 50);
@@ -47,10 +50,50 @@ pub fn measure(b: &Bench) -> Result<Scale> {
         .iter()
         .map(|&load| one_load(&b.ours, load, window))
         .collect::<Result<Vec<_>>>()?;
+    let largest_idle = rows
+        .iter()
+        .filter(|r| !r.active)
+        .max_by_key(|r| r.connections);
+    let metrics = largest_idle
+        .map(|r| scraped(&b.ours, r, window))
+        .transpose()?;
     Ok(Scale {
         quick: b.profile == Profile::Quick,
         rows,
         seconds: window.as_secs(),
+        metrics,
+    })
+}
+
+/// The load of `row` under tcptrack's kernel path with `--metrics`, scraped every second over
+/// the window, beside the row's figure without.
+fn scraped(ours: &Path, row: &ScaleRow, window: Duration) -> Result<MetricsCost> {
+    let load = Load {
+        connections: row.connections,
+        active: row.active,
+    };
+    let what = format!("{} idle connections", row.connections);
+    let name = "tcptrack (kernel) --metrics";
+    let pick = |interface: &str| {
+        let [(_, kernel), ..] = watchers(ours, interface);
+        Ok(Monitor {
+            args: format!("--metrics {METRICS} {}", kernel.args),
+            ..kernel
+        })
+    };
+    let (with, _, scraped) =
+        watch(name, pick, load, window, &what, true).with_context(|| what.clone())?;
+    let Scraped { scrapes, bytes } = scraped.context("the scrapes")?;
+    step(&format!(
+        "{what}, {name}: {scrapes} scrapes of {bytes} bytes, {:.2}% of a core (without: {:.2}%)",
+        with.cpu_percent, row.kernel.cpu_percent
+    ));
+    Ok(MetricsCost {
+        connections: row.connections,
+        without_percent: row.kernel.cpu_percent,
+        with,
+        scrapes,
+        scrape_bytes: bytes,
     })
 }
 
@@ -62,9 +105,17 @@ fn one_load(ours: &Path, load: Load, window: Duration) -> Result<ScaleRow> {
         if load.active { "active" } else { "idle" }
     );
     let mut seen = Vec::new();
-    for which in 0..3 {
-        let (cost, screen) =
-            watch(ours, which, load, window, &what).with_context(|| what.clone())?;
+    let names = watchers(ours, "").map(|(name, _)| name);
+    for (which, name) in names.into_iter().enumerate() {
+        let pick = |interface: &str| {
+            watchers(ours, interface)
+                .into_iter()
+                .nth(which)
+                .map(|(_, m)| m)
+                .context("no such monitor")
+        };
+        let (cost, screen, _) =
+            watch(name, pick, load, window, &what, false).with_context(|| what.clone())?;
         seen.push((cost, screen));
     }
     let [(kernel, kernel_screen), (libpcap, _), (classic, _)]: [(MonitorCost, String); 3] = seen
@@ -81,22 +132,21 @@ fn one_load(ours: &Path, load: Load, window: Duration) -> Result<ScaleRow> {
     })
 }
 
-/// Monitor number `which` of [`watchers`] on host a's interface of a fresh pair of hosts,
-/// ready before `load` is opened from host b, then, once it lists the connections, for
-/// `window`: its cost and what it listed, and its screen at the end. The connections are
-/// closed and the hosts removed before it returns.
+/// The monitor `pick` makes for host a's interface (`name` in the report) on a fresh pair of
+/// hosts, ready before `load` is opened from host b, then, once it lists the connections, for
+/// `window`, scraped every second when `scrape`: its cost and what it listed, its screen at the
+/// end, and what the scrapes gave. The connections are closed and the hosts removed before it
+/// returns.
 fn watch(
-    ours: &Path,
-    which: usize,
+    name: &str,
+    pick: impl FnOnce(&str) -> Result<Monitor>,
     load: Load,
     window: Duration,
     what: &str,
-) -> Result<(MonitorCost, String)> {
+    scrape: bool,
+) -> Result<(MonitorCost, String, Option<Scraped>)> {
     let hosts = HostPair::new();
-    let (name, monitor) = watchers(ours, &hosts.a_if)
-        .into_iter()
-        .nth(which)
-        .context("no such monitor")?;
+    let monitor = pick(&hosts.a_if)?;
     let screen = start_monitor(&hosts.a, &hosts.a_if, &monitor, SIZE)?;
     let opening = Instant::now();
     // Declared after `hosts`: the holders are killed before the namespaces go.
@@ -115,7 +165,11 @@ fn watch(
             |d| format!("all listed {:.1} s later", d.as_secs_f64())
         )
     ));
-    let (cost, text) = measure_window(&screen, name, window)?;
+    let scraper = scrape.then(|| Scraper::start(&hosts.a)).transpose()?;
+    let measured = measure_window(&screen, name, window);
+    let scraped = scraper.map(Scraper::stop).transpose();
+    let (cost, text) = measured?;
+    let scraped = scraped?;
     held.check()
         .with_context(|| format!("while {name} was measured"))?;
     screen.stop();
@@ -127,7 +181,7 @@ fn watch(
         cost.listed,
         bottom_line(&text)
     ));
-    Ok((cost, text))
+    Ok((cost, text, scraped))
 }
 
 /// Waits until `screen` (of `name`) lists at least `want` connections, for at most

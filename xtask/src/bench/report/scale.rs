@@ -17,6 +17,31 @@ pub struct Scale {
     pub rows: Vec<ScaleRow>,
     /// The window each monitor's CPU is measured over.
     pub seconds: u64,
+    /// The kernel path on the largest idle load again, with `--metrics` scraped every second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsCost>,
+}
+
+/// tcptrack's kernel path with `--metrics`, scraped every second, beside the same load's
+/// figure without.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricsCost {
+    pub connections: u32,
+    /// The same load's kernel path without `--metrics` (its row's figure), % of a core.
+    pub without_percent: f64,
+    /// With `--metrics` and a scrape every second.
+    pub with: MonitorCost,
+    /// Scrapes answered in the window.
+    pub scrapes: u32,
+    /// The size of one answer.
+    pub scrape_bytes: u64,
+}
+
+impl MetricsCost {
+    /// What the metrics and their scrapes added, % of a core.
+    fn added(&self) -> f64 {
+        self.with.cpu_percent - self.without_percent
+    }
 }
 
 /// One load, watched by each monitor in turn.
@@ -156,7 +181,7 @@ impl Scale {
             .all(|r| r.kernel.cpu_percent <= r.libpcap.cpu_percent);
         let uncounted: u64 = self.rows.iter().map(|r| r.kernel_uncounted).sum();
         let lost: u64 = self.rows.iter().map(|r| r.kernel_events_lost).sum();
-        vec![
+        let mut targets = vec![
             format!(
                 "60,000 idle under 0.5% of a core on the kernel path {}",
                 self.cpu_target(60_000, false, 0.5)
@@ -179,7 +204,9 @@ impl Scale {
                     uncounted == 0 && lost == 0
                 )
             ),
-        ]
+        ];
+        targets.extend(self.metrics_target());
+        targets
     }
 }
 
@@ -232,11 +259,58 @@ impl fmt::Display for Scale {
                 short.join("; ")
             )?;
         }
-        Ok(())
+        self.write_metrics(f)
     }
 }
 
 impl Scale {
+    /// The target of `--metrics`, when it was measured: scraped every second with 60,000
+    /// connections, it adds under 1% of a core.
+    fn metrics_target(&self) -> Option<String> {
+        let m = self.metrics.as_ref()?;
+        let what = "being scraped every second with 60,000 connections adds under 1% of a core";
+        let added = m.added();
+        Some(if m.connections == 60_000 {
+            format!("{what} {}", verdict(&format!("{added:.2}%"), added < 1.0))
+        } else {
+            format!(
+                "{what} (not measured: {} idle added {added:.2}%)",
+                thousands(m.connections.into())
+            )
+        })
+    }
+
+    /// The section's table of `--metrics` scraped every second, when it was measured.
+    fn write_metrics(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(m) = &self.metrics else {
+            return Ok(());
+        };
+        writeln!(
+            f,
+            "
+### --metrics scraped every second ({} idle, kernel path)
+",
+            thousands(m.connections.into())
+        )?;
+        writeln!(f, "| tcptrack (kernel) CPU % | with --metrics, scraped every 1 s, CPU % | added, % of a core | MiB | scrapes | bytes per scrape |")?;
+        writeln!(f, "|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(
+            f,
+            "| {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            m.without_percent,
+            m.with.cpu_percent,
+            m.added(),
+            mib(m.with.peak_rss_kib),
+            m.scrapes,
+            thousands(m.scrape_bytes)
+        )?;
+        writeln!(
+            f,
+            "
+The same load on a fresh pair of hosts under tcptrack with `--metrics`, a plain HTTP GET of /metrics every second on the monitor's loopback over the same window; added: its CPU less the kernel path's in the table above."
+        )
+    }
+
     /// Each monitor that listed fewer connections than its load held: `classic tcptrack 1.4.3
     /// on 60,000 idle (59,188)`.
     fn short(&self) -> Vec<String> {
@@ -296,12 +370,47 @@ mod tests {
             quick: false,
             rows: vec![row(60_000, false, 0.5, 0.4), row(10_000, true, 2.99, 3.0)],
             seconds: 15,
+            metrics: None,
         };
         let t = s.targets();
         assert!(t[0].ends_with("(measured 0.50%: NOT met)"), "{}", t[0]);
         assert!(t[1].ends_with("(measured 2.99%: met)"), "{}", t[1]);
         assert!(t[2].ends_with(": NOT met)"), "{}", t[2]);
         assert!(t[3].ends_with("(measured uncounted 0, events lost 0: met)"));
+    }
+
+    #[test]
+    fn the_metrics_scrape_is_its_own_table_and_target() {
+        let mut s = Scale {
+            quick: false,
+            rows: vec![row(60_000, false, 0.4, 0.5)],
+            seconds: 15,
+            metrics: Some(MetricsCost {
+                connections: 60_000,
+                without_percent: 0.4,
+                with: MonitorCost {
+                    cpu_percent: 0.9,
+                    listed: 60_000,
+                    peak_rss_kib: 2048,
+                },
+                scrapes: 15,
+                scrape_bytes: 12_345,
+            }),
+        };
+        let text = s.to_string();
+        assert!(
+            text.contains("| 0.40 | 0.90 | 0.50 | 2.0 | 15 | 12,345 |"),
+            "{text}"
+        );
+        let t = s.targets();
+        assert!(
+            t[4].ends_with("adds under 1% of a core (measured 0.50%: met)"),
+            "{}",
+            t[4]
+        );
+        s.metrics = None;
+        assert_eq!(s.targets().len(), 4);
+        assert!(!s.to_string().contains("--metrics"));
     }
 
     #[test]
@@ -312,6 +421,7 @@ mod tests {
             quick: false,
             rows: vec![row(1_000, false, 0.0, 0.0), r],
             seconds: 15,
+            metrics: None,
         };
         assert_eq!(
             s.short(),

@@ -1,0 +1,226 @@
+//! `--metrics` and `--flow-log` live, in network namespaces: a real Prometheus server
+//! (Debian's) scrapes tcptrack every second and its HTTP API gives the counters after known
+//! traffic; the flow log of the same traffic has one record per connection with the same
+//! totals; a flood of 100,000 tuples adds no series. Needs root (CI has it).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use tcptrack_tests::live::{flood, serial, start_said, wait_detached};
+use tcptrack_tests::netns::{wait_until, Background, HostPair, A4};
+use tcptrack_tests::prometheus::{http_get, Prometheus};
+use tcptrack_tests::{flow_records, tcptrack_bin, FlowRecord};
+
+/// Where tcptrack serves its metrics, in its host's namespace.
+const METRICS: &str = "127.0.0.1:9100";
+
+/// Connections from host b to host a, which serves them: (port, upload, reply, reset). A reset
+/// server replies nothing, so that everything sent is on the wire before its RST.
+const RUNS: [(u16, u64, u64, bool); 3] = [
+    (5301, 200_000, 30_000, false),
+    (5301, 1_000, 70_000, false),
+    (5302, 5_000, 0, true),
+];
+
+/// tcptrack in host a, `extra` after its metrics and flow-log options, once it said its path.
+fn start(hosts: &HostPair, dir: &Path, extra: &[&str]) -> Background {
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.args(["-i", &hosts.a_if, "--interval", "0.2", "-r", "1"])
+        .args(["--metrics", METRICS, "--flow-log"])
+        .arg(dir.join("flows.jsonl"))
+        .args(extra);
+    start_said(cmd, &dir.join("out"), &dir.join("err"))
+}
+
+/// Runs [`RUNS`], each checked whole at both ends.
+fn traffic(hosts: &HostPair) {
+    for (port, up, down, reset) in RUNS {
+        let got = HostPair::transfer_in((&hosts.b, &hosts.a), A4, port, (up, down), reset);
+        assert_eq!(got.1, up, "the server got the whole upload");
+        if !reset {
+            assert_eq!(got.0, down, "the client got the whole reply");
+        }
+    }
+}
+
+/// Sums over [`RUNS`] of (upload, reply), all or of one port.
+fn sent(port: Option<u16>) -> (u64, u64) {
+    RUNS.iter()
+        .filter(|r| port.is_none_or(|p| p == r.0))
+        .fold((0, 0), |(u, d), r| (u + r.1, d + r.2))
+}
+
+/// Waits for one record per connection of [`RUNS`] in the flow log, and checks each.
+fn check_flow_log(dir: &Path) -> Vec<FlowRecord> {
+    let log = dir.join("flows.jsonl");
+    let mut flows = Vec::new();
+    wait_until("a record per connection", Duration::from_secs(20), || {
+        flows = flow_records(&std::fs::read_to_string(&log).unwrap_or_default());
+        flows.len() >= RUNS.len()
+    });
+    assert_eq!(flows.len(), RUNS.len(), "{flows:#?}");
+    flows.sort_by(|a, b| a.first_seen.cmp(&b.first_seen));
+    for (f, (port, up, down, reset)) in flows.iter().zip(RUNS) {
+        assert_eq!(f.server, format!("{A4}:{port}"), "{f:?}");
+        assert_eq!((f.client_payload_bytes, f.server_payload_bytes), (up, down));
+        let ended = if reset {
+            ("RESET", "reset")
+        } else {
+            ("CLOSED", "closed")
+        };
+        assert_eq!((f.state.as_str(), f.how.as_str()), ended, "{f:?}");
+        assert_eq!(f.payload_bytes, up + down);
+        assert!(f.duration >= 0.0 && f.first_seen <= f.last_seen, "{f:?}");
+    }
+    flows
+}
+
+/// Series of tcptrack_* a scrape has at most with `--metrics-ports 50`: 56 whatever the traffic
+/// (info 1, connections by state 6, opened 1, ended 4, payload 2, packets 2, health 4, the
+/// refresh and kernel poll histograms' 16 buckets, sum and count 2 x 18), and 3 per port with a
+/// series (connections, payload by 2 senders), `other` included.
+const SERIES_BOUND: f64 = 56.0 + 3.0 * 51.0;
+
+/// Waits until Prometheus has the bytes each way and the connections opened and ended of
+/// [`RUNS`], exactly; then checks how they ended and the series per port and of tcptrack_info.
+fn check_prometheus(prom: &Prometheus, interface: &str) {
+    let (up, down) = sent(None);
+    let v = |expr: &str| prom.value(expr);
+    let n = f64::from(u8::try_from(RUNS.len()).expect("few"));
+    let want = [Some(up as f64), Some(down as f64), Some(n), Some(n)];
+    let mut seen = Vec::new();
+    let exact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "Prometheus's exact counters",
+            Duration::from_secs(30),
+            || {
+                seen = [
+                    r#"tcptrack_payload_bytes_total{sender="client"}"#,
+                    r#"tcptrack_payload_bytes_total{sender="server"}"#,
+                    "tcptrack_connections_opened_total",
+                    "sum(tcptrack_connections_ended_total)",
+                ]
+                .map(v)
+                .to_vec();
+                seen == want
+            },
+        );
+    }));
+    assert!(
+        exact.is_ok(),
+        "seen {seen:?}, want {want:?}; {}",
+        prom.log()
+    );
+    let ended = |how: &str| {
+        v(&format!(
+            r#"tcptrack_connections_ended_total{{how="{how}"}}"#
+        ))
+    };
+    assert_eq!((ended("closed"), ended("reset")), (Some(2.0), Some(1.0)));
+    assert_eq!(
+        v("sum(tcptrack_connections)"),
+        Some(0.0),
+        "all forgotten after -r 1"
+    );
+    for port in [5301, 5302] {
+        let (up, down) = sent(Some(port));
+        let series =
+            |s| format!(r#"tcptrack_server_payload_bytes_total{{port="{port}",sender="{s}"}}"#);
+        assert_eq!(
+            (v(&series("client")), v(&series("server"))),
+            (Some(up as f64), Some(down as f64))
+        );
+    }
+    let polls = v("tcptrack_kernel_poll_seconds_count");
+    assert!(polls > Some(0.0), "kernel polls timed: {polls:?}");
+    let info = prom.query("tcptrack_info").expect("tcptrack_info");
+    assert_eq!(info.len(), 1, "{info:?}");
+    let labels = &info[0].0;
+    assert_eq!(
+        (labels["path"].as_str(), labels["interface"].as_str()),
+        ("kernel", interface)
+    );
+}
+
+/// A flood of 100,000 one-way tuples from host b: no series beyond the bound, and in fact none
+/// added, on any scrape.
+fn flood_adds_no_series(hosts: &HostPair, prom: &Prometheus) {
+    let v = |expr: &str| prom.value(expr);
+    let count = r#"count({__name__=~"tcptrack_.*"})"#;
+    let before = v(count).expect("series count");
+    assert!(before <= SERIES_BOUND, "{before} series");
+    flood(hosts, 100_000);
+    let flooded = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    wait_until("a scrape after the flood", Duration::from_secs(30), || {
+        v("timestamp(tcptrack_info)").is_some_and(|t| t > flooded + 1.0)
+    });
+    let gone = v("tcptrack_evictions_total + tcptrack_kernel_packets_uncounted_total");
+    assert!(
+        gone >= Some(100_000.0 - 65_536.0),
+        "the flood reached tcptrack: {gone:?}"
+    );
+    let most = v(&format!("max_over_time({count}[5m:1s])")).expect("most series");
+    assert_eq!(
+        (v(count), most),
+        (Some(before), before),
+        "the flood added series"
+    );
+}
+
+#[test]
+fn prometheus_reads_exact_counters_and_a_flood_adds_no_series() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tcptrack = start(&hosts, dir.path(), &["--output", "none"]);
+    let prom = Prometheus::start(&hosts.a, METRICS);
+    traffic(&hosts);
+    check_prometheus(&prom, &hosts.a_if);
+    // The flow log of the same traffic: one record each, the same totals.
+    let flows = check_flow_log(dir.path());
+    let total: u64 = flows.iter().map(|f| f.client_payload_bytes).sum();
+    let counted = prom.value(r#"tcptrack_payload_bytes_total{sender="client"}"#);
+    assert_eq!(Some(total as f64), counted);
+    flood_adds_no_series(&hosts, &prom);
+    drop(tcptrack.interrupt());
+    wait_detached("SIGINT");
+}
+
+/// The libpcap path, beside `--output json`: the scrape (a plain GET) has the exact counters,
+/// and the flow log one record per connection.
+#[test]
+fn libpcap_counts_exactly_beside_json_output() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tcptrack = start(&hosts, dir.path(), &["--libpcap", "--output", "json"]);
+    traffic(&hosts);
+    let (up, down) = sent(None);
+    let url = format!("http://{METRICS}/metrics");
+    let mut text = String::new();
+    let want = [
+        format!(r#"tcptrack_payload_bytes_total{{sender="client"}} {up}"#),
+        format!(r#"tcptrack_payload_bytes_total{{sender="server"}} {down}"#),
+        r#"tcptrack_connections_ended_total{how="closed"} 2"#.to_owned(),
+        r#"tcptrack_connections_ended_total{how="reset"} 1"#.to_owned(),
+        "tcptrack_connections_opened_total 3".to_owned(),
+        r#"tcptrack_info{version="0.1.0",path="libpcap",interface="veth-a"} 1"#.to_owned(),
+    ];
+    let exact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the exact counters", Duration::from_secs(30), || {
+            text = http_get(&hosts.a, &url).unwrap_or_default();
+            want.iter().all(|w| text.lines().any(|l| l == w))
+        });
+    }));
+    assert!(exact.is_ok(), "want {want:#?} in {text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    check_flow_log(dir.path());
+    let out = tcptrack.interrupt();
+    assert_eq!(out.status.code(), Some(0));
+    // The JSON output went on beside them.
+    let json = std::fs::read_to_string(dir.path().join("out")).expect("output");
+    assert!(json.contains(r#""server":"198.18.0.1:5301""#), "{json}");
+}
