@@ -42,6 +42,13 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     // Why the live path is libpcap's: beside the path on the status line.
     m.notice = started.fallback.as_ref().map(ToString::to_string);
     m.refresh_origin = started.refresh_origin;
+    // Records carry the RTT, retransmissions and process of this host's sockets; the screen
+    // asks for them while it shows them.
+    m.locals_for_records = cfg.flow_log.is_some()
+        || matches!(
+            cfg.output,
+            Some(OutputFormat::Json | OutputFormat::Csv | OutputFormat::Table)
+        );
     let rx = match feed {
         Feed::Channel(rx) => rx,
         Feed::Inline(mut file) => {
@@ -54,7 +61,14 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     };
     let verifier_log = started.verifier_log().filter(|_| cfg.verbose);
     let result = if screen {
-        let shown = crate::tui::run(&mut m, rx, cfg.interval, cfg.units, &runtime, &mut beside);
+        let shown = crate::tui::run(
+            &mut m,
+            rx,
+            cfg.interval,
+            crate::tui::App::with(cfg.units, cfg.columns),
+            &runtime,
+            &mut beside,
+        );
         // The reason for the path, in full (the status line may have cut it).
         if let Some(why) = &started.fallback {
             eprintln!("tcptrack: {}", source::path_line(&started.label, Some(why)));

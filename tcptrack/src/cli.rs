@@ -99,6 +99,11 @@ pub struct Args {
     #[arg(short = 'b', long = "bits")]
     pub bits: bool,
 
+    /// The screen's columns after A, first shown (c cycles them): the classic's speed, the speed
+    /// each way, the round-trip time and retransmissions, or the process
+    #[arg(long, value_name = "SET", default_value = "classic")]
+    pub columns: crate::view::Columns,
+
     /// When the kernel refuses its programs, also write the verifier's log on stderr (it is
     /// kept out of the one-line reason otherwise)
     #[arg(long)]
@@ -234,6 +239,8 @@ pub struct Config {
     pub verbose: bool,
     /// How speeds are written (`-b`: bits per second).
     pub units: crate::format::Units,
+    /// The screen's columns after A (`--columns`).
+    pub columns: crate::view::Columns,
     /// Serve metrics (`--metrics`).
     pub metrics: Option<MetricsConfig>,
     /// Write a flow log (`--flow-log`).
@@ -365,6 +372,7 @@ impl Args {
             xdp: self.xdp,
             max_connections: self.max_connections,
             verbose: self.verbose,
+            columns: self.columns,
             units: if self.bits {
                 crate::format::Units::Bits
             } else {

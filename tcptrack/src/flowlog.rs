@@ -15,8 +15,9 @@ use serde::Serialize;
 
 use crate::cli::FlowLogTarget;
 use crate::error::Error;
+use crate::monitor::locals::Local;
 use crate::monitor::{Flow, Monitor, Sink};
-use crate::output::WallClock;
+use crate::output::{Extra, WallClock};
 use crate::table::{Connection, Ended, Ending, State};
 
 /// One connection, as it ended. The field names are those of `--output json`.
@@ -44,22 +45,23 @@ pub struct FlowRecord {
     pub server_bytes: u64,
     pub client_packets: u64,
     pub server_packets: u64,
-    /// Round-trip time in seconds, where known (not yet measured: left out).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rtt: Option<f64>,
-    /// Retransmitted segments, where known (not yet counted: left out).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retransmissions: Option<u64>,
-    /// The local process, where known (not yet attributed: left out).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Smoothed round-trip time (µs), retransmissions each way, and this host's process, as
+    /// `--output json` has them (null where unknown).
+    pub rtt_us: Option<u32>,
+    pub client_retransmits: Option<u32>,
+    pub server_retransmits: Option<u32>,
+    pub pid: Option<u32>,
     pub process: Option<String>,
+    pub cgroup: Option<String>,
 }
 
 impl FlowRecord {
     /// The record of `c`, which ended as `how`; times through `clock`.
     #[must_use]
-    pub fn new(c: &Connection, how: Ending, clock: WallClock) -> Self {
+    pub fn new(c: &Connection, how: Ending, clock: WallClock, local: Option<&Local>) -> Self {
         let (cs, ss, total) = (c.client_sent(), c.server_sent(), c.total());
+        // Speeds need a rate window; the record's are of the whole connection.
+        let extra = Extra::new(c, crate::rate::RateConfig::CLASSIC, c.last_seen(), local);
         Self {
             client: c.client().to_string(),
             server: c.server().to_string(),
@@ -77,9 +79,12 @@ impl FlowRecord {
             server_bytes: ss.wire_bytes,
             client_packets: cs.packets,
             server_packets: ss.packets,
-            rtt: None,
-            retransmissions: None,
-            process: None,
+            rtt_us: extra.rtt_us,
+            client_retransmits: extra.client_retransmits,
+            server_retransmits: extra.server_retransmits,
+            pid: extra.pid,
+            process: extra.process,
+            cgroup: extra.cgroup,
         }
     }
 }
@@ -163,7 +168,11 @@ impl Sink for FlowLog {
 
     fn departed(&mut self, m: &Monitor, ended: &[Ended]) -> Result<(), Error> {
         let clock = m.wall_clock();
-        self.write(ended.iter().map(|e| FlowRecord::new(&e.conn, e.how, clock)))
+        self.write(
+            ended
+                .iter()
+                .map(|e| FlowRecord::new(&e.conn, e.how, clock, m.locals.of(&e.conn))),
+        )
     }
 
     fn ended(&mut self, _m: &Monitor) -> Result<Flow, Error> {
@@ -189,7 +198,7 @@ impl Sink for FlowLog {
                 State::Closed | State::Reset => Ending::of(c.state()),
                 _ => Ending::OpenAtExit,
             };
-            FlowRecord::new(c, how, clock)
+            FlowRecord::new(c, how, clock, m.locals.of(c))
         }))
     }
 }

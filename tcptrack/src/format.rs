@@ -56,6 +56,25 @@ pub fn rate(bytes_per_sec: u64, units: Units) -> String {
     }
 }
 
+/// A time in microseconds with three significant digits: `850 µs`, `12.3 ms`, `1.25 s`.
+#[must_use]
+pub fn micros(us: u32) -> String {
+    let us = u64::from(us);
+    let (whole, unit, scale) = match us {
+        u if u < 1000 => return format!("{u} µs"),
+        u if u < 1_000_000 => (u / 1000, "ms", 1000),
+        u => (u / 1_000_000, "s", 1_000_000),
+    };
+    let hundredths = us * 100 / scale;
+    if whole >= 100 {
+        format!("{whole} {unit}")
+    } else if whole >= 10 {
+        format!("{whole}.{} {unit}", hundredths / 10 % 10)
+    } else {
+        format!("{whole}.{:02} {unit}", hundredths % 100)
+    }
+}
+
 /// Idle time as the classic column shows it: `Ns` under a minute, `Nm` under an hour, `Nh` after.
 #[must_use]
 pub fn idle(d: Duration) -> String {
@@ -108,6 +127,16 @@ mod tests {
         assert_eq!(rate(239_000_000, Units::Bits), "1.91 Gb/s");
         assert_eq!(rate(1_250_000_000_000, Units::Bits), "10.0 Tb/s");
         assert_eq!(rate(u64::MAX, Units::Bits), "147573952 Tb/s");
+    }
+
+    #[test]
+    fn round_trips_have_three_significant_digits() {
+        assert_eq!(micros(850), "850 µs");
+        assert_eq!(micros(1_234), "1.23 ms");
+        assert_eq!(micros(12_345), "12.3 ms");
+        assert_eq!(micros(999_999), "999 ms");
+        assert_eq!(micros(1_250_000), "1.25 s");
+        assert_eq!(micros(u32::MAX), "4294 s");
     }
 
     #[test]

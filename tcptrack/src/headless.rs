@@ -41,7 +41,7 @@ impl<W: Write> Headless<W> {
         let rate = m.table.config().rate;
         let records = conns
             .into_iter()
-            .map(|c| ConnectionRecord::new(c, rate, m.now, m.wall_clock()));
+            .map(|c| ConnectionRecord::new(c, rate, m.now, m.wall_clock(), m.locals.of(c)));
         output::write_part(
             self.format,
             records,
@@ -132,7 +132,7 @@ mod tests {
         let header = rd.headers().expect("header").clone();
         assert_eq!(header.iter().next_back(), Some("time"), "{text}");
         let rows: Vec<csv::StringRecord> = rd.records().collect::<Result<_, _>>().expect("rows");
-        let cells = |r: &csv::StringRecord| (r[0].to_owned(), r[16].to_owned());
+        let cells = |r: &csv::StringRecord| (r[0].to_owned(), r[r.len() - 1].to_owned());
         let (a, b) = ("198.18.0.1:40000", "198.18.0.1:40001");
         let at = |s| format!("1970-01-01T00:00:0{s}.000000000Z");
         assert_eq!(

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::cli::OutputFormat;
 use crate::flow::Timestamp;
 use crate::format::{self, Units};
+use crate::monitor::locals::Local;
 use crate::rate::RateConfig;
 use crate::table::Connection;
 
@@ -83,15 +84,81 @@ pub struct ConnectionRecord {
     pub idle: f64,
     pub first_seen: String,
     pub last_seen: String,
+    /// Payload bytes per second sent by the client, and by the server (see [`Extra`]).
+    pub client_speed: u64,
+    pub server_speed: u64,
+    pub rtt_us: Option<u32>,
+    pub client_retransmits: Option<u32>,
+    pub server_retransmits: Option<u32>,
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+    pub cgroup: Option<String>,
     /// When this was written, on the table's clock (the end of a capture; live, the refresh):
     /// the records of one refresh share it.
     pub time: String,
 }
 
+/// What is known of a connection beyond its counts: speed each way, round-trip time,
+/// retransmissions each way, and the local process. `None` (null in JSON, empty in CSV) where
+/// unknown: the round trip before both legs were timed, retransmissions on the kernel path of
+/// a connection that is not this host's, the process of one that is not this host's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Payload bytes per second sent by the client, and by the server.
+    pub client_speed: u64,
+    pub server_speed: u64,
+    /// Smoothed round-trip time, microseconds: this host's kernel's for its own sockets, else
+    /// from the packets (see `table::diag`).
+    pub rtt_us: Option<u32>,
+    /// Segments each side sent again.
+    pub client_retransmits: Option<u32>,
+    pub server_retransmits: Option<u32>,
+    /// The process holding this host's end, as `ss -tp` names it, and its cgroup.
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+    pub cgroup: Option<String>,
+}
+
+impl Extra {
+    /// What `c` tells, and `local`, its socket on this host when it has one.
+    #[must_use]
+    pub fn new(c: &Connection, rate: RateConfig, now: Timestamp, local: Option<&Local>) -> Self {
+        let [client_speed, server_speed] = c.speeds(rate, now);
+        let mut retransmits = c.diag().retransmits().map_or([None, None], |r| r.map(Some));
+        if let Some(l) = local {
+            // The kernel's count of what this host's end sent again, where the packets said
+            // nothing (the kernel path counts sums).
+            let side = usize::from(l.addr != c.client());
+            retransmits[side] = retransmits[side].or(Some(l.retransmits));
+        }
+        let owner = local.and_then(|l| l.owner.as_ref());
+        Self {
+            client_speed,
+            server_speed,
+            rtt_us: local
+                .map(|l| l.rtt_us)
+                .filter(|&r| r > 0)
+                .or_else(|| c.diag().rtt_us()),
+            client_retransmits: retransmits[0],
+            server_retransmits: retransmits[1],
+            pid: owner.map(|o| o.pid),
+            process: owner.map(|o| o.command.clone()),
+            cgroup: owner.and_then(|o| o.cgroup.clone()),
+        }
+    }
+}
+
 impl ConnectionRecord {
     #[must_use]
-    pub fn new(c: &Connection, rate: RateConfig, now: Timestamp, clock: WallClock) -> Self {
+    pub fn new(
+        c: &Connection,
+        rate: RateConfig,
+        now: Timestamp,
+        clock: WallClock,
+        local: Option<&Local>,
+    ) -> Self {
         let (cs, ss, total) = (c.client_sent(), c.server_sent(), c.total());
+        let extra = Extra::new(c, rate, now, local);
         Self {
             client: c.client().to_string(),
             server: c.server().to_string(),
@@ -109,6 +176,14 @@ impl ConnectionRecord {
             idle: c.idle(now).as_secs_f64(),
             first_seen: clock.rfc3339(c.first_seen()),
             last_seen: clock.rfc3339(c.last_seen()),
+            client_speed: extra.client_speed,
+            server_speed: extra.server_speed,
+            rtt_us: extra.rtt_us,
+            client_retransmits: extra.client_retransmits,
+            server_retransmits: extra.server_retransmits,
+            pid: extra.pid,
+            process: extra.process,
+            cgroup: extra.cgroup,
             time: clock.rfc3339(now),
         }
     }
@@ -180,7 +255,7 @@ fn csv_io(e: csv::Error) -> std::io::Error {
 }
 
 /// The CSV header, the record's field names (written by hand, so that it is there with no rows).
-const CSV_HEADER: [&str; 17] = [
+const CSV_HEADER: [&str; 25] = [
     "client",
     "server",
     "state",
@@ -197,6 +272,14 @@ const CSV_HEADER: [&str; 17] = [
     "idle",
     "first_seen",
     "last_seen",
+    "client_speed",
+    "server_speed",
+    "rtt_us",
+    "client_retransmits",
+    "server_retransmits",
+    "pid",
+    "process",
+    "cgroup",
     "time",
 ];
 
@@ -293,6 +376,14 @@ mod tests {
             idle: 61.5,
             first_seen: "2026-01-01T00:00:00.000000000Z".into(),
             last_seen: "2026-01-01T00:01:00.000000000Z".into(),
+            client_speed: 512,
+            server_speed: 1024,
+            rtt_us: Some(1234),
+            client_retransmits: Some(0),
+            server_retransmits: None,
+            pid: None,
+            process: None,
+            cgroup: None,
             time: "2026-01-01T00:02:01.500000000Z".into(),
         }
     }

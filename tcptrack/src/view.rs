@@ -3,7 +3,82 @@
 
 use crate::flow::{FlowKey, Timestamp};
 use crate::format;
+use crate::monitor::locals::Locals;
+use crate::output::Extra;
 use crate::table::{Connection, ConnectionTable};
+
+/// Which columns follow Client, Server, State, Idle and A; `c` cycles through them, `--columns`
+/// picks the first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Columns {
+    /// The classic's Speed, both ways.
+    #[default]
+    Classic,
+    /// The speed each way: what the client sends, what the server sends.
+    Speeds,
+    /// The round-trip time and the retransmissions each way (client/server).
+    Rtt,
+    /// The process holding this host's end: its pid and command.
+    Process,
+}
+
+impl Columns {
+    /// The next set, as `c` cycles.
+    #[must_use]
+    pub const fn next(self) -> Self {
+        match self {
+            Self::Classic => Self::Speeds,
+            Self::Speeds => Self::Rtt,
+            Self::Rtt => Self::Process,
+            Self::Process => Self::Classic,
+        }
+    }
+
+    /// The columns' headers and widths.
+    #[must_use]
+    pub const fn heads(self) -> &'static [(&'static str, usize)] {
+        match self {
+            Self::Classic => &[("Speed", 10)],
+            Self::Speeds => &[("Client>", 10), ("Server>", 10)],
+            Self::Rtt => &[("RTT", 9), ("Retrans", 11)],
+            Self::Process => &[("PID", 7), ("Process", 15)],
+        }
+    }
+
+    /// Whether they need this host's sockets read (RTT, retransmissions and process of its own
+    /// connections come from its kernel).
+    #[must_use]
+    pub const fn want_locals(self) -> bool {
+        matches!(self, Self::Rtt | Self::Process)
+    }
+
+    /// The cells of `c` (`e` what is known beyond its counts).
+    fn cells(self, c: &Connection, e: &Extra, speed: u64, units: format::Units) -> Vec<String> {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+        match self {
+            Self::Classic => vec![format::rate(speed, units)],
+            Self::Speeds => vec![
+                format::rate(e.client_speed, units),
+                format::rate(e.server_speed, units),
+            ],
+            Self::Rtt => vec![
+                or_dash(e.rtt_us.map(format::micros)),
+                format!(
+                    "{}/{}",
+                    or_dash(e.client_retransmits.map(|n| n.to_string())),
+                    or_dash(e.server_retransmits.map(|n| n.to_string()))
+                ),
+            ],
+            Self::Process => {
+                let _ = c;
+                vec![
+                    or_dash(e.pid.map(|p| p.to_string())),
+                    or_dash(e.process.clone()),
+                ]
+            }
+        }
+    }
+}
 
 /// How rows are ordered; `s` cycles through them in this order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,6 +90,10 @@ pub enum SortMode {
     Rate,
     /// Most payload bytes (both directions) first.
     Bytes,
+    /// Longest round trip first (unknown last).
+    Rtt,
+    /// Most retransmissions (both directions) first.
+    Retransmits,
 }
 
 impl SortMode {
@@ -24,7 +103,9 @@ impl SortMode {
         match self {
             Self::Unsorted => Self::Rate,
             Self::Rate => Self::Bytes,
-            Self::Bytes => Self::Unsorted,
+            Self::Bytes => Self::Rtt,
+            Self::Rtt => Self::Retransmits,
+            Self::Retransmits => Self::Unsorted,
         }
     }
 
@@ -35,6 +116,8 @@ impl SortMode {
             Self::Unsorted => "Unsorted",
             Self::Rate => "Sorted by rate",
             Self::Bytes => "Sorted by bytes",
+            Self::Rtt => "Sorted by RTT",
+            Self::Retransmits => "Sorted by retransmits",
         }
     }
 }
@@ -56,6 +139,8 @@ pub struct ViewState {
     pub help: bool,
     /// How speeds are written.
     pub units: format::Units,
+    /// The columns after A.
+    pub columns: Columns,
 }
 
 /// One connection's cells.
@@ -67,7 +152,8 @@ pub struct RowView {
     pub idle: String,
     /// A packet in the last second (the classic's `A` column).
     pub active: bool,
-    pub speed: String,
+    /// The cells of the column set after A.
+    pub tail: Vec<String>,
     /// The row is the selected one.
     pub selected: bool,
 }
@@ -82,8 +168,9 @@ pub struct Screen {
     pub first: usize,
     /// 1-based index of the last row in the window.
     pub last: usize,
-    /// Summed speed of every listed connection.
-    pub total_speed: String,
+    /// The TOTAL row's cells of the column set (speeds summed over every listed connection).
+    pub totals: Vec<String>,
+    pub columns: Columns,
     pub paused: bool,
     pub sort: SortMode,
 }
@@ -96,10 +183,15 @@ impl ViewState {
 
     /// Pauses (freezing which connections are listed, and their order) or unpauses (the view
     /// catches up at once).
-    pub fn toggle_pause(&mut self, table: &ConnectionTable, now: Timestamp) {
+    pub fn toggle_pause(&mut self, table: &ConnectionTable, now: Timestamp, locals: &Locals) {
         self.frozen = match self.frozen {
             Some(_) => None,
-            None => Some(self.ordered(table, now).iter().map(|c| c.id()).collect()),
+            None => Some(
+                self.ordered(table, now, locals)
+                    .iter()
+                    .map(|c| c.id())
+                    .collect(),
+            ),
         };
     }
 
@@ -107,7 +199,12 @@ impl ViewState {
     /// whole has seen end (the table keeps them for its report: the screen lists what the
     /// output does).
     #[must_use]
-    pub fn ordered<'t>(&self, table: &'t ConnectionTable, now: Timestamp) -> Vec<&'t Connection> {
+    pub fn ordered<'t>(
+        &self,
+        table: &'t ConnectionTable,
+        now: Timestamp,
+        locals: &Locals,
+    ) -> Vec<&'t Connection> {
         let listed = || table.connections().chain(table.finished());
         if let Some(frozen) = &self.frozen {
             let by_id: hashbrown::HashMap<u64, &Connection> =
@@ -132,6 +229,22 @@ impl ViewState {
                     .cmp(&a.total().payload_bytes)
                     .then(a.id().cmp(&b.id()))
             }),
+            SortMode::Rtt | SortMode::Retransmits => {
+                let key = |c: &Connection| {
+                    let e = Extra::new(c, rate, now, locals.of(c));
+                    match self.sort {
+                        SortMode::Rtt => e.rtt_us.map(u64::from),
+                        _ => match (e.client_retransmits, e.server_retransmits) {
+                            (None, None) => None,
+                            (a, b) => Some(u64::from(a.unwrap_or(0)) + u64::from(b.unwrap_or(0))),
+                        },
+                    }
+                };
+                let mut keyed: Vec<_> = v.into_iter().map(|c| (key(c), c)).collect();
+                // Highest first, unknown last; first seen first among equals.
+                keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.id().cmp(&b.1.id())));
+                v = keyed.into_iter().map(|(_, c)| c).collect();
+            }
         }
         v
     }
@@ -159,11 +272,11 @@ impl ViewState {
     }
 
     /// Opens the details of the selected connection, or closes them.
-    pub fn toggle_detail(&mut self, table: &ConnectionTable, now: Timestamp) {
+    pub fn toggle_detail(&mut self, table: &ConnectionTable, now: Timestamp, locals: &Locals) {
         self.detail = match self.detail {
             Some(_) => None,
             None => self
-                .ordered(table, now)
+                .ordered(table, now, locals)
                 .get(self.selected)
                 .map(|c| (c.key(), c.id())),
         };
@@ -181,9 +294,15 @@ impl ViewState {
 
     /// Makes a screenful of `page` rows.
     #[must_use]
-    pub fn screen(&mut self, table: &ConnectionTable, now: Timestamp, page: usize) -> Screen {
+    pub fn screen(
+        &mut self,
+        table: &ConnectionTable,
+        now: Timestamp,
+        page: usize,
+        locals: &Locals,
+    ) -> Screen {
         let rate = table.config().rate;
-        let ordered = self.ordered(table, now);
+        let ordered = self.ordered(table, now, locals);
         let total = ordered.len();
         self.follow_selection(total, page);
         let window = ordered.iter().enumerate().skip(self.scroll).take(page);
@@ -196,21 +315,37 @@ impl ViewState {
                     state: c.state().name(),
                     idle: format::idle(idle),
                     active: idle.as_secs() < 1,
-                    speed: format::rate(c.speed(rate, now), self.units),
+                    tail: self.columns.cells(
+                        c,
+                        &Extra::new(c, rate, now, locals.of(c)),
+                        c.speed(rate, now),
+                        self.units,
+                    ),
                     selected: i == self.selected,
                 }
             })
             .collect();
-        let total_speed = ordered
-            .iter()
-            .map(|c| c.speed(rate, now))
-            .fold(0, u64::saturating_add);
+        let sum = |i: usize| {
+            ordered
+                .iter()
+                .map(|c| c.speeds(rate, now)[i])
+                .fold(0, u64::saturating_add)
+        };
+        let totals = match self.columns {
+            Columns::Classic => vec![format::rate(sum(0).saturating_add(sum(1)), self.units)],
+            Columns::Speeds => vec![
+                format::rate(sum(0), self.units),
+                format::rate(sum(1), self.units),
+            ],
+            Columns::Rtt | Columns::Process => vec![String::new(), String::new()],
+        };
         Screen {
             first: if rows.is_empty() { 0 } else { self.scroll + 1 },
             last: self.scroll + rows.len(),
             rows,
             total,
-            total_speed: format::rate(total_speed, self.units),
+            totals,
+            columns: self.columns,
             paused: self.is_paused(),
             sort: self.sort,
         }
@@ -245,7 +380,7 @@ mod tests {
     }
 
     fn ports(v: &ViewState, t: &ConnectionTable, now: u64) -> Vec<u16> {
-        v.ordered(t, Duration::from_millis(now))
+        v.ordered(t, Duration::from_millis(now), &Locals::default())
             .iter()
             .map(|c| c.client().port())
             .collect()
@@ -263,6 +398,10 @@ mod tests {
         assert_eq!(ports(&v, &t, 2_000), [1, 2, 3]);
         assert_eq!(v.sort, SortMode::Bytes);
         v.sort = v.sort.next();
+        assert_eq!(v.sort, SortMode::Rtt);
+        v.sort = v.sort.next();
+        assert_eq!(v.sort, SortMode::Retransmits);
+        v.sort = v.sort.next();
         assert_eq!(v.sort, SortMode::Unsorted);
     }
 
@@ -273,7 +412,7 @@ mod tests {
             sort: SortMode::Rate,
             ..ViewState::default()
         };
-        v.toggle_pause(&t, Duration::from_millis(2_000));
+        v.toggle_pause(&t, Duration::from_millis(2_000), &Locals::default());
         // New traffic would reorder and a new connection would appear: neither does.
         t.apply(&pkt(
             "198.18.0.1:3",
@@ -289,14 +428,14 @@ mod tests {
             TcpFlags::SYN,
             0,
         ));
-        let s = v.screen(&t, Duration::from_millis(3_000), 10);
+        let s = v.screen(&t, Duration::from_millis(3_000), 10, &Locals::default());
         assert!(s.paused);
         let shown: Vec<_> = s.rows.iter().map(|r| r.client.as_str()).collect();
         assert_eq!(shown, ["198.18.0.1:2", "198.18.0.1:1", "198.18.0.1:3"]);
         // Values keep updating.
-        assert_eq!(s.rows[2].speed, "878 KB/s");
+        assert_eq!(s.rows[2].tail, ["878 KB/s"]);
         // Unpausing catches up at once.
-        v.toggle_pause(&t, Duration::from_millis(3_000));
+        v.toggle_pause(&t, Duration::from_millis(3_000), &Locals::default());
         assert_eq!(ports(&v, &t, 3_000), [3, 1, 2, 4]);
     }
 
@@ -311,7 +450,7 @@ mod tests {
         assert_eq!((v.selected, v.scroll), (2, 1));
         v.move_selection(5, 3, 2);
         assert_eq!((v.selected, v.scroll), (2, 1));
-        let s = v.screen(&t, Duration::from_millis(2_000), 2);
+        let s = v.screen(&t, Duration::from_millis(2_000), 2, &Locals::default());
         assert_eq!((s.first, s.last, s.total), (2, 3, 3));
         assert_eq!(
             s.rows.iter().map(|r| r.selected).collect::<Vec<_>>(),
@@ -322,10 +461,10 @@ mod tests {
         // A taller window pulls the scroll back; a shorter list pulls the selection in.
         v.selected = 2;
         v.scroll = 2;
-        let s = v.screen(&t, Duration::from_millis(2_000), 10);
+        let s = v.screen(&t, Duration::from_millis(2_000), 10, &Locals::default());
         assert_eq!((s.first, s.last), (1, 3));
         v.selected = 7;
-        let s = v.screen(&t, Duration::from_millis(2_000), 10);
+        let s = v.screen(&t, Duration::from_millis(2_000), 10, &Locals::default());
         assert!(s.rows[2].selected);
     }
 
@@ -335,17 +474,17 @@ mod tests {
         let mut v = ViewState::default();
         let shown = |v: &ViewState, t: &ConnectionTable| v.detail(t).map(|c| c.client().port());
         v.move_selection(1, 3, 10);
-        v.toggle_detail(&t, Duration::from_millis(2_000));
+        v.toggle_detail(&t, Duration::from_millis(2_000), &Locals::default());
         assert_eq!(shown(&v, &t), Some(2));
         // Sorted otherwise, or another row selected, the details stay with their connection.
         v.sort = SortMode::Bytes;
         v.move_selection(1, 3, 10);
         assert_eq!(shown(&v, &t), Some(2));
-        v.toggle_detail(&t, Duration::from_millis(2_000));
+        v.toggle_detail(&t, Duration::from_millis(2_000), &Locals::default());
         assert_eq!(v.detail, None);
         // Port 3 only ever sent a SYN: it times out, and its details with it.
         v.sort = SortMode::Unsorted;
-        v.toggle_detail(&t, Duration::from_millis(2_000));
+        v.toggle_detail(&t, Duration::from_millis(2_000), &Locals::default());
         assert_eq!(shown(&v, &t), Some(3));
         t.expire(Duration::from_secs(100_000));
         assert_eq!(shown(&v, &t), None);
@@ -355,16 +494,16 @@ mod tests {
     fn rows_are_formatted_and_totals_summed() {
         let t = table();
         let mut v = ViewState::default();
-        let s = v.screen(&t, Duration::from_millis(2_000), 10);
-        assert_eq!(s.total_speed, "2.92 KB/s");
+        let s = v.screen(&t, Duration::from_millis(2_000), 10, &Locals::default());
+        assert_eq!(s.totals, ["2.92 KB/s"]);
         let r = &s.rows[1];
         assert_eq!(
             (r.client.as_str(), r.server.as_str()),
             ("198.18.0.1:2", "198.18.0.2:80")
         );
         assert_eq!(
-            (r.state, r.idle.as_str(), r.active, r.speed.as_str()),
-            ("SYN_SENT", "0s", true, "2.92 KB/s")
+            (r.state, r.idle.as_str(), r.active, r.tail.as_slice()),
+            ("SYN_SENT", "0s", true, ["2.92 KB/s".to_owned()].as_slice())
         );
         assert!(!s.rows[2].active);
     }

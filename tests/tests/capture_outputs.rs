@@ -183,6 +183,14 @@ fn csv_output_has_a_header_and_one_row_per_connection() {
             "idle",
             "first_seen",
             "last_seen",
+            "client_speed",
+            "server_speed",
+            "rtt_us",
+            "client_retransmits",
+            "server_retransmits",
+            "pid",
+            "process",
+            "cgroup",
             "time"
         ]
     );

@@ -223,7 +223,10 @@ fn fish_completes_options_and_output_formats() {
             .collect::<Vec<_>>()
     };
     assert_eq!(complete("tcptrack --outp"), ["--output"]);
-    assert_eq!(complete("tcptrack --output "), ["csv", "json", "none", "table"]);
+    assert_eq!(
+        complete("tcptrack --output "),
+        ["csv", "json", "none", "table"]
+    );
 }
 
 #[test]

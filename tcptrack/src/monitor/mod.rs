@@ -7,6 +7,7 @@
 //! keys, the refresh tick and signals.
 
 mod drive;
+pub mod locals;
 
 pub use drive::{drive, Flow, Sink};
 
@@ -29,6 +30,9 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// order: a capture on several queues or CPUs (`-i any`, a multi-queue card) stamps packets in
 /// parallel and writes them a little out of order, which changes nothing shown.
 const REORDER_TOLERANCE: Duration = Duration::from_millis(10);
+
+/// How often a live monitor re-reads its host's connected sockets, while they are wanted.
+const LOCALS_REFRESH: Duration = Duration::from_secs(2);
 
 /// How often a live monitor re-reads the host's listening sockets.
 const LISTENING_REFRESH: Duration = Duration::from_secs(10);
@@ -91,6 +95,15 @@ pub struct Monitor {
     /// The instant refreshes count from, when the source polls on that grid (the kernel path);
     /// else the loop's start.
     pub refresh_origin: Option<std::time::Instant>,
+    /// This host's sockets (live only, while wanted).
+    pub locals: locals::Locals,
+    /// Records are written that carry what the local sockets tell (RTT, retransmissions and
+    /// the process of this host's connections).
+    pub locals_for_records: bool,
+    /// The screen shows it now (it says so as it draws).
+    pub locals_on_screen: std::cell::Cell<bool>,
+    /// When the local sockets were last read.
+    locals_read: Option<Instant>,
 }
 
 impl Monitor {
@@ -115,6 +128,10 @@ impl Monitor {
             newest_packet: Duration::ZERO,
             out_of_order: OutOfOrder::default(),
             refresh_origin: None,
+            locals: locals::Locals::default(),
+            locals_for_records: false,
+            locals_on_screen: std::cell::Cell::new(false),
+            locals_read: None,
         };
         m.refresh_listening();
         m
@@ -247,6 +264,14 @@ impl Monitor {
             .is_some_and(|t| t.elapsed() >= LISTENING_REFRESH)
         {
             self.refresh_listening();
+        }
+        let due = self
+            .locals_read
+            .is_none_or(|t| t.elapsed() >= LOCALS_REFRESH);
+        let wanted = self.locals_for_records || self.locals_on_screen.get();
+        if self.kind == SourceKind::Live && wanted && due {
+            self.locals_read = Some(Instant::now());
+            self.locals.refresh();
         }
     }
 

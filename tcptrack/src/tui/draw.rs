@@ -12,22 +12,38 @@ use crate::monitor::Monitor;
 use crate::output::ConnectionRecord;
 use crate::source::SourceLabel;
 use crate::table::Connection;
-use crate::view::{RowView, Screen};
+use crate::view::{Columns, RowView, Screen};
 
 const STATE_W: usize = 11;
 const IDLE_W: usize = 4;
-const SPEED_W: usize = 10;
 /// The classic's width for an address column.
 const ADDR_MIN_W: usize = 21;
-/// Everything on a row but the two address columns: margins, gaps, State, Idle, A, Speed.
-const FIXED_W: usize = 1 + 2 + 2 + STATE_W + 2 + IDLE_W + 1 + 1 + 1 + SPEED_W;
+/// Everything on a row up to A but the two address columns: margins, gaps, State, Idle, A.
+const UP_TO_A_W: usize = 1 + 2 + 2 + STATE_W + 2 + IDLE_W + 1 + 1;
+
+/// The width of the columns after A (each a space, then the cell).
+fn tail_w(columns: Columns) -> usize {
+    columns.heads().iter().map(|(_, w)| 1 + w).sum()
+}
+
+/// Everything on a row but the two address columns.
+fn fixed_w(columns: Columns) -> usize {
+    UP_TO_A_W + tail_w(columns)
+}
+
 /// Everything on a row but the one address column of the two-line layout.
-const FIXED_NARROW_W: usize = FIXED_W - 2;
+fn fixed_narrow_w(columns: Columns) -> usize {
+    fixed_w(columns) - 2
+}
 
 const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("p", "pause / unpause (the list stays, values go on)"),
-    ("s", "sort: unsorted, by rate, by total bytes"),
+    ("s", "sort: unsorted, by rate, bytes, RTT, retransmits"),
+    (
+        "c",
+        "columns: speed, speed each way, RTT and retransmits, process",
+    ),
     ("Up, Down", "select the row above, below"),
     ("PgUp, PgDn", "a page up, down"),
     ("Home, End", "first, last row"),
@@ -53,9 +69,35 @@ enum Layout2 {
 }
 
 /// The cells after the addresses; `a` is the classic's activity column (`*` when a packet came
-/// in the last second).
-fn fixed_cells(state: &str, idle: &str, a: char, speed: &str) -> String {
-    format!("{state:<STATE_W$}  {idle:>IDLE_W$} {a} {speed:>SPEED_W$}")
+/// in the last second), `tail` the cells of the column set `columns`, each cut to its width.
+fn fixed_cells<S: AsRef<str>>(
+    state: &str,
+    idle: &str,
+    a: char,
+    tail: &[S],
+    columns: Columns,
+) -> String {
+    let mut out = format!("{state:<STATE_W$}  {idle:>IDLE_W$} {a}");
+    for (cell, (_, w)) in tail.iter().zip(columns.heads()) {
+        let cell: String = cell.as_ref().chars().take(*w).collect();
+        out.push_str(&format!(" {cell:>w$}"));
+    }
+    out
+}
+
+/// The header's cells after the addresses.
+fn head_cells(columns: Columns) -> String {
+    let heads: Vec<&str> = columns.heads().iter().map(|(h, _)| *h).collect();
+    fixed_cells("State", "Idle", 'A', &heads, columns)
+}
+
+/// The TOTAL line, `row_w` wide.
+fn total_line<S: AsRef<str>>(totals: &[S], columns: Columns, row_w: usize) -> String {
+    let mut out = format!(" {:<w$}", "TOTAL", w = row_w - tail_w(columns) - 1);
+    for (cell, (_, w)) in totals.iter().zip(columns.heads()) {
+        out.push_str(&format!(" {:>w$}", cell.as_ref()));
+    }
+    out
 }
 
 /// `addr` in at most `w` columns: whole when it fits, else its host cut in the middle with an
@@ -94,7 +136,7 @@ const fn split(a: usize, b: usize, room: usize) -> (usize, usize) {
 
 fn layout_for(screen: &Screen, width: usize) -> Option<Layout2> {
     let widest = |f: fn(&RowView) -> usize| screen.rows.iter().map(f).max().unwrap_or(0);
-    let room = width.saturating_sub(FIXED_W);
+    let room = width.saturating_sub(fixed_w(screen.columns));
     if room >= 2 * ADDR_MIN_W {
         let client = widest(|r| r.client.len()).max(ADDR_MIN_W);
         let server = widest(|r| r.server.len()).max(ADDR_MIN_W);
@@ -102,7 +144,7 @@ fn layout_for(screen: &Screen, width: usize) -> Option<Layout2> {
         return Some(Layout2::Wide { client_w, server_w });
     }
     // Two lines: the server indented by two under its client.
-    let room = width.saturating_sub(FIXED_NARROW_W);
+    let room = width.saturating_sub(fixed_narrow_w(screen.columns));
     let addr_w = widest(|r| r.client.len().max(r.server.len() + 2))
         .max("Client".len())
         .min(room);
@@ -113,11 +155,13 @@ impl App {
     /// Draws the whole screen into `frame`.
     pub fn draw(&mut self, frame: &mut Frame<'_>, m: &Monitor) {
         let area = frame.area();
+        m.locals_on_screen
+            .set(self.view.columns.want_locals() || self.view.detail.is_some());
         let width = usize::from(area.width);
         let height = usize::from(area.height);
         // Header, at least one row, TOTAL, status.
         let wide_page = height.saturating_sub(3);
-        let mut screen = self.view.screen(&m.table, m.now, wide_page);
+        let mut screen = self.view.screen(&m.table, m.now, wide_page, &m.locals);
         let mut layout = if wide_page == 0 {
             None
         } else {
@@ -125,7 +169,7 @@ impl App {
         };
         if matches!(layout, Some(Layout2::Narrow { .. })) {
             let narrow_page = height.saturating_sub(4) / 2;
-            screen = self.view.screen(&m.table, m.now, narrow_page);
+            screen = self.view.screen(&m.table, m.now, narrow_page, &m.locals);
             layout = if narrow_page == 0 {
                 None
             } else {
@@ -250,7 +294,7 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
                     " {:<client_w$}  {:<server_w$}  {}",
                     "Client",
                     "Server",
-                    fixed_cells("State", "Idle", 'A', "Speed")
+                    head_cells(screen.columns)
                 ),
                 bold,
             ));
@@ -260,25 +304,20 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
                         " {:<client_w$}  {:<server_w$}  {}",
                         shorten(&r.client, client_w),
                         shorten(&r.server, server_w),
-                        fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
+                        fixed_cells(r.state, &r.idle, active(r.active), &r.tail, screen.columns)
                     ),
                     row_style(r),
                 ));
             }
-            format!(
-                " {:<w$}{:>SPEED_W$}",
-                "TOTAL",
-                screen.total_speed,
-                w = FIXED_W - 1 - SPEED_W + client_w + server_w
+            total_line(
+                &screen.totals,
+                screen.columns,
+                fixed_w(screen.columns) + client_w + server_w,
             )
         }
         Layout2::Narrow { addr_w } => {
             lines.push(Line::styled(
-                format!(
-                    " {:<addr_w$}  {}",
-                    "Client",
-                    fixed_cells("State", "Idle", 'A', "Speed")
-                ),
+                format!(" {:<addr_w$}  {}", "Client", head_cells(screen.columns)),
                 bold,
             ));
             lines.push(Line::styled(
@@ -290,7 +329,7 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
                     format!(
                         " {:<addr_w$}  {}",
                         shorten(&r.client, addr_w),
-                        fixed_cells(r.state, &r.idle, active(r.active), &r.speed)
+                        fixed_cells(r.state, &r.idle, active(r.active), &r.tail, screen.columns)
                     ),
                     row_style(r),
                 ));
@@ -299,11 +338,10 @@ fn table_lines(layout: &Layout2, screen: &Screen, bold: Style) -> (Vec<Line<'sta
                     row_style(r),
                 ));
             }
-            format!(
-                " {:<w$}{:>SPEED_W$}",
-                "TOTAL",
-                screen.total_speed,
-                w = FIXED_NARROW_W - 1 - SPEED_W + addr_w
+            total_line(
+                &screen.totals,
+                screen.columns,
+                fixed_narrow_w(screen.columns) + addr_w,
             )
         }
     };
@@ -387,14 +425,46 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect, source: &str, notice: Option<&st
 
 /// Everything known of one connection, its addresses in full.
 fn draw_detail(frame: &mut Frame<'_>, area: Rect, m: &Monitor, c: &Connection, units: Units) {
-    let r = ConnectionRecord::new(c, m.table.config().rate, m.now, m.wall_clock());
+    let r = ConnectionRecord::new(
+        c,
+        m.table.config().rate,
+        m.now,
+        m.wall_clock(),
+        m.locals.of(c),
+    );
     let duration = c.last_seen().saturating_sub(c.first_seen());
     let num = |n: u64| n.to_string();
     let text = vec![
         format!("Client      {}", r.client),
         format!("Server      {}", r.server),
         format!("State       {}", r.state),
-        format!("Speed       {}", crate::format::rate(r.speed, units)),
+        format!(
+            "Speed       {} (client {}, server {})",
+            crate::format::rate(r.speed, units),
+            crate::format::rate(r.client_speed, units),
+            crate::format::rate(r.server_speed, units)
+        ),
+        format!(
+            "RTT         {}",
+            r.rtt_us
+                .map_or_else(|| "unknown".to_owned(), crate::format::micros)
+        ),
+        format!(
+            "Retransmits client {}, server {}",
+            r.client_retransmits
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            r.server_retransmits
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+        ),
+        match (&r.pid, &r.process) {
+            (Some(pid), Some(p)) => format!(
+                "Process     {p} (pid {pid}{})",
+                r.cgroup
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(", cgroup {c}"))
+            ),
+            _ => "Process     - (not a socket of this host, or not seen yet)".to_owned(),
+        },
         format!("Idle        {:.3} s", r.idle),
         format!("First seen  {}", r.first_seen),
         format!("Last seen   {}", r.last_seen),

@@ -48,16 +48,17 @@ impl App {
         }
     }
 
-    /// A screen writing speeds in `units`.
+    /// A screen writing speeds in `units`, its columns after A `columns` first.
     #[must_use]
-    pub fn with_units(units: crate::format::Units) -> Self {
+    pub fn with(units: crate::format::Units, columns: crate::view::Columns) -> Self {
         let mut app = Self::new();
         app.view.units = units;
+        app.view.columns = columns;
         app
     }
 
     /// Reacts to a key: the classic's `q`, `p`, `s`, Up/Down, and PgUp/PgDn, Home/End, Enter
-    /// (details), `?`/`h` (help), Ctrl-Z (suspend).
+    /// (details), `c` (columns), `?`/`h` (help), Ctrl-Z (suspend).
     pub fn on_key(&mut self, key: KeyEvent, m: &Monitor) -> Action {
         if key.kind == KeyEventKind::Release {
             return Action::Nothing;
@@ -73,8 +74,9 @@ impl App {
             KeyCode::Esc if self.view.help => self.view.help = false,
             KeyCode::Esc if self.view.detail.is_some() => self.view.detail = None,
             KeyCode::Char('?' | 'h' | 'H') => self.view.help = !self.view.help,
-            KeyCode::Enter => self.view.toggle_detail(&m.table, m.now),
-            KeyCode::Char('p' | 'P') => self.view.toggle_pause(&m.table, m.now),
+            KeyCode::Enter => self.view.toggle_detail(&m.table, m.now, &m.locals),
+            KeyCode::Char('p' | 'P') => self.view.toggle_pause(&m.table, m.now, &m.locals),
+            KeyCode::Char('c' | 'C') => self.view.columns = self.view.columns.next(),
             KeyCode::Char('s' | 'S') => {
                 self.view.sort = self.view.sort.next();
                 self.view.scroll = 0;

@@ -125,14 +125,14 @@ pub fn run(
     m: &mut Monitor,
     source: mpsc::Receiver<crate::source::SourceMsg>,
     interval: std::time::Duration,
-    units: crate::format::Units,
+    app: App,
     runtime: &tokio::runtime::Runtime,
     beside: &mut impl Sink,
 ) -> Result<(), Error> {
     let terminal = ratatui::try_init().map_err(Error::Terminal)?;
     let mut screen = Screen::new(terminal);
     screen.owns_tty = true;
-    screen.app = App::with_units(units);
+    screen.app = app;
     // The first frame at once; the loop's ticks draw the next ones.
     let result = screen.draw(m).and_then(|()| {
         runtime.block_on(crate::monitor::drive(

@@ -135,7 +135,32 @@ fn sort_modes_cycle_with_s() {
     key(&mut app, KeyCode::Char('s'));
     assert_snapshot!("sorted_by_bytes", render(&mut app, 110, 12));
     key(&mut app, KeyCode::Char('s'));
+    assert!(render(&mut app, 110, 12).contains("Sorted by RTT"));
+    key(&mut app, KeyCode::Char('s'));
+    assert!(render(&mut app, 110, 12).contains("Sorted by retransmits"));
+    key(&mut app, KeyCode::Char('s'));
     assert!(render(&mut app, 110, 12).contains("Unsorted"));
+}
+
+#[test]
+fn c_cycles_the_columns_after_a() {
+    let mut app = every_state();
+    let header = |app: &mut Shown| {
+        render(app, 110, 12)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header(&mut app).contains("A      Speed"));
+    key(&mut app, KeyCode::Char('c'));
+    assert_snapshot!("columns_speeds", render(&mut app, 110, 12));
+    key(&mut app, KeyCode::Char('c'));
+    assert_snapshot!("columns_rtt", render(&mut app, 110, 12));
+    key(&mut app, KeyCode::Char('c'));
+    assert_snapshot!("columns_process", render(&mut app, 110, 12));
+    key(&mut app, KeyCode::Char('c'));
+    assert!(header(&mut app).contains("A      Speed"));
 }
 
 #[test]
