@@ -30,6 +30,7 @@ fn update(
         seq: 1,
         ack: 1,
         segment_len: len,
+        window: 512,
         payload_bytes: u64::from(len),
         wire_bytes: u64::from(len) + 54,
         packets: 1,

@@ -96,6 +96,7 @@ struct TcpFields {
     ack: u32,
     header_len: u32,
     flags: u8,
+    window: u16,
 }
 
 impl TcpFields {
@@ -115,6 +116,7 @@ impl TcpFields {
             ack: be32(b, 8)?,
             header_len,
             flags: b[13] & tcp::FLAGS_MASK,
+            window: be16(b, 14)?,
         })
     }
 }
@@ -206,6 +208,7 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32, ts: Timestamp) -> Opt
         seq: tcp.seq,
         ack: tcp.ack,
         segment_len,
+        window: tcp.window,
         payload_bytes: u64::from(segment_len),
         wire_bytes: u64::from(wire_len),
         packets: 1,

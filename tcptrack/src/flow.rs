@@ -143,6 +143,8 @@ pub struct FlowUpdate {
     pub ack: u32,
     /// TCP payload length of the packet that `seq` belongs to (FIN matching needs it).
     pub segment_len: u32,
+    /// The advertised window, as in the header (a packet's; 0 for a kernel poll's sums).
+    pub window: u16,
     /// TCP payload bytes, from the IP length fields (so snaplen does not shorten them).
     pub payload_bytes: u64,
     /// Bytes on the wire (frame length).
@@ -172,6 +174,7 @@ impl FlowUpdate {
             seq,
             ack,
             segment_len: len,
+            window: 512,
             payload_bytes: u64::from(len),
             wire_bytes: u64::from(len) + 54,
             packets: 1,

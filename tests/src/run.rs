@@ -175,6 +175,23 @@ pub struct Record {
     pub idle: f64,
     pub first_seen: String,
     pub last_seen: String,
+    /// Speed each way, round trip, retransmissions each way, and this host's process.
+    #[serde(default)]
+    pub client_speed: u64,
+    #[serde(default)]
+    pub server_speed: u64,
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
+    #[serde(default)]
+    pub client_retransmits: Option<u64>,
+    #[serde(default)]
+    pub server_retransmits: Option<u64>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub process: Option<String>,
+    #[serde(default)]
+    pub cgroup: Option<String>,
     /// When the record was written, on the table's clock (the end of a capture).
     pub time: String,
 }

@@ -114,10 +114,10 @@ transfer 5001 fin
 transfer 5002 rst
 # tcpdump runs behind on the emulated CPU: let it write everything (-U: each packet as it is
 # read) before it is stopped, or the last packets stay unread.
-quiet() {
-    a=$(stat -c %s "$OUT/live.pcap"); sleep 1; [ "$a" = "$(stat -c %s "$OUT/live.pcap")" ]
+quiet_file() { # quiet_file FILE: its size did not change in a second
+    a=$(stat -c %s "$1"); sleep 1; [ "$a" = "$(stat -c %s "$1")" ]
 }
-wait_for 100 quiet
+wait_for 100 quiet_file "$OUT/live.pcap"
 kill -INT "$dump"; wait "$dump"
 "$TCPTRACK" -T "$OUT/live.pcap" --output json -r 600 >"$OUT/from-capture.json"
 check "counts and states equal the recording's" \
@@ -166,6 +166,51 @@ once() { grep -q '"server":"198.18.0.2:5005".*"state":"CLOSED","payload_bytes":7
 check "counted once after the restart" wait_for 300 once
 kill -INT "$pid"; wait "$pid"
 check "nothing attached after SIGKILL and a new start" wait_for 100 nothing_attached
+
+# 4. The round trip under netem, 20 ms one way and 30 ms the other (this machine's own kernel
+#    has no netem; Debian's have it as a module): this host's socket (the kernel's smoothed
+#    round trip) and the packets of a recording (-T) both within 10% of 50 ms. The server
+#    acknowledges at once (TCP_QUICKACK), so that no delayed ACK adds to the round trip.
+near_50ms() { # near_50ms FILE: the connection's last rtt_us within 10% of 50 ms
+    $PY - "$1" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rtt = [r['rtt_us'] for r in recs if r['server'] == '198.18.0.2:5006' and r['rtt_us']]
+print(sys.argv[1], 'rtt_us', rtt[-1:] or 'none')
+sys.exit(0 if rtt and 45000 <= rtt[-1] <= 55000 else 1)
+EOF
+}
+if modprobe sch_netem 2>/dev/null &&
+    ip netns exec a tc qdisc add dev veth-a root netem delay 20ms &&
+    ip netns exec b tc qdisc add dev veth-b root netem delay 30ms; then
+    ip netns exec a tcpdump -i veth-a -s 128 -w "$OUT/rtt.pcap" -U 2>"$OUT/tcpdump-rtt.err" &
+    dump=$!
+    wait_for 300 test -s "$OUT/tcpdump-rtt.err"
+    start rtt
+    ip netns exec b $PY -c "
+import socket
+s = socket.create_server(('198.18.0.2', 5006)); c, _ = s.accept()
+while True:
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    if not c.recv(4096): break
+c.close()" &
+    server=$!
+    wait_for 300 sh -c "ip netns exec b ss -ltn | grep -q :5006"
+    ip netns exec a $PY -c "
+import socket, time
+c = socket.create_connection(('198.18.0.2', 5006))
+for _ in range(40): c.sendall(b'x' * 1000); time.sleep(0.1)
+c.close()"
+    wait "$server"
+    wait_for 100 quiet_file "$OUT/rtt.pcap"
+    kill -INT "$dump"; wait "$dump"
+    "$TCPTRACK" -T "$OUT/rtt.pcap" --output json >"$OUT/rtt-capture.json"
+    kill -INT "$pid"; wait "$pid"
+    check "the socket's round trip within 10% of 50 ms" near_50ms "$OUT/rtt.json"
+    check "the recording's round trip within 10% of 50 ms" near_50ms "$OUT/rtt-capture.json"
+else
+    check "netem for the round-trip check" false
+fi
 
 cat "$REPORT"
 exit $failed

@@ -34,6 +34,10 @@ const TEST_PACKAGES: &[&str] = &[
     "fish",
     // A real Prometheus server scraping --metrics in the metrics tests.
     "prometheus",
+    // Loss (nftables' random drop) and segmentation offload off (ethtool) in the
+    // diagnostics tests.
+    "nftables",
+    "ethtool",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

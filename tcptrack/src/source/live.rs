@@ -59,7 +59,8 @@ pub fn open(interface: &str, cfg: &Config) -> Result<(Capture<Active>, LinkType)
 }
 
 /// Captures on a thread of its own, stamping each packet with the time since it started (the
-/// clock it sends first), and sends batches into `tx`: everything libpcap holds as soon as it is
+/// clock it sends first), as the kernel stamped the packet (never later than when it is read:
+/// the wall clock may have stepped), and sends batches into `tx`: everything libpcap holds as soon as it is
 /// read (the capture is non-blocking and the thread waits on its descriptor), so that every
 /// packet reaches the table within one wake-up of its arrival, not when a later one comes. A
 /// batch that finds the channel full is dropped and counted.
@@ -72,6 +73,9 @@ pub fn spawn_reader(
     use super::{SourceMsg, BATCH_MAX};
     use std::os::fd::AsRawFd as _;
     let start = Instant::now();
+    let start_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let clock = SourceMsg::Clock {
         at: Duration::ZERO,
         wall: start,
@@ -95,7 +99,11 @@ pub fn spawn_reader(
             loop {
                 match cap.next_packet() {
                     Ok(p) => {
-                        if let Some(u) = decode(link, p.data, p.header.len, start.elapsed()) {
+                        let read = start.elapsed();
+                        let ts = stamped(p.header.ts)
+                            .checked_sub(start_wall)
+                            .map_or(read, |t| t.min(read));
+                        if let Some(u) = decode(link, p.data, p.header.len, ts) {
                             batch.push(u);
                         }
                         if batch.len() >= BATCH_MAX && !losses.send(&tx, &mut batch) {
@@ -170,4 +178,11 @@ impl Losses {
             self.pcap = pcap;
         }
     }
+}
+
+/// A packet header's time since the epoch (microseconds, as the live capture is opened).
+fn stamped(tv: libc::timeval) -> Duration {
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let micros = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999);
+    Duration::new(secs, micros * 1000)
 }

@@ -346,6 +346,7 @@ impl Connection {
                     seq: u.seq,
                     ack: u.ack,
                     len: u.segment_len,
+                    window: u.window,
                     at: u32::try_from(since & u64::from(u32::MAX)).unwrap_or(0),
                 },
             );

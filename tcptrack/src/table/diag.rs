@@ -4,9 +4,12 @@
 //! - A **retransmission** is told as tshark tells `tcp.analysis.retransmission`: a segment that
 //!   carries sequence space (payload, SYN or FIN) starting before the highest sequence number its
 //!   sender had sent. It is a fast retransmission when the other side had sent two duplicate
-//!   ACKs for that number within the last 20 ms; otherwise, one that comes sooner than the
-//!   handshake's round trip (3 ms when it is unknown) after the segment that took the sequence
-//!   furthest, and does not end there, is taken as out of order, not a retransmission. A
+//!   ACKs for that number (no data, same ACK number and window) within the last 20 ms;
+//!   otherwise, one that comes sooner than the first round trip (tshark's: from the last SYN
+//!   to the first segment with the ACK flag alone, at least a microsecond; 3 ms until there is
+//!   one) after the segment that took the
+//!   sequence furthest, and does not end there, is taken as out of order, not a
+//!   retransmission. A
 //!   keep-alive (one byte or none, just below that number) is not one either.
 //! - The **round-trip time** is the sum of the two legs seen from the capture point: from a
 //!   segment of one side to the other side's ACK that covers it, each smoothed as TCP smooths
@@ -48,6 +51,7 @@ struct Sender {
     /// This side's last ACK number, how many pure ACKs repeated it, and when the last came.
     last_ack: u32,
     last_ack_at: u32,
+    last_window: u16,
     dup_acks: u8,
     seen: bool,
     timing: bool,
@@ -64,6 +68,7 @@ pub struct Diag {
     /// SYN/ACK; 0: unknown).
     syn_at: u32,
     first_rtt_us: u32,
+    syn_seen: bool,
 }
 
 /// One segment, as [`Diag::segment`] takes it.
@@ -74,6 +79,8 @@ pub struct Segment {
     pub ack: u32,
     /// Payload bytes.
     pub len: u32,
+    /// The advertised window.
+    pub window: u16,
     /// When, in µs since the connection was first seen (modulo 2^32).
     pub at: u32,
 }
@@ -89,8 +96,10 @@ impl Diag {
         }
         let syn = g.flags.0 & TcpFlags::SYN != 0;
         let syn_fin = u32::from(syn) + u32::from(g.flags.0 & TcpFlags::FIN != 0);
-        if syn && g.flags.0 & TcpFlags::ACK == 0 && from == 0 {
+        if syn && g.flags.0 & TcpFlags::ACK == 0 {
+            // The most recent SYN, as tshark keeps it.
             self.syn_at = g.at;
+            self.syn_seen = true;
         }
         let space = g.len.wrapping_add(syn_fin);
         if space == 0 {
@@ -124,17 +133,24 @@ impl Diag {
     /// duplicates, and ends the handshake's round trip.
     fn ack(&mut self, from: usize, other: usize, g: Segment) {
         let pure = g.len == 0 && g.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0;
-        if from == 0 && self.first_rtt_us == 0 && self.side[1].seen && pure {
-            // The client's first ACK after the server's SYN/ACK.
-            self.first_rtt_us = g.at.wrapping_sub(self.syn_at).max(1);
+        if self.first_rtt_us == 0 && self.syn_seen && g.flags.0 == TcpFlags::ACK {
+            // tshark's first round trip: from the last SYN to the first segment with the ACK
+            // flag alone; none until that is at least a microsecond.
+            self.first_rtt_us = g.at.wrapping_sub(self.syn_at);
         }
         let f = &mut self.side[from];
-        if pure && f.last_ack == g.ack {
+        // tshark's duplicate ACK: no data, the same ACK number and window, at the sender's
+        // next sequence number.
+        let dup = pure
+            && f.last_ack == g.ack
+            && f.last_window == g.window
+            && (!f.seen || g.seq == f.next);
+        if dup {
             f.dup_acks = f.dup_acks.saturating_add(1);
-        } else if f.last_ack != g.ack {
-            (f.last_ack, f.dup_acks) = (g.ack, 0);
+        } else {
+            f.dup_acks = 0;
         }
-        f.last_ack_at = g.at;
+        (f.last_ack, f.last_window, f.last_ack_at) = (g.ack, g.window, g.at);
         let o = &mut self.side[other];
         if o.timing && !before(g.ack, o.timed_covers) {
             let sample = g.at.wrapping_sub(o.timed_at).max(1);

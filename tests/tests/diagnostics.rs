@@ -1,0 +1,292 @@
+//! What tcptrack tells beyond the classic, checked against the tools that know: retransmissions
+//! under loss against tshark's `tcp.analysis.retransmission` on a recording of the same
+//! traffic (from the recording with `-T`, live through libpcap, and on the kernel path from
+//! this host's socket); the round trip of this host's sockets against `ss -ti`; the process
+//! against `ss -tpn`, for a connection older than tcptrack and one younger.
+//!
+//! Loss comes from nftables (random drop at host b's input): this machine's kernel has no netem.
+//! Segmentation offload is off on host a's side, so that a captured packet is a segment, as
+//! the kernel counts them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tcptrack_tests::live::{headless, last_refresh, serial, start_said, wait_refresh};
+use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, A4, B4};
+use tcptrack_tests::{json_records, tcptrack, Record};
+
+/// Sends SIZE bytes to ADDR:PORT, 8 KiB a millisecond (about 8 MB/s, which a capture through
+/// libpcap keeps up with), waits for the server's one-byte answer, holds the connection SECONDS
+/// longer, then closes.
+const SENDER: &str = r"
+import socket, sys, time
+addr, port, size, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+c = socket.create_connection((addr, port))
+chunk = b'x' * 8192
+left = size
+while left > 0:
+    c.sendall(chunk[:min(left, len(chunk))])
+    left -= min(left, len(chunk))
+    time.sleep(0.001)
+c.recv(1)
+time.sleep(hold)
+c.close()
+";
+
+/// Accepts one connection on ADDR:PORT, reads SIZE bytes, answers one byte, reads to the end.
+const RECEIVER: &str = r"
+import socket, sys
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+size = int(sys.argv[3])
+c, _ = s.accept()
+got = 0
+while got < size:
+    d = c.recv(65536)
+    if not d:
+        break
+    got += len(d)
+c.sendall(b'k')
+while c.recv(65536):
+    pass
+";
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// tshark's count of `filter` on `file`.
+fn tshark_count(file: &Path, filter: &str) -> u64 {
+    let out = run(
+        Command::new("tshark")
+            .arg("-r")
+            .arg(file)
+            .args(["-Y", filter]),
+        "tshark",
+    );
+    out.lines().count() as u64
+}
+
+/// Whether `ours` is within 5% of `theirs`.
+fn within_5_percent(ours: u64, theirs: u64) -> bool {
+    ours.abs_diff(theirs) * 100 <= theirs * 5
+}
+
+/// The record of the connection to `port` in `recs`.
+fn to_port(recs: &[Record], port: u16) -> Option<&Record> {
+    let server = format!("{B4}:{port}");
+    recs.iter().find(|r| r.server == server)
+}
+
+/// The receiver in host b, then the sender in host a, of `size` bytes to port 5301.
+fn send(hosts: &HostPair, size: &str) -> (Background, Background) {
+    let receiver = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.b, "python3");
+        c.args(["-c", RECEIVER, B4, "5301", size]);
+        c
+    });
+    wait_until("the receiver", Duration::from_secs(10), || {
+        HostPair::listening(&hosts.b, 5301)
+    });
+    let sender = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", SENDER, B4, "5301", size, "4"]);
+        c
+    });
+    (receiver, sender)
+}
+
+/// Segmentation offload off on host a's side; 2% of the segments to port 5301 dropped at host
+/// b's input.
+fn lose_2_percent(hosts: &HostPair) {
+    run(
+        HostPair::cmd(&hosts.a, "ethtool").args(["-K", &hosts.a_if, "tso", "off", "gso", "off"]),
+        "ethtool",
+    );
+    for rule in [
+        "add table inet loss",
+        "add chain inet loss input { type filter hook input priority 0; }",
+        "add rule inet loss input tcp dport 5301 numgen random mod 50 == 0 drop",
+    ] {
+        let mut nft = HostPair::cmd(&hosts.b, "nft");
+        nft.args(rule.split(' '));
+        run(&mut nft, rule);
+    }
+}
+
+#[test]
+fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_socket() {
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = 5301;
+    lose_2_percent(&hosts);
+    let rec = dir.path().join("loss.pcap");
+    let recorder = Recorder::start(&hosts, &rec);
+    let (libpcap_out, kernel_out) = (
+        dir.path().join("libpcap.json"),
+        dir.path().join("kernel.json"),
+    );
+    let libpcap = start_said(
+        headless(
+            &hosts.a,
+            &["--libpcap", "-i", &hosts.a_if, "--interval", "0.5"],
+        ),
+        &libpcap_out,
+        &dir.path().join("libpcap.err"),
+    );
+    let kernel = start_said(
+        headless(&hosts.a, &["-i", &hosts.a_if, "--interval", "0.5"]),
+        &kernel_out,
+        &dir.path().join("kernel.err"),
+    );
+    let size = "8000000";
+    let (_receiver, sender) = send(&hosts, size);
+    // While the sender holds the connection (4 s after its answer), the socket is read again
+    // (every 2 s) once everything was sent: its count reaches the kernel path's output.
+    wait_refresh(&kernel_out, "the transfer", |recs| {
+        to_port(recs, port).is_some_and(|r| r.client_payload_bytes >= 8_000_000)
+    });
+    std::thread::sleep(Duration::from_millis(2_500));
+    let socket = last_refresh(&kernel_out);
+    drop(sender);
+    let _ = recorder.finish(&hosts);
+    drop(kernel);
+
+    let theirs = tshark_count(&rec, "tcp.analysis.retransmission");
+    assert!(theirs >= 50, "2% of about 5,500 segments lost: {theirs}");
+    let file = tcptrack(["-T", rec.to_str().expect("path"), "--output", "json"]);
+    let recs = json_records(&file.stdout);
+    let r = to_port(&recs, port).expect("the recording's connection");
+    let from_file = r.client_retransmits.expect("known from packets");
+    // Live, once it has every packet of the recording (nothing lost on the way).
+    let live = wait_refresh(
+        &libpcap_out,
+        "the live capture to have every packet",
+        |recs| {
+            to_port(recs, port).is_some_and(|l| {
+                (l.client_payload_bytes, l.client_packets)
+                    == (r.client_payload_bytes, r.client_packets)
+            })
+        },
+    );
+    drop(libpcap);
+    let live = to_port(&live, port)
+        .and_then(|l| l.client_retransmits)
+        .expect("live");
+    let socket = to_port(&socket, port)
+        .and_then(|r| r.client_retransmits)
+        .expect("socket");
+    println!(
+        "retransmissions: tshark {theirs}, -T {from_file}, live libpcap {live}, kernel path \
+         (socket) {socket}"
+    );
+    for (who, ours) in [
+        ("-T", from_file),
+        ("live libpcap", live),
+        ("kernel path (socket)", socket),
+    ] {
+        assert!(
+            within_5_percent(ours, theirs),
+            "{who}: {ours} retransmissions, tshark {theirs}"
+        );
+    }
+    assert_eq!(r.server_retransmits, Some(0));
+}
+
+/// `ss -tnpi` in `ns`: its line(s) for the connection from `local` to `remote`.
+fn ss(ns: &str, local: &str, remote: &str) -> String {
+    let out = run(
+        HostPair::cmd(ns, "ss").args(["-tnpi", "state", "established"]),
+        "ss",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(local) && l.contains(remote))
+        .unwrap_or_else(|| panic!("no {local} -> {remote} in\n{out}"));
+    format!("{}\n{}", lines[at], lines.get(at + 1).unwrap_or(&""))
+}
+
+/// The value after `key` in `text`, up to the next `/`, `,`, `)` or space.
+fn field<'t>(text: &'t str, key: &str) -> &'t str {
+    let from = text.find(key).map_or("", |i| &text[i + key.len()..]);
+    let end = from.find(['/', ',', ')', ' ']).unwrap_or(from.len());
+    &from[..end]
+}
+
+/// Holds a connection to ADDR:PORT open until killed, sending a little every half second (an
+/// idle connection older than tcptrack shows no packet, so no row).
+const HOLDER: &str = r"
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+while True:
+    c.sendall(b'hello' * 100)
+    time.sleep(0.5)
+";
+
+#[test]
+fn the_round_trip_and_the_process_of_this_host_s_sockets_are_those_ss_shows() {
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _server = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.b, "python3");
+        c.args([
+            "-c",
+            "import socket, time\ns = socket.create_server(('198.18.0.2', 5400))\nkeep = [s.accept() for _ in range(2)]\ntime.sleep(600)",
+        ]);
+        c
+    });
+    wait_until("the server", Duration::from_secs(10), || {
+        HostPair::listening(&hosts.b, 5400)
+    });
+    let hold = || {
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", HOLDER, B4, "5400"]);
+        Background::spawn(c)
+    };
+    // One connection older than tcptrack, one younger.
+    let older = hold();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = dir.path().join("out.json");
+    let tt = start_said(
+        headless(&hosts.a, &["-i", &hosts.a_if, "--interval", "0.5"]),
+        &out,
+        &dir.path().join("err"),
+    );
+    let younger = hold();
+    let recs = wait_refresh(&out, "both connections with their process", |recs| {
+        recs.iter().filter(|r| r.process.is_some()).count() == 2
+    });
+    drop(tt);
+    for holder in [&older, &younger] {
+        let pid = holder.0.id();
+        let r = recs
+            .iter()
+            .find(|r| r.pid == Some(pid))
+            .unwrap_or_else(|| panic!("no row with pid {pid}: {recs:#?}"));
+        let line = ss(&hosts.a, &r.client, &r.server);
+        // users:(("python3",pid=1234,fd=3))
+        assert_eq!(field(&line, "pid=").parse::<u32>().ok(), r.pid, "{line}");
+        assert_eq!(
+            Some(field(&line, "users:((\"").trim_end_matches('"')),
+            r.process.as_deref(),
+            "{line}"
+        );
+        // rtt:0.047/0.023: the kernel's smoothed round trip in ms, to the microsecond.
+        let ss_rtt = (field(&line, "rtt:").parse::<f64>().expect("rtt") * 1000.0).round();
+        let ours = r.rtt_us.expect("the socket's round trip");
+        assert!(
+            (ours as f64 - ss_rtt).abs() <= ss_rtt * 0.25 + 5.0,
+            "ours {ours} µs, ss {ss_rtt} µs\n{line}"
+        );
+        assert!(r.client.starts_with(A4), "{r:?}");
+    }
+}
