@@ -18,8 +18,14 @@ use crate::flow::{FlowUpdate, Timestamp};
 
 /// Where the bytes come from.
 enum Input {
-    /// A regular file, mapped: records are read in place.
-    Mapped { map: memmap2::Mmap, at: usize },
+    /// A regular file, mapped: records are read in place. The pages before `released` are
+    /// given back as reading passes them (the file's pages stay in the page cache; they only
+    /// leave this process's memory).
+    Mapped {
+        map: memmap2::Mmap,
+        at: usize,
+        released: usize,
+    },
     /// A stream: bytes `start..end` of `buf` are read and not yet parsed.
     Stream {
         reader: Box<dyn Read + Send>,
@@ -30,6 +36,9 @@ enum Input {
     },
 }
 
+/// How much of a mapped file is read before what was read is given back.
+const RELEASE_EVERY: usize = 1 << 20;
+
 /// The least a stream reads at a time.
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -37,7 +46,7 @@ impl Input {
     /// The unparsed bytes.
     fn bytes(&self) -> &[u8] {
         match self {
-            Self::Mapped { map, at } => map.get(*at..).unwrap_or_default(),
+            Self::Mapped { map, at, .. } => map.get(*at..).unwrap_or_default(),
             Self::Stream {
                 buf, start, end, ..
             } => &buf[*start..*end],
@@ -47,7 +56,24 @@ impl Input {
     /// Marks `n` bytes as parsed.
     fn consume(&mut self, n: usize) {
         match self {
-            Self::Mapped { at, .. } => *at += n,
+            Self::Mapped { map, at, released } => {
+                *at += n;
+                if *at - *released >= RELEASE_EVERY {
+                    // Whole pages only, all before what is being read.
+                    let end = *at & !4095;
+                    // SAFETY: the pages given back are before every record still in use (the
+                    // caller is done with what it consumed); a file mapping reads them again
+                    // from the file if they are ever touched.
+                    let _ = unsafe {
+                        map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            *released,
+                            end - *released,
+                        )
+                    };
+                    *released = end;
+                }
+            }
             Self::Stream { start, .. } => *start += n,
         }
     }
@@ -243,7 +269,14 @@ fn open_input(path: &Path) -> Result<(Input, Option<Feeder>), Error> {
             // fault, which capture files being written elsewhere do not do to files written.
             if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
                 let _ = map.advise(memmap2::Advice::Sequential);
-                return Ok((Input::Mapped { map, at: 0 }, None));
+                return Ok((
+                    Input::Mapped {
+                        map,
+                        at: 0,
+                        released: 0,
+                    },
+                    None,
+                ));
             }
             file.rewind().map_err(io)?;
             Ok((stream(Box::new(file)), None))

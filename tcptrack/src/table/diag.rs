@@ -53,10 +53,28 @@ struct Sender {
     last_ack_at: u32,
     last_window: u16,
     dup_acks: u8,
-    seen: bool,
-    timing: bool,
-    /// (The client's only) packets were seen one by one, not only as a kernel's sums.
-    watched: bool,
+    flags: u8,
+}
+
+/// [`Sender::flags`]: `next` is valid; a segment is being timed; packets were seen one by one
+/// (not only as a kernel's sums); the client's: a SYN was seen.
+const SEEN: u8 = 1;
+const TIMING: u8 = 2;
+const WATCHED: u8 = 4;
+const SYN_SEEN: u8 = 8;
+
+impl Sender {
+    const fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    const fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
 }
 
 /// Retransmissions and round-trip time of one connection.
@@ -68,7 +86,6 @@ pub struct Diag {
     /// SYN/ACK; 0: unknown).
     syn_at: u32,
     first_rtt_us: u32,
-    syn_seen: bool,
 }
 
 /// One segment, as [`Diag::segment`] takes it.
@@ -88,7 +105,7 @@ pub struct Segment {
 impl Diag {
     /// Takes in a segment sent by side `from` (0 client, 1 server).
     pub fn segment(&mut self, from: usize, g: Segment) {
-        self.side[0].watched = true;
+        self.side[0].set(WATCHED, true);
         let other = 1 - (from & 1);
         let from = from & 1;
         if g.flags.0 & TcpFlags::ACK != 0 {
@@ -99,7 +116,7 @@ impl Diag {
         if syn && g.flags.0 & TcpFlags::ACK == 0 {
             // The most recent SYN, as tshark keeps it.
             self.syn_at = g.at;
-            self.syn_seen = true;
+            self.side[0].set(SYN_SEEN, true);
         }
         let space = g.len.wrapping_add(syn_fin);
         if space == 0 {
@@ -108,7 +125,7 @@ impl Diag {
         let end = g.seq.wrapping_add(space);
         let (ooo_us, rev) = (self.out_of_order_us(), self.side[other]);
         let s = &mut self.side[from];
-        if s.seen && before(g.seq, s.next) {
+        if s.has(SEEN) && before(g.seq, s.next) {
             let keep_alive = syn_fin == 0 && g.len <= 1 && g.seq == s.next.wrapping_sub(1);
             let fast = rev.dup_acks >= 2
                 && rev.last_ack == g.seq
@@ -117,15 +134,17 @@ impl Diag {
             if !keep_alive && !out_of_order {
                 s.retransmits = s.retransmits.saturating_add(1);
                 // Karn: an ACK may answer either copy; the timed segment gives no sample.
-                if s.timing && before(g.seq, s.timed_covers) {
-                    s.timing = false;
+                if s.has(TIMING) && before(g.seq, s.timed_covers) {
+                    s.set(TIMING, false);
                 }
             }
-        } else if !s.timing {
-            (s.timing, s.timed_covers, s.timed_at) = (true, end, g.at);
+        } else if !s.has(TIMING) {
+            s.set(TIMING, true);
+            (s.timed_covers, s.timed_at) = (end, g.at);
         }
-        if !s.seen || before(s.next, end) {
-            (s.next, s.next_at, s.seen) = (end, g.at, true);
+        if !s.has(SEEN) || before(s.next, end) {
+            s.set(SEEN, true);
+            (s.next, s.next_at) = (end, g.at);
         }
     }
 
@@ -133,7 +152,7 @@ impl Diag {
     /// duplicates, and ends the handshake's round trip.
     fn ack(&mut self, from: usize, other: usize, g: Segment) {
         let pure = g.len == 0 && g.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0;
-        if self.first_rtt_us == 0 && self.syn_seen && g.flags.0 == TcpFlags::ACK {
+        if self.first_rtt_us == 0 && self.side[0].has(SYN_SEEN) && g.flags.0 == TcpFlags::ACK {
             // tshark's first round trip: from the last SYN to the first segment with the ACK
             // flag alone; none until that is at least a microsecond.
             self.first_rtt_us = g.at.wrapping_sub(self.syn_at);
@@ -144,7 +163,7 @@ impl Diag {
         let dup = pure
             && f.last_ack == g.ack
             && f.last_window == g.window
-            && (!f.seen || g.seq == f.next);
+            && (!f.has(SEEN) || g.seq == f.next);
         if dup {
             f.dup_acks = f.dup_acks.saturating_add(1);
         } else {
@@ -152,14 +171,14 @@ impl Diag {
         }
         (f.last_ack, f.last_window, f.last_ack_at) = (g.ack, g.window, g.at);
         let o = &mut self.side[other];
-        if o.timing && !before(g.ack, o.timed_covers) {
+        if o.has(TIMING) && !before(g.ack, o.timed_covers) {
             let sample = g.at.wrapping_sub(o.timed_at).max(1);
             o.leg_us = if o.leg_us == 0 {
                 sample
             } else {
                 o.leg_us - o.leg_us / 8 + sample / 8
             };
-            o.timing = false;
+            o.set(TIMING, false);
         }
     }
 
@@ -182,7 +201,7 @@ impl Diag {
     /// one (a kernel's sums tell nothing of sequence numbers).
     #[must_use]
     pub const fn retransmits(&self) -> Option<[u32; 2]> {
-        if self.side[0].watched || self.side[1].watched {
+        if self.side[0].has(WATCHED) || self.side[1].has(WATCHED) {
             Some([self.side[0].retransmits, self.side[1].retransmits])
         } else {
             None

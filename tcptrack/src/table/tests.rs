@@ -493,3 +493,11 @@ fn local_servers_are_tallied_by_port_and_accepted_once_they_answer_a_handshake()
     assert_eq!(t.tally().ports[&81].connections, 0);
     assert_eq!(t.tally().ports[&80].connections, 1);
 }
+
+#[test]
+fn a_connection_stays_small() {
+    // The bench's memory case counts bytes per connection (index, slab and all); the
+    // connection itself is most of it.
+    let size = std::mem::size_of::<Connection>();
+    assert!(size <= 288, "{size}");
+}
