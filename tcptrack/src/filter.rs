@@ -55,6 +55,13 @@ fn tokenize(expr: &str) -> Vec<&str> {
     out
 }
 
+/// A number that reads as plain decimal (no sign, no leading zero). libpcap reads `010` as
+/// octal (8) and `0x10` as hex: such numbers are left to it.
+fn decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
+    let plain = s.bytes().all(|b| b.is_ascii_digit()) && !(s.len() > 1 && s.starts_with('0'));
+    plain.then(|| s.parse().ok()).flatten()
+}
+
 fn net(addr: IpAddr, prefix: u8) -> Option<FilterInsn> {
     let (family, bytes, max) = match addr {
         IpAddr::V4(v4) => {
@@ -146,10 +153,10 @@ impl<'a> Parser<'a> {
             }
             Kind::Net => {
                 let (a, p) = v.split_once('/')?;
-                net(a.parse().ok()?, p.parse().ok()?)?
+                net(a.parse().ok()?, decimal(p)?)?
             }
             Kind::Port => {
-                let p: u16 = v.parse().ok()?;
+                let p: u16 = decimal(v)?;
                 FilterInsn {
                     op: filter::PORT,
                     port_lo: p,
@@ -159,7 +166,7 @@ impl<'a> Parser<'a> {
             }
             Kind::PortRange => {
                 let (lo, hi) = v.split_once('-')?;
-                let (lo, hi): (u16, u16) = (lo.parse().ok()?, hi.parse().ok()?);
+                let (lo, hi): (u16, u16) = (decimal(lo)?, decimal(hi)?);
                 if lo > hi {
                     return None;
                 }
@@ -272,4 +279,29 @@ pub fn compile(expr: &str) -> Option<Vec<FilterInsn>> {
     emit(&e, &mut out);
     // The program ends with END, within the map.
     (out.len() < MAX_FILTER_INSNS as usize).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/filter.rs`): `port 043` compiled to port 43, where
+    /// libpcap (which decides on the other paths) reads octal, port 35.
+    #[test]
+    fn octal_and_hex_numbers_are_left_to_libpcap() {
+        for expr in [
+            "port 80 or 043",
+            "port 010",
+            "port 0x50",
+            "port +80",
+            "portrange 010-20",
+            "portrange 10-020",
+            "net 10.0.0.0/08",
+        ] {
+            assert_eq!(compile(expr), None, "`{expr}`");
+        }
+        assert!(compile("port 0").is_some());
+        assert!(compile("portrange 0-100").is_some());
+        assert!(compile("net 0.0.0.0/0").is_some());
+    }
 }
