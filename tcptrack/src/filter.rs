@@ -136,7 +136,11 @@ impl<'a> Parser<'a> {
             }
             "(" => {
                 self.at += 1;
+                // After the parentheses, a bare value takes the qualifiers from before them, as
+                // libpcap's grammar has it: `src port 22 or (dst port 80) or 23` is src port 23.
+                let before = self.last;
                 let e = self.or()?;
+                self.last = before;
                 (self.next()? == ")").then_some(e)
             }
             _ => self.primitive(),
@@ -303,5 +307,43 @@ mod tests {
         assert!(compile("port 0").is_some());
         assert!(compile("portrange 0-100").is_some());
         assert!(compile("net 0.0.0.0/0").is_some());
+    }
+
+    /// Found by fuzzing: a bare value after parentheses took the qualifiers of the last
+    /// primitive inside them (`dst port`), where libpcap takes those from before them.
+    #[test]
+    fn a_bare_value_after_parentheses_takes_the_qualifiers_from_before_them() {
+        let port = |dir, p| FilterInsn {
+            op: filter::PORT,
+            dir,
+            port_lo: p,
+            port_hi: p,
+            ..FilterInsn::default()
+        };
+        let or = FilterInsn {
+            op: filter::OR,
+            ..FilterInsn::default()
+        };
+        assert_eq!(
+            compile("src port 22 or (dst port 80) or 22"),
+            Some(vec![
+                port(filter::SRC, 22),
+                port(filter::DST, 80),
+                or,
+                port(filter::SRC, 22),
+                or
+            ])
+        );
+        // Inside them, a bare value still takes those of the primitive before it.
+        assert_eq!(
+            compile("src port 22 or (dst port 80 or 81)"),
+            Some(vec![
+                port(filter::SRC, 22),
+                port(filter::DST, 80),
+                port(filter::DST, 81),
+                or,
+                or
+            ])
+        );
     }
 }
