@@ -110,22 +110,20 @@ impl<'a> Parser<'a> {
         t
     }
 
-    fn or(&mut self) -> Option<Expr> {
-        let mut e = self.and()?;
-        while matches!(self.peek(), Some("or" | "||")) {
-            self.at += 1;
-            e = Expr::Or(Box::new(e), Box::new(self.and()?));
-        }
-        Some(e)
-    }
-
-    fn and(&mut self) -> Option<Expr> {
+    /// A sequence of terms joined by `and` and `or`, which bind alike, from left to right, as in
+    /// libpcap (`a or b and c` is `(a or b) and c`).
+    fn expr(&mut self) -> Option<Expr> {
         let mut e = self.not()?;
-        while matches!(self.peek(), Some("and" | "&&")) {
+        loop {
+            let and = match self.peek() {
+                Some("and" | "&&") => true,
+                Some("or" | "||") => false,
+                _ => return Some(e),
+            };
             self.at += 1;
-            e = Expr::And(Box::new(e), Box::new(self.not()?));
+            let (a, b) = (Box::new(e), Box::new(self.not()?));
+            e = if and { Expr::And(a, b) } else { Expr::Or(a, b) };
         }
-        Some(e)
     }
 
     fn not(&mut self) -> Option<Expr> {
@@ -139,7 +137,7 @@ impl<'a> Parser<'a> {
                 // After the parentheses, a bare value takes the qualifiers from before them, as
                 // libpcap's grammar has it: `src port 22 or (dst port 80) or 23` is src port 23.
                 let before = self.last;
-                let e = self.or()?;
+                let e = self.expr()?;
                 self.last = before;
                 (self.next()? == ")").then_some(e)
             }
@@ -275,7 +273,7 @@ pub fn compile(expr: &str) -> Option<Vec<FilterInsn>> {
         at: 0,
         last: None,
     };
-    let e = p.or()?;
+    let e = p.expr()?;
     if p.at != p.tokens.len() {
         return None;
     }
@@ -344,6 +342,25 @@ mod tests {
                 or,
                 or
             ])
+        );
+    }
+
+    /// Found by fuzzing: `and` bound tighter than `or`, as in most languages, where libpcap
+    /// binds them alike from left to right: `port 22 or port 80 and host 198.18.0.1` is
+    /// `(port 22 or port 80) and host 198.18.0.1`.
+    #[test]
+    fn and_and_or_bind_alike_from_left_to_right() {
+        assert_eq!(
+            compile("port 22 or port 80 and host 198.18.0.1"),
+            compile("(port 22 or port 80) and host 198.18.0.1")
+        );
+        assert_eq!(
+            compile("port 22 and port 80 or host 198.18.0.1"),
+            compile("(port 22 and port 80) or host 198.18.0.1")
+        );
+        assert_ne!(
+            compile("port 22 or port 80 and host 198.18.0.1"),
+            compile("port 22 or (port 80 and host 198.18.0.1)")
         );
     }
 }
