@@ -329,4 +329,6 @@ impl ConnectionTable {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
