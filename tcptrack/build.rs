@@ -1,11 +1,19 @@
 //! Builds the kernel programs (tcptrack-ebpf) for the BPF target, so that the binary embeds the
-//! object of the very sources it was built from.
+//! object of the very sources it was built from. Without the `ebpf` feature it embeds an empty
+//! object, which `ebpf::Kernel::load` refuses by name.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
 fn main() -> Result<()> {
+    if std::env::var_os("CARGO_FEATURE_EBPF").is_none() {
+        println!("cargo:rerun-if-changed=build.rs");
+        let out = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
+        std::fs::write(Path::new(&out).join("tcptrack-ebpf"), [])
+            .context("cannot write the empty eBPF object")?;
+        return Ok(());
+    }
     let manifest = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?;
     let workspace = Path::new(&manifest)
         .parent()

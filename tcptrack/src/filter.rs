@@ -55,6 +55,13 @@ fn tokenize(expr: &str) -> Vec<&str> {
     out
 }
 
+/// A number that reads as plain decimal (no sign, no leading zero). libpcap reads `010` as
+/// octal (8) and `0x10` as hex: such numbers are left to it.
+fn decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
+    let plain = s.bytes().all(|b| b.is_ascii_digit()) && !(s.len() > 1 && s.starts_with('0'));
+    plain.then(|| s.parse().ok()).flatten()
+}
+
 fn net(addr: IpAddr, prefix: u8) -> Option<FilterInsn> {
     let (family, bytes, max) = match addr {
         IpAddr::V4(v4) => {
@@ -103,22 +110,20 @@ impl<'a> Parser<'a> {
         t
     }
 
-    fn or(&mut self) -> Option<Expr> {
-        let mut e = self.and()?;
-        while matches!(self.peek(), Some("or" | "||")) {
-            self.at += 1;
-            e = Expr::Or(Box::new(e), Box::new(self.and()?));
-        }
-        Some(e)
-    }
-
-    fn and(&mut self) -> Option<Expr> {
+    /// A sequence of terms joined by `and` and `or`, which bind alike, from left to right, as in
+    /// libpcap (`a or b and c` is `(a or b) and c`).
+    fn expr(&mut self) -> Option<Expr> {
         let mut e = self.not()?;
-        while matches!(self.peek(), Some("and" | "&&")) {
+        loop {
+            let and = match self.peek() {
+                Some("and" | "&&") => true,
+                Some("or" | "||") => false,
+                _ => return Some(e),
+            };
             self.at += 1;
-            e = Expr::And(Box::new(e), Box::new(self.not()?));
+            let (a, b) = (Box::new(e), Box::new(self.not()?));
+            e = if and { Expr::And(a, b) } else { Expr::Or(a, b) };
         }
-        Some(e)
     }
 
     fn not(&mut self) -> Option<Expr> {
@@ -129,7 +134,11 @@ impl<'a> Parser<'a> {
             }
             "(" => {
                 self.at += 1;
-                let e = self.or()?;
+                // After the parentheses, a bare value takes the qualifiers from before them, as
+                // libpcap's grammar has it: `src port 22 or (dst port 80) or 23` is src port 23.
+                let before = self.last;
+                let e = self.expr()?;
+                self.last = before;
                 (self.next()? == ")").then_some(e)
             }
             _ => self.primitive(),
@@ -146,10 +155,10 @@ impl<'a> Parser<'a> {
             }
             Kind::Net => {
                 let (a, p) = v.split_once('/')?;
-                net(a.parse().ok()?, p.parse().ok()?)?
+                net(a.parse().ok()?, decimal(p)?)?
             }
             Kind::Port => {
-                let p: u16 = v.parse().ok()?;
+                let p: u16 = decimal(v)?;
                 FilterInsn {
                     op: filter::PORT,
                     port_lo: p,
@@ -159,7 +168,7 @@ impl<'a> Parser<'a> {
             }
             Kind::PortRange => {
                 let (lo, hi) = v.split_once('-')?;
-                let (lo, hi): (u16, u16) = (lo.parse().ok()?, hi.parse().ok()?);
+                let (lo, hi): (u16, u16) = (decimal(lo)?, decimal(hi)?);
                 if lo > hi {
                     return None;
                 }
@@ -264,7 +273,7 @@ pub fn compile(expr: &str) -> Option<Vec<FilterInsn>> {
         at: 0,
         last: None,
     };
-    let e = p.or()?;
+    let e = p.expr()?;
     if p.at != p.tokens.len() {
         return None;
     }
@@ -272,4 +281,86 @@ pub fn compile(expr: &str) -> Option<Vec<FilterInsn>> {
     emit(&e, &mut out);
     // The program ends with END, within the map.
     (out.len() < MAX_FILTER_INSNS as usize).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/filter.rs`): `port 043` compiled to port 43, where
+    /// libpcap (which decides on the other paths) reads octal, port 35.
+    #[test]
+    fn octal_and_hex_numbers_are_left_to_libpcap() {
+        for expr in [
+            "port 80 or 043",
+            "port 010",
+            "port 0x50",
+            "port +80",
+            "portrange 010-20",
+            "portrange 10-020",
+            "net 10.0.0.0/08",
+        ] {
+            assert_eq!(compile(expr), None, "`{expr}`");
+        }
+        assert!(compile("port 0").is_some());
+        assert!(compile("portrange 0-100").is_some());
+        assert!(compile("net 0.0.0.0/0").is_some());
+    }
+
+    /// Found by fuzzing: a bare value after parentheses took the qualifiers of the last
+    /// primitive inside them (`dst port`), where libpcap takes those from before them.
+    #[test]
+    fn a_bare_value_after_parentheses_takes_the_qualifiers_from_before_them() {
+        let port = |dir, p| FilterInsn {
+            op: filter::PORT,
+            dir,
+            port_lo: p,
+            port_hi: p,
+            ..FilterInsn::default()
+        };
+        let or = FilterInsn {
+            op: filter::OR,
+            ..FilterInsn::default()
+        };
+        assert_eq!(
+            compile("src port 22 or (dst port 80) or 22"),
+            Some(vec![
+                port(filter::SRC, 22),
+                port(filter::DST, 80),
+                or,
+                port(filter::SRC, 22),
+                or
+            ])
+        );
+        // Inside them, a bare value still takes those of the primitive before it.
+        assert_eq!(
+            compile("src port 22 or (dst port 80 or 81)"),
+            Some(vec![
+                port(filter::SRC, 22),
+                port(filter::DST, 80),
+                port(filter::DST, 81),
+                or,
+                or
+            ])
+        );
+    }
+
+    /// Found by fuzzing: `and` bound tighter than `or`, as in most languages, where libpcap
+    /// binds them alike from left to right: `port 22 or port 80 and host 198.18.0.1` is
+    /// `(port 22 or port 80) and host 198.18.0.1`.
+    #[test]
+    fn and_and_or_bind_alike_from_left_to_right() {
+        assert_eq!(
+            compile("port 22 or port 80 and host 198.18.0.1"),
+            compile("(port 22 or port 80) and host 198.18.0.1")
+        );
+        assert_eq!(
+            compile("port 22 and port 80 or host 198.18.0.1"),
+            compile("(port 22 and port 80) or host 198.18.0.1")
+        );
+        assert_ne!(
+            compile("port 22 or port 80 and host 198.18.0.1"),
+            compile("port 22 or (port 80 and host 198.18.0.1)")
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod dist;
+mod fuzz;
 mod gen;
 mod setup;
 
@@ -24,7 +25,7 @@ struct Cli {
 enum Task {
     /// Install what building and running tcptrack needs (Debian packages, the nightly's rust-src, bpf-linker)
     Setup {
-        /// Also what the tests need (tcpdump, tshark, tmux, iperf3, the classic tcptrack)
+        /// Also what the tests need (tcpdump, tshark, tmux, iperf3, the classic tcptrack, cargo-fuzz)
         #[arg(long)]
         tests: bool,
     },
@@ -47,8 +48,20 @@ enum Task {
         #[arg(long)]
         setcap: bool,
     },
-    /// Check formatting and lints, then run every test (eBPF and network-namespace tests included)
+    /// Check formatting and lints, then run every test (eBPF and network-namespace tests
+    /// included), then each fuzz target for 60 s
     Test,
+    /// Run the fuzz targets (cargo-fuzz, nightly) for a fixed time each, or write their seeds
+    Fuzz {
+        /// Seconds each target runs
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Write the seed corpora (fuzz/seeds/) from the suite's own captures instead
+        #[arg(long)]
+        seeds: bool,
+        /// Targets to run (decode, capture, filter; default: all)
+        targets: Vec<String>,
+    },
     /// Measure tcptrack against a bare libpcap read loop and the classic tcptrack, and each live
     /// monitor on many real connections
     Bench {
@@ -74,6 +87,18 @@ fn main() -> Result<()> {
         Task::Dist => dist::dist().map(|_| ()),
         Task::Install { prefix, setcap } => dist::install(&prefix, setcap),
         Task::Test => test(),
+        Task::Fuzz {
+            seconds,
+            seeds,
+            targets,
+        } => {
+            if seeds {
+                fuzz::write_seeds()
+            } else {
+                setup::ensure(setup::Need::Tests)?;
+                fuzz::run(seconds, &targets)
+            }
+        }
         Task::Bench { quick, only } => bench::run(
             if quick {
                 bench::Profile::Quick
@@ -173,5 +198,11 @@ fn test() -> Result<()> {
     step("running every test");
     // The default members: every crate but tcptrack-ebpf, whose build (and load through the
     // verifier) is tested from tcptrack.
-    sh("cargo", &["test", "--no-fail-fast"])
+    sh("cargo", &["test", "--no-fail-fast"])?;
+    // A short, fixed time each: enough to keep the targets building and finding what a change
+    // breaks at once; the long runs are by hand (`cargo xtask fuzz --seconds N`).
+    fuzz::run(FUZZ_SECONDS, &[])
 }
+
+/// Seconds `cargo xtask test` runs each fuzz target.
+const FUZZ_SECONDS: u32 = 60;

@@ -41,6 +41,7 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Makes sure everything `need` asks for is installed.
 ///
@@ -55,7 +56,30 @@ pub fn ensure(need: Need) -> Result<()> {
     let llvm = nightly_llvm_major()?;
     rust_src()?;
     bpf_linker(llvm)?;
+    if need == Need::Tests {
+        cargo_fuzz()?;
+    }
     Ok(())
+}
+
+/// cargo-fuzz, which builds and runs the fuzz targets (`fuzz/`) with the nightly toolchain.
+fn cargo_fuzz() -> Result<()> {
+    if output("cargo", &["+nightly", "fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    step(&format!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} (builds and runs the fuzz targets)"
+    ));
+    crate::sh(
+        "cargo",
+        &[
+            "install",
+            "--locked",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ],
+    )
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {

@@ -8,6 +8,8 @@ use tcptrack_common::MAX_FILTER_INSNS;
 /// the error ([`KernelError::verifier_log`]), never in its message.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
+    #[error("this tcptrack was built without its kernel programs (the `ebpf` feature)")]
+    NotBuilt,
     #[error("cannot load the eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
     #[error("the kernel refused the {program} program ({})", short(.source))]

@@ -20,7 +20,7 @@ use tcptrack_common::{
     PROGRAM_XDP, PROGRAM_XDP_FILTER,
 };
 
-/// The eBPF object file (ELF) of this build.
+/// The eBPF object file (ELF) of this build; empty when built without the `ebpf` feature.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrack-ebpf"));
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> KernelError {
@@ -57,8 +57,12 @@ impl Kernel {
     /// ([`Features`]). The programs count into the flow map of epoch 0.
     ///
     /// # Errors
-    /// The kernel lacks what is asked for, no privilege, or a verifier rejection.
+    /// The build has no kernel programs, the kernel lacks what is asked for, no privilege, or a
+    /// verifier rejection.
     pub fn load(max_flows: u32, filtering: bool, xdp: bool) -> Result<Self, KernelError> {
+        if OBJECT.is_empty() {
+            return Err(KernelError::NotBuilt);
+        }
         let features = Features::of_this_kernel();
         if filtering && !features.bpf_loop {
             return Err(KernelError::Lacks(

@@ -68,7 +68,6 @@ struct Pcap {
     swapped: bool,
     nanos: bool,
     link: u16,
-    snaplen: u32,
 }
 
 /// A pcapng interface: its link type and how its timestamps count.
@@ -187,14 +186,12 @@ impl Parser {
         if major != 2 {
             return Err(Damage::Version(major, minor));
         }
-        let snaplen = u32_at(buf, 16, swapped);
         // The link type is the low 16 bits; the high ones say how FCS is stored.
         let link = u16::try_from(u32_at(buf, 20, swapped) & 0xffff).unwrap_or(0);
         let kind = Kind::Pcap(Pcap {
             swapped,
             nanos,
             link,
-            snaplen,
         });
         Ok(Ok((Self { kind }, PCAP_HEADER_LEN)))
     }
@@ -231,9 +228,13 @@ fn pcap_record<'a>(p: &Pcap, buf: &'a [u8]) -> Result<Step<'a>, Damage> {
     let s = p.swapped;
     let (secs, frac) = (u32_at(buf, 0, s), u32_at(buf, 4, s));
     let (caplen, orig_len) = (u32_at(buf, 8, s), u32_at(buf, 12, s));
-    let max = p.snaplen.max(MAX_SNAPLEN);
-    if caplen > max {
-        return Err(Damage::RecordTooLong { caplen, max });
+    // Whatever the header's snapshot length says, as libpcap does: a stream never holds more
+    // than one such record.
+    if caplen > MAX_SNAPLEN {
+        return Err(Damage::RecordTooLong {
+            caplen,
+            max: MAX_SNAPLEN,
+        });
     }
     let used = PCAP_RECORD_LEN + caplen as usize;
     let Some(data) = buf.get(PCAP_RECORD_LEN..used) else {

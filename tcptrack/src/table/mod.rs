@@ -401,4 +401,6 @@ impl ConnectionTable {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -103,6 +103,31 @@ fn rst_from_either_side_resets_in_any_state() {
     }
 }
 
+/// Beyond SPEC.md (which names only ESTABLISHED -> CLOSING), as the table has always done: a
+/// FIN before the handshake is seen to complete (a capture that missed a packet of it, or a
+/// SYN carrying a FIN) closes the connection as it would an established one. The table's
+/// property test (`properties.rs`) found it, shrunk to one SYN+FIN, and allows it by name.
+#[test]
+fn a_fin_before_the_handshake_completes_closes_as_an_established_one_would() {
+    let mut t = ConnectionTable::new(TableConfig::default());
+    t.apply(&pkt(C, S, 0, SYN | FIN, 0, 0, 0));
+    assert_eq!(states(&t)[0].2, State::Closing);
+
+    let mut t = ConnectionTable::new(TableConfig::default());
+    for u in [
+        pkt(C, S, 0, SYN, 0, 0, 0),
+        // The SYN+ACK was not captured: the client's ACK and data leave it in SYN_SENT.
+        pkt(C, S, 1, ACK, 1, 1, 10),
+        pkt(C, S, 2, FIN | ACK, 11, 1, 0),
+    ] {
+        t.apply(&u);
+    }
+    assert_eq!(states(&t)[0].2, State::Closing);
+    t.apply(&pkt(S, C, 3, FIN | ACK, 1, 12, 0));
+    t.apply(&pkt(C, S, 4, ACK, 12, 2, 0));
+    assert_eq!(states(&t)[0].2, State::Closed);
+}
+
 #[test]
 fn fins_are_matched_by_address_and_port() {
     // Two ports of one host: the classic closed this at the first FIN's ACK.

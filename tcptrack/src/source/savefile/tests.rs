@@ -170,6 +170,36 @@ fn damage_is_named() {
     assert_eq!(read_in_chunks(&v3, 64).1, Err(Damage::Version(3, 4)));
 }
 
+/// Found by fuzzing (`fuzz/fuzz_targets/capture.rs`): a pcap header's snapshot length raised
+/// the limit on a record's captured length, so that 40 bytes (snapshot length 0xffffffff, a
+/// record claiming 1.7 GB) had a stream (`-T -`) grow its buffer to 1.7 GB before it could
+/// tell the file was cut short. libpcap refuses any record over 262144 bytes, whatever the
+/// header says; so does the parser now.
+#[test]
+fn a_file_header_cannot_raise_the_record_limit() {
+    for nanos in [false, true] {
+        for be in [false, true] {
+            let mut file = pcap(nanos, be, 1, &[(1, 0, b"abcd", 4)]);
+            let at = |i: usize| i..i + 4;
+            let bytes = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+            file[at(16)].copy_from_slice(&bytes(u32::MAX));
+            file[at(24 + 8)].copy_from_slice(&bytes(1_700_000_000));
+            let want = Err(Damage::RecordTooLong {
+                caplen: 1_700_000_000,
+                max: MAX_SNAPLEN,
+            });
+            assert_eq!(read_in_chunks(&file, file.len()).1, want);
+            assert_eq!(read_in_chunks(&file, 7).1, want);
+            // Up to the limit, records are read.
+            let big = vec![0u8; 262_144];
+            let mut file = pcap(nanos, be, 1, &[(1, 0, &big, 262_144)]);
+            file[at(16)].copy_from_slice(&bytes(u32::MAX));
+            let (got, end) = read_in_chunks(&file, 65_536);
+            assert_eq!((got.len(), end), (1, Ok(false)));
+        }
+    }
+}
+
 #[test]
 fn pcapng_interfaces_have_their_own_link_types_and_resolutions() {
     let mut file = shb();
