@@ -82,6 +82,10 @@ fn capture_file_screen_keys_and_quit() {
     t.keys(&["s"]);
     t.wait_for("Sorted by bytes");
     t.keys(&["s"]);
+    t.wait_for("Sorted by RTT");
+    t.keys(&["s"]);
+    t.wait_for("Sorted by retransmits");
+    t.keys(&["s"]);
     t.wait_for("Unsorted");
     t.keys(&["p"]);
     t.wait_for("Paused");
