@@ -60,8 +60,7 @@ impl FlowRecord {
     #[must_use]
     pub fn new(c: &Connection, how: Ending, clock: WallClock, local: Option<&Local>) -> Self {
         let (cs, ss, total) = (c.client_sent(), c.server_sent(), c.total());
-        // Speeds need a rate window; the record's are of the whole connection.
-        let extra = Extra::new(c, crate::rate::RateConfig::CLASSIC, c.last_seen(), local);
+        let extra = Extra::new(c, local);
         Self {
             client: c.client().to_string(),
             server: c.server().to_string(),

@@ -98,15 +98,12 @@ pub struct ConnectionRecord {
     pub time: String,
 }
 
-/// What is known of a connection beyond its counts: speed each way, round-trip time,
-/// retransmissions each way, and the local process. `None` (null in JSON, empty in CSV) where
+/// What is known of a connection beyond its counts and speeds: round-trip time, retransmissions
+/// each way, and the local process. `None` (null in JSON, empty in CSV) where
 /// unknown: the round trip before both legs were timed, retransmissions on the kernel path of
 /// a connection that is not this host's, the process of one that is not this host's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extra {
-    /// Payload bytes per second sent by the client, and by the server.
-    pub client_speed: u64,
-    pub server_speed: u64,
     /// Smoothed round-trip time, microseconds: this host's kernel's for its own sockets, else
     /// from the packets (see `table::diag`).
     pub rtt_us: Option<u32>,
@@ -122,8 +119,7 @@ pub struct Extra {
 impl Extra {
     /// What `c` tells, and `local`, its socket on this host when it has one.
     #[must_use]
-    pub fn new(c: &Connection, rate: RateConfig, now: Timestamp, local: Option<&Local>) -> Self {
-        let [client_speed, server_speed] = c.speeds(rate, now);
+    pub fn new(c: &Connection, local: Option<&Local>) -> Self {
         let mut retransmits = c.diag().retransmits().map_or([None, None], |r| r.map(Some));
         if let Some(l) = local {
             // The kernel's count of what this host's end sent again, where the packets said
@@ -133,8 +129,6 @@ impl Extra {
         }
         let owner = local.and_then(|l| l.owner.as_ref());
         Self {
-            client_speed,
-            server_speed,
             rtt_us: local
                 .map(|l| l.rtt_us)
                 .filter(|&r| r > 0)
@@ -158,7 +152,8 @@ impl ConnectionRecord {
         local: Option<&Local>,
     ) -> Self {
         let (cs, ss, total) = (c.client_sent(), c.server_sent(), c.total());
-        let extra = Extra::new(c, rate, now, local);
+        let extra = Extra::new(c, local);
+        let [client_speed, server_speed] = c.speeds(rate, now);
         Self {
             client: c.client().to_string(),
             server: c.server().to_string(),
@@ -172,12 +167,12 @@ impl ConnectionRecord {
             server_bytes: ss.wire_bytes,
             client_packets: cs.packets,
             server_packets: ss.packets,
-            speed: c.speed(rate, now),
+            speed: client_speed.saturating_add(server_speed),
             idle: c.idle(now).as_secs_f64(),
             first_seen: clock.rfc3339(c.first_seen()),
             last_seen: clock.rfc3339(c.last_seen()),
-            client_speed: extra.client_speed,
-            server_speed: extra.server_speed,
+            client_speed,
+            server_speed,
             rtt_us: extra.rtt_us,
             client_retransmits: extra.client_retransmits,
             server_retransmits: extra.server_retransmits,

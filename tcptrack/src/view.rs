@@ -52,15 +52,13 @@ impl Columns {
         matches!(self, Self::Rtt | Self::Process)
     }
 
-    /// The cells of `c` (`e` what is known beyond its counts).
-    fn cells(self, c: &Connection, e: &Extra, speed: u64, units: format::Units) -> Vec<String> {
+    /// The cells of a connection that sends `speeds` (client's, server's) and of which `e` is
+    /// known beyond its counts.
+    fn cells(self, [client, server]: [u64; 2], e: &Extra, units: format::Units) -> Vec<String> {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         match self {
-            Self::Classic => vec![format::rate(speed, units)],
-            Self::Speeds => vec![
-                format::rate(e.client_speed, units),
-                format::rate(e.server_speed, units),
-            ],
+            Self::Classic => vec![format::rate(client.saturating_add(server), units)],
+            Self::Speeds => vec![format::rate(client, units), format::rate(server, units)],
             Self::Rtt => vec![
                 or_dash(e.rtt_us.map(format::micros)),
                 format!(
@@ -69,13 +67,10 @@ impl Columns {
                     or_dash(e.server_retransmits.map(|n| n.to_string()))
                 ),
             ],
-            Self::Process => {
-                let _ = c;
-                vec![
-                    or_dash(e.pid.map(|p| p.to_string())),
-                    or_dash(e.process.clone()),
-                ]
-            }
+            Self::Process => vec![
+                or_dash(e.pid.map(|p| p.to_string())),
+                or_dash(e.process.clone()),
+            ],
         }
     }
 }
@@ -231,7 +226,7 @@ impl ViewState {
             }),
             SortMode::Rtt | SortMode::Retransmits => {
                 let key = |c: &Connection| {
-                    let e = Extra::new(c, rate, now, locals.of(c));
+                    let e = Extra::new(c, locals.of(c));
                     match self.sort {
                         SortMode::Rtt => e.rtt_us.map(u64::from),
                         _ => match (e.client_retransmits, e.server_retransmits) {
@@ -316,9 +311,8 @@ impl ViewState {
                     idle: format::idle(idle),
                     active: idle.as_secs() < 1,
                     tail: self.columns.cells(
-                        c,
-                        &Extra::new(c, rate, now, locals.of(c)),
-                        c.speed(rate, now),
+                        c.speeds(rate, now),
+                        &Extra::new(c, locals.of(c)),
                         self.units,
                     ),
                     selected: i == self.selected,

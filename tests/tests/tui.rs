@@ -40,6 +40,15 @@ fn command(args: &str) -> String {
     format!("{} {args}", tcptrack_bin().display())
 }
 
+/// tcptrack with `args` in host a's namespace, in a `width` x `height` window.
+fn on_host_a(hosts: &HostPair, args: &str, (width, height): (u16, u16)) -> Tmux {
+    Tmux::start(
+        &format!("ip netns exec {} {}", hosts.a, command(args)),
+        width,
+        height,
+    )
+}
+
 #[track_caller]
 fn assert_restored(t: &Tmux) {
     let (before, after) = t.stty();
@@ -187,15 +196,7 @@ fn live_capture_error_restores_the_terminal_and_exits_1() {
         ("-i", "kernel on", "the interface went away"),
     ] {
         let hosts = HostPair::new();
-        let t = Tmux::start(
-            &format!(
-                "ip netns exec {} {}",
-                hosts.a,
-                command(&format!("{args} {}", hosts.a_if))
-            ),
-            100,
-            12,
-        );
+        let t = on_host_a(&hosts, &format!("{args} {}", hosts.a_if), (100, 12));
         t.wait_for(&format!("{label} {}", hosts.a_if));
         // The interface goes away under the capture.
         let ok = Command::new("ip")
@@ -378,15 +379,7 @@ fn the_reason_for_the_libpcap_path_is_readable_in_full() {
     let _one = tcptrack_tests::live::serial();
     let hosts = HostPair::new();
     // A filter outside the kernel's subset: libpcap's path, and why.
-    let t = Tmux::start(
-        &format!(
-            "ip netns exec {} {}",
-            hosts.a,
-            command(&format!("-i {} less 1500", hosts.a_if))
-        ),
-        80,
-        24,
-    );
+    let t = on_host_a(&hosts, &format!("-i {} less 1500", hosts.a_if), (80, 24));
     t.wait_for(&format!("libpcap on {}", hosts.a_if));
     t.keys(&["?"]);
     let s = t.wait_for("Source:");
@@ -442,15 +435,7 @@ fn a_flow_sending_every_200_ms_is_active_on_every_frame_on_both_paths() {
     for path in ["kernel", "libpcap"] {
         let hosts = HostPair::new();
         let flag = if path == "libpcap" { "--libpcap " } else { "" };
-        let t = Tmux::start(
-            &format!(
-                "ip netns exec {} {}",
-                hosts.a,
-                command(&format!("{flag}-i {}", hosts.a_if))
-            ),
-            100,
-            12,
-        );
+        let t = on_host_a(&hosts, &format!("{flag}-i {}", hosts.a_if), (100, 12));
         t.wait_for(&format!("{path} on {}", hosts.a_if));
         let _server = Background::spawn({
             let mut c = HostPair::cmd(&hosts.b, "python3");

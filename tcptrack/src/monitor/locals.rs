@@ -48,10 +48,14 @@ impl Locals {
 
     /// Takes in `sockets`, owners looked up under `proc`.
     fn take(&mut self, sockets: Vec<LocalSocket>, proc: &Path) {
-        let known = &self.owners;
-        let unknown = sockets.iter().any(|s| !known.contains_key(&s.inode));
-        if unknown {
-            let found = owners(proc, &|i| !known.contains_key(&i));
+        // Only this namespace's sockets whose owner is not known yet are looked up.
+        let unknown: std::collections::HashSet<u32> = sockets
+            .iter()
+            .map(|s| s.inode)
+            .filter(|i| !self.owners.contains_key(i))
+            .collect();
+        if !unknown.is_empty() {
+            let found = owners(proc, &|i| unknown.contains(&i));
             self.owners.extend(found);
         }
         // Forget the owners of sockets that are gone.
