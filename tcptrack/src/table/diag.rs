@@ -4,7 +4,8 @@
 //! - A **retransmission** is told as tshark tells `tcp.analysis.retransmission`: a segment that
 //!   carries sequence space (payload, SYN or FIN) starting before the highest sequence number its
 //!   sender had sent. It is a fast retransmission when the other side had sent two duplicate
-//!   ACKs for that number (no data, same ACK number and window) within the last 20 ms;
+//!   ACKs for that number (no data, same ACK number and open window; counted until the ACK
+//!   number changes) within the last 20 ms;
 //!   otherwise, one that comes sooner than the first round trip (tshark's: from the last SYN
 //!   to the first segment with the ACK flag alone, at least a microsecond; 3 ms until there is
 //!   one) after the segment that took the
@@ -158,15 +159,17 @@ impl Diag {
             self.first_rtt_us = g.at.wrapping_sub(self.syn_at);
         }
         let f = &mut self.side[from];
-        // tshark's duplicate ACK: no data, the same ACK number and window, at the sender's
-        // next sequence number.
+        // tshark's duplicate ACK: no data, the same ACK number and (open) window, at the
+        // sender's next sequence number. Only a new ACK number starts the count again: a
+        // window update between duplicates does not.
         let dup = pure
+            && g.window != 0
             && f.last_ack == g.ack
             && f.last_window == g.window
             && (!f.has(SEEN) || g.seq == f.next);
         if dup {
             f.dup_acks = f.dup_acks.saturating_add(1);
-        } else {
+        } else if f.last_ack != g.ack {
             f.dup_acks = 0;
         }
         (f.last_ack, f.last_window, f.last_ack_at) = (g.ack, g.window, g.at);
