@@ -45,19 +45,51 @@ impl WallClock {
         } else {
             self.origin_wall.checked_sub(self.origin - t)
         };
-        let mut out = String::new();
-        if let Some(wall) = wall {
-            if write!(out, "{}", humantime::format_rfc3339_nanos(wall)).is_ok() {
-                return out;
-            }
+        let since = wall.and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok());
+        if let Some(text) = since.and_then(|d| rfc3339_utc(d.as_secs(), d.subsec_nanos())) {
+            return text.iter().map(|&b| char::from(b)).collect();
         }
-        out.clear();
-        let since = wall
-            .and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .unwrap_or(t);
+        let since = since.unwrap_or(t);
+        let mut out = String::new();
         let _ = write!(out, "{}.{:09}", since.as_secs(), since.subsec_nanos());
         out
     }
+}
+
+/// `secs` and `nanos` since the Unix epoch as RFC 3339 UTC with nanoseconds
+/// (`2023-11-14T22:13:20.000000005Z`), as `humantime::format_rfc3339_nanos` writes them (a test
+/// holds them equal) without going through `fmt`; `None` from the year 10000 on.
+fn rfc3339_utc(secs: u64, nanos: u32) -> Option<[u8; 30]> {
+    /// Writes `value` as `N` decimal digits at `at`.
+    fn digits<const N: usize>(buf: &mut [u8; 30], at: usize, mut value: u64) {
+        for i in (at..at + N).rev() {
+            // A digit: below 10.
+            buf[i] = b'0' + u8::try_from(value % 10).unwrap_or(0);
+            value /= 10;
+        }
+    }
+    if secs >= 253_402_300_800 || nanos >= 1_000_000_000 {
+        return None;
+    }
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, years from March on).
+    let z = days + 719_468;
+    let (era, of_era) = (z / 146_097, z % 146_097);
+    let year_of_era = (of_era - of_era / 1_460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let day_of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+    digits::<4>(&mut buf, 0, year);
+    digits::<2>(&mut buf, 5, month);
+    digits::<2>(&mut buf, 8, day);
+    digits::<2>(&mut buf, 11, of_day / 3_600);
+    digits::<2>(&mut buf, 14, of_day / 60 % 60);
+    digits::<2>(&mut buf, 17, of_day % 60);
+    digits::<9>(&mut buf, 20, u64::from(nanos));
+    Some(buf)
 }
 
 /// One connection as every headless output writes it.
@@ -142,7 +174,112 @@ impl Extra {
     }
 }
 
+/// A JSON object written field by field: exactly what serde_json writes for the same fields
+/// in the same order (a test holds them equal), with no `fmt` and no allocation.
+struct JsonObject<'b> {
+    buf: &'b mut Vec<u8>,
+    first: bool,
+}
+
+impl<'b> JsonObject<'b> {
+    fn new(buf: &'b mut Vec<u8>) -> Self {
+        buf.push(b'{');
+        Self { buf, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        // serde_json escapes control characters, quotes and backslashes, nothing else.
+        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(value.as_bytes());
+            self.buf.push(b'"');
+        } else {
+            // Writing to memory does not fail.
+            let _ = serde_json::to_writer(&mut *self.buf, value);
+        }
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.null(key),
+        }
+    }
+
+    fn num(&mut self, key: &str, value: impl itoa::Integer) {
+        self.key(key);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    fn opt_num(&mut self, key: &str, value: Option<impl itoa::Integer>) {
+        match value {
+            Some(v) => self.num(key, v),
+            None => self.null(key),
+        }
+    }
+
+    fn float(&mut self, key: &str, value: f64) {
+        self.key(key);
+        // Writing to memory does not fail; serde_json writes what it writes for floats.
+        let _ = serde_json::to_writer(&mut *self.buf, &value);
+    }
+
+    fn null(&mut self, key: &str) {
+        self.key(key);
+        self.buf.extend_from_slice(b"null");
+    }
+
+    fn end(self) {
+        self.buf.push(b'}');
+    }
+}
+
 impl ConnectionRecord {
+    /// Appends this record to `buf` as one JSON object (no newline): what serde_json writes for
+    /// it, several times faster (a capture of 100,000 connections spent a third of its time in
+    /// serde_json).
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        let mut o = JsonObject::new(buf);
+        o.str("client", &self.client);
+        o.str("server", &self.server);
+        o.str("state", self.state);
+        o.num("payload_bytes", self.payload_bytes);
+        o.num("bytes", self.bytes);
+        o.num("packets", self.packets);
+        o.num("client_payload_bytes", self.client_payload_bytes);
+        o.num("server_payload_bytes", self.server_payload_bytes);
+        o.num("client_bytes", self.client_bytes);
+        o.num("server_bytes", self.server_bytes);
+        o.num("client_packets", self.client_packets);
+        o.num("server_packets", self.server_packets);
+        o.num("speed", self.speed);
+        o.float("idle", self.idle);
+        o.str("first_seen", &self.first_seen);
+        o.str("last_seen", &self.last_seen);
+        o.num("client_speed", self.client_speed);
+        o.num("server_speed", self.server_speed);
+        o.opt_num("rtt_us", self.rtt_us);
+        o.opt_num("client_retransmits", self.client_retransmits);
+        o.opt_num("server_retransmits", self.server_retransmits);
+        o.opt_num("pid", self.pid);
+        o.opt_str("process", self.process.as_deref());
+        o.opt_str("cgroup", self.cgroup.as_deref());
+        o.str("time", &self.time);
+        o.end();
+    }
+
     #[must_use]
     pub fn new(
         c: &Connection,
@@ -155,8 +292,8 @@ impl ConnectionRecord {
         let extra = Extra::new(c, local);
         let [client_speed, server_speed] = c.speeds(rate, now);
         Self {
-            client: c.client().to_string(),
-            server: c.server().to_string(),
+            client: format::endpoint(c.client()),
+            server: format::endpoint(c.server()),
             state: c.state().name(),
             payload_bytes: total.payload_bytes,
             bytes: total.wire_bytes,
@@ -212,9 +349,12 @@ pub fn write_part(
 ) -> std::io::Result<()> {
     match format {
         OutputFormat::Json => {
+            let mut line = Vec::with_capacity(640);
             for r in records {
-                serde_json::to_writer(&mut *out, &r)?;
-                out.write_all(b"\n")?;
+                line.clear();
+                r.write_json(&mut line);
+                line.push(b'\n');
+                out.write_all(&line)?;
             }
         }
         OutputFormat::Csv => {
@@ -466,6 +606,80 @@ mod tests {
             WallClock::CAPTURE.rfc3339(Duration::MAX),
             format!("{}.999999999", u64::MAX)
         );
+    }
+
+    #[test]
+    fn rfc3339_is_written_as_humantime_writes_it() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for i in 0..100_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every day boundary near the epoch and leap years, then any second to year 9999.
+            let secs = match i {
+                0..1_000 => i * 86_400 + (i % 3) * 86_399,
+                1_000..2_000 => 951_782_400 + (i - 1_000) * 43_200,
+                _ => x % 253_402_300_800,
+            };
+            let nanos = u32::try_from(x % 1_000_000_000).expect("below 10^9");
+            let wall = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+            let ours = rfc3339_utc(secs, nanos).expect("before year 10000");
+            assert_eq!(
+                std::str::from_utf8(&ours).expect("ASCII"),
+                humantime::format_rfc3339_nanos(wall).to_string(),
+                "{secs}.{nanos}"
+            );
+        }
+        assert_eq!(
+            rfc3339_utc(253_402_300_799, 999_999_999)
+                .as_ref()
+                .map(|b| &b[..]),
+            Some(&b"9999-12-31T23:59:59.999999999Z"[..])
+        );
+        assert_eq!(rfc3339_utc(253_402_300_800, 0), None);
+    }
+
+    /// Records with every kind of field: IPv4 and IPv6, nulls and values, names that need
+    /// escaping, idle times that are and are not round.
+    fn varied_records() -> Vec<ConnectionRecord> {
+        let mut out = Vec::new();
+        for (i, process) in [
+            None,
+            Some("nginx"),
+            Some("a \"quoted\" name\\ with\ttab\u{1}"),
+            Some("ünïcødé ✓"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = record();
+            r.process = process.map(str::to_owned);
+            r.cgroup = process.map(|p| format!("/system.slice/{p}.service"));
+            r.pid = process.map(|_| 4_294_967_295);
+            r.rtt_us = (i % 2 == 1).then_some(12_345);
+            r.client_retransmits = (i > 1).then_some(0);
+            r.server_retransmits = (i > 2).then_some(u32::MAX);
+            r.idle = [0.0, 61.5, 1e-9, 123_456_789.123_456][i];
+            r.payload_bytes = u64::MAX >> i;
+            if i == 3 {
+                r.client = "198.18.255.255:65535".into();
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    #[test]
+    fn json_is_what_serde_json_writes() {
+        for r in varied_records() {
+            let mut ours = Vec::new();
+            r.write_json(&mut ours);
+            let theirs = serde_json::to_vec(&r).expect("serialize");
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
     }
 
     #[test]
