@@ -47,7 +47,7 @@ impl WallClock {
         };
         let since = wall.and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok());
         if let Some(text) = since.and_then(|d| rfc3339_utc(d.as_secs(), d.subsec_nanos())) {
-            return text.iter().map(|&b| char::from(b)).collect();
+            return String::from_utf8(text.to_vec()).unwrap_or_default();
         }
         let since = since.unwrap_or(t);
         let mut out = String::new();

@@ -1,7 +1,7 @@
 //! One connection: its endpoints, state, counters and speed, and the state machine that moves it
 //! one update at a time.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::diag::{Diag, Segment};
@@ -109,15 +109,6 @@ impl std::ops::Add for Counters {
     }
 }
 
-/// One side's FIN: the ACK number that acknowledges it, once it has been sent.
-#[derive(Clone, Copy, Debug, Default)]
-struct Fin {
-    /// Sequence number of the FIN + its payload + 1.
-    ack_expected: u32,
-    sent: bool,
-    acked: bool,
-}
-
 /// A side of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Side {
@@ -147,22 +138,48 @@ impl Side {
 #[derive(Clone, Debug)]
 pub struct Connection {
     id: u64,
-    /// Client, server (indexed by [`Side::index`]).
-    endpoints: [SocketAddr; 2],
+    /// Client, server (indexed by [`Side::index`]): addresses and ports apart, 38 bytes where
+    /// two `SocketAddr`s take 64 (an IPv6 flow label and scope, which they also hold, are
+    /// never set by the sources).
+    ips: [IpAddr; 2],
+    ports: [u16; 2],
     state: State,
-    /// One-way so far: seen in one direction only, without a handshake (not shown).
-    unanswered: bool,
-    /// Its server end is an address of this host (decided when it is first listed).
-    local_server: bool,
+    /// [`UNANSWERED`], [`LOCAL_SERVER`], and each side's FIN sent and acknowledged
+    /// ([`FIN_SENT`], [`FIN_ACKED`], shifted by the side's index): one byte, so that the
+    /// connection fits in 248.
+    marks: u8,
     sent: [Counters; 2],
     first_seen_ns: u64,
     last_seen_ns: u64,
-    fin: [Fin; 2],
+    /// The ACK number that acknowledges each side's FIN (its sequence number + its payload +
+    /// 1), once it was sent.
+    fin_ack_expected: [u32; 2],
     rate: RateWindow,
     diag: Diag,
 }
 
+/// [`Connection::marks`]: one-way so far (seen in one direction only, without a handshake: not
+/// shown); its server end is an address of this host (decided when it is first listed); the
+/// client's FIN sent, acknowledged (the server's: shifted left by one).
+const UNANSWERED: u8 = 1;
+const LOCAL_SERVER: u8 = 2;
+const FIN_SENT: u8 = 4;
+const FIN_ACKED: u8 = 16;
+
 impl Connection {
+    /// Whether every mark of `marks` is set.
+    const fn has(&self, marks: u8) -> bool {
+        self.marks & marks == marks
+    }
+
+    const fn mark(&mut self, marks: u8, on: bool) {
+        if on {
+            self.marks |= marks;
+        } else {
+            self.marks &= !marks;
+        }
+    }
+
     /// A connection first seen at `at` (ns), `client` to `server`, in `state`.
     pub(super) fn new(
         id: u64,
@@ -173,14 +190,14 @@ impl Connection {
     ) -> Self {
         Self {
             id,
-            endpoints: [client, server],
+            ips: [client.ip(), server.ip()],
+            ports: [client.port(), server.port()],
             state,
-            unanswered: false,
-            local_server: false,
+            marks: 0,
             sent: [Counters::default(); 2],
             first_seen_ns: at,
             last_seen_ns: at,
-            fin: [Fin::default(); 2],
+            fin_ack_expected: [0; 2],
             rate: RateWindow::default(),
             diag: Diag::default(),
         }
@@ -189,7 +206,7 @@ impl Connection {
     /// A one-way flow first seen at `at` (ns), from `src` to `dst`: not shown until answered.
     pub(super) fn one_way(id: u64, src: SocketAddr, dst: SocketAddr, at: u64) -> Self {
         Self {
-            unanswered: true,
+            marks: UNANSWERED,
             ..Self::new(id, src, dst, at, State::Established)
         }
     }
@@ -199,15 +216,20 @@ impl Connection {
     pub const fn id(&self) -> u64 {
         self.id
     }
+    /// End `i` (as [`Side::index`]).
+    const fn end(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.ips[i], self.ports[i])
+    }
+
     /// The end that opened the connection (or, picked up mid-stream, the one taken for it).
     #[must_use]
     pub const fn client(&self) -> SocketAddr {
-        self.endpoints[Side::Client.index()]
+        self.end(Side::Client.index())
     }
     /// The end that accepted the connection (or, picked up mid-stream, the one taken for it).
     #[must_use]
     pub const fn server(&self) -> SocketAddr {
-        self.endpoints[Side::Server.index()]
+        self.end(Side::Server.index())
     }
     /// Where the connection is in its life.
     #[must_use]
@@ -266,29 +288,29 @@ impl Connection {
     /// The connection's key.
     #[must_use]
     pub fn key(&self) -> FlowKey {
-        FlowKey::new(self.endpoints[0], self.endpoints[1]).0
+        FlowKey::new(self.end(0), self.end(1)).0
     }
 
     /// Whether this connection is the one `key` names (cheaper than making its key).
     pub(super) fn is(&self, key: &FlowKey) -> bool {
-        let [a, b] = self.endpoints;
-        (a == key.lo && b == key.hi) || (a == key.hi && b == key.lo)
+        let is_end = |i: usize, a: &SocketAddr| self.ips[i] == a.ip() && self.ports[i] == a.port();
+        (is_end(0, &key.lo) && is_end(1, &key.hi)) || (is_end(0, &key.hi) && is_end(1, &key.lo))
     }
 
     /// One-way so far: seen in one direction only, without a handshake (not shown).
     pub(super) const fn is_unanswered(&self) -> bool {
-        self.unanswered
+        self.has(UNANSWERED)
     }
 
     /// Its server end is an address of this host (known live only, from the host's
     /// addresses when it was first listed).
     #[must_use]
     pub const fn local_server(&self) -> bool {
-        self.local_server
+        self.has(LOCAL_SERVER)
     }
 
     pub(super) const fn set_local_server(&mut self, local: bool) {
-        self.local_server = local;
+        self.mark(LOCAL_SERVER, local);
     }
 
     /// When the last packet was seen, in ns.
@@ -309,14 +331,14 @@ impl Connection {
     /// local listening socket, if one end is) names the server; else the classic rule makes the
     /// lower port the server, and on equal ports the side seen first stays the client.
     pub(super) fn answered(&mut self, listener: Option<SocketAddr>) {
-        self.unanswered = false;
+        self.mark(UNANSWERED, false);
         let swap = match listener {
             Some(server) => server == self.client(),
             None => self.client().port() < self.server().port(),
         };
         if swap {
-            self.endpoints
-                .swap(Side::Client.index(), Side::Server.index());
+            self.ips.swap(Side::Client.index(), Side::Server.index());
+            self.ports.swap(Side::Client.index(), Side::Server.index());
             self.sent.swap(Side::Client.index(), Side::Server.index());
             self.diag.swap_sides();
         }
@@ -353,7 +375,7 @@ impl Connection {
         }
         self.first_seen_ns = self.first_seen_ns.min(at);
         self.last_seen_ns = self.last_seen_ns.max(at);
-        if self.unanswered {
+        if self.has(UNANSWERED) {
             return;
         }
 
@@ -375,27 +397,25 @@ impl Connection {
         if matches!(
             self.state,
             State::SynSent | State::SynAckAck | State::Established
-        ) && self.fin.iter().any(|f| f.sent)
+        ) && self.marks & (FIN_SENT | FIN_SENT << 1) != 0
         {
             self.state = State::Closing;
         }
-        if self.state == State::Closing && self.fin.iter().all(|f| f.acked) {
+        if self.state == State::Closing && self.has(FIN_ACKED | FIN_ACKED << 1) {
             self.state = State::Closed;
         }
     }
 
     /// Notes an ACK of the other side's FIN, and a FIN from `side`.
     fn track_fins(&mut self, side: Side, u: &FlowUpdate) {
-        let other = &mut self.fin[side.other().index()];
-        if u.flags.ack() && other.sent && u.ack == other.ack_expected {
-            other.acked = true;
+        let (this, other) = (side.index(), side.other().index());
+        if u.flags.ack() && self.has(FIN_SENT << other) && u.ack == self.fin_ack_expected[other] {
+            self.mark(FIN_ACKED << other, true);
         }
-        if u.flags.fin() && !self.fin[side.index()].sent && self.state != State::Closed {
-            self.fin[side.index()] = Fin {
-                ack_expected: u.seq.wrapping_add(u.segment_len).wrapping_add(1),
-                sent: true,
-                acked: false,
-            };
+        if u.flags.fin() && !self.has(FIN_SENT << this) && self.state != State::Closed {
+            self.mark(FIN_SENT << this, true);
+            self.mark(FIN_ACKED << this, false);
+            self.fin_ack_expected[this] = u.seq.wrapping_add(u.segment_len).wrapping_add(1);
         }
     }
 }

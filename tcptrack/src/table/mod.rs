@@ -10,6 +10,7 @@
 mod connection;
 pub mod diag;
 mod expiry;
+mod slots;
 mod tally;
 
 pub use connection::{Connection, Counters, State};
@@ -21,12 +22,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use slab::Slab;
 
 use crate::flow::{FlowKey, FlowUpdate, Polled, Timestamp};
 use crate::listening::ListeningSockets;
 use crate::rate::RateConfig;
 use connection::Side;
+use slots::Slots;
 
 /// How the table decides, and when it forgets.
 #[derive(Clone, Debug)]
@@ -78,8 +79,8 @@ pub struct TableStats {
 /// Every tracked connection, by key, in first-seen order.
 pub struct ConnectionTable {
     cfg: TableConfig,
-    conns: Slab<Connection>,
-    index: HashTable<u32>,
+    conns: Slots,
+    index: HashTable<Slot>,
     hasher: DefaultHashBuilder,
     next_id: u64,
     /// Slab keys and ids of one-way flows, oldest first (stale entries are skipped).
@@ -96,13 +97,33 @@ pub struct ConnectionTable {
     listening: Option<ListeningSockets>,
 }
 
+/// An entry of the index: where the connection is, and its key's hash (32 bits of it).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    slot: u32,
+    hash: u32,
+}
+
+/// `key`'s hash, folded to 32 bits.
+fn hash32(hasher: &DefaultHashBuilder, key: &FlowKey) -> u32 {
+    let h = hasher.hash_one(key);
+    // The high half and the low half, both well mixed: 32 bits of either are as good.
+    u32::try_from((h ^ (h >> 32)) & 0xffff_ffff).unwrap_or(0)
+}
+
+/// A 32-bit hash as the index takes it: the same bits high (which pick the control byte) and
+/// low (which pick the bucket).
+fn widen(hash: u32) -> u64 {
+    u64::from(hash) << 32 | u64::from(hash)
+}
+
 /// `t` in nanoseconds (saturating).
 fn ns(t: Timestamp) -> u64 {
     u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether the one-way flow queued as (`slot`, `id`) is still in the table and still one-way.
-fn still_unanswered(conns: &Slab<Connection>, slot: u32, id: u64) -> bool {
+fn still_unanswered(conns: &Slots, slot: u32, id: u64) -> bool {
     conns
         .get(slot as usize)
         .is_some_and(|c| c.id() == id && c.is_unanswered())
@@ -114,7 +135,7 @@ impl ConnectionTable {
     pub fn new(cfg: TableConfig) -> Self {
         Self {
             cfg,
-            conns: Slab::new(),
+            conns: Slots::default(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             next_id: 0,
@@ -255,33 +276,35 @@ impl ConnectionTable {
 
     /// The slot of the connection (shown or not) that `key` names.
     fn find(&self, key: &FlowKey) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
+        let hash = hash32(&self.hasher, key);
         self.index
-            .find(hash, |&i| self.conns[i as usize].is(key))
-            .map(|&i| i as usize)
+            .find(widen(hash), |e| {
+                e.hash == hash && self.conns[e.slot as usize].is(key)
+            })
+            .map(|e| e.slot as usize)
     }
 
     /// Puts `conn` in the table; `None` if it cannot be held.
     fn insert(&mut self, conn: Connection) -> Option<usize> {
-        let hash = self.hasher.hash_one(conn.key());
-        let slot = self.conns.insert(conn);
-        let Ok(slot32) = u32::try_from(slot) else {
-            // More than 4 billion connections cannot be held anyway; refuse the newest.
-            self.conns.remove(slot);
-            return None;
-        };
-        let (conns, hasher) = (&self.conns, &self.hasher);
+        let hash = hash32(&self.hasher, &conn.key());
+        // More than 4 billion connections cannot be held anyway: the newest is refused.
+        let slot = self.conns.insert(conn)?;
+        let slot32 = u32::try_from(slot).ok()?;
+        // Growing the index rehashes from the kept hashes, not from the connections (which
+        // would be a cache miss each).
         self.index
-            .insert_unique(hash, slot32, |&i| hasher.hash_one(conns[i as usize].key()));
+            .insert_unique(widen(hash), Slot { slot: slot32, hash }, |e| widen(e.hash));
         Some(slot)
     }
 
     /// Takes the connection at `slot` out of the table (into `finished` with `keep_finished`,
     /// unless it was a one-way flow).
     fn remove(&mut self, slot: usize) {
-        let key = self.conns[slot].key();
-        let hash = self.hasher.hash_one(key);
-        if let Ok(entry) = self.index.find_entry(hash, |&i| i as usize == slot) {
+        let hash = hash32(&self.hasher, &self.conns[slot].key());
+        if let Ok(entry) = self
+            .index
+            .find_entry(widen(hash), |e| e.slot as usize == slot)
+        {
             entry.remove();
         }
         let conn = self.conns.remove(slot);
