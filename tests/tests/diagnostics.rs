@@ -1,8 +1,9 @@
 //! What tcptrack tells beyond the classic, checked against the tools that know: retransmissions
 //! under loss against tshark's `tcp.analysis.retransmission` on a recording of the same
 //! traffic (from the recording with `-T`, live through libpcap, and on the kernel path from
-//! this host's socket); the round trip of this host's sockets against `ss -ti`; the process
-//! against `ss -tpn`, for a connection older than tcptrack and one younger.
+//! this host's socket); the round trip through a delay line of 20 ms one way and 30 ms the other
+//! (50 ms from the socket and from the packets), and of this host's sockets against `ss -ti`;
+//! the process against `ss -tpn`, for a connection older than tcptrack and one younger.
 //!
 //! Loss comes from nftables (random drop at host b's input): this machine's kernel has no netem.
 //! Segmentation offload is off on host a's side, so that a captured packet is a segment, as
@@ -202,6 +203,183 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
          (retransmissions and out of order)"
     );
     assert_eq!(r.server_retransmits, Some(0));
+}
+
+/// A delay line between host a and host b, for the round trip (this machine's kernel has no
+/// netem): `python3 -c DELAY_LINE NS_B MS_A_TO_B MS_B_TO_A`, run in host a, makes the tun device
+/// `dla` there and `dlb` in host b, and copies each packet from one to the other after its
+/// delay. Userspace on this machine's CPU: each packet waits its delay and some tens of
+/// microseconds more.
+const DELAY_LINE: &str = r"
+import ctypes, fcntl, heapq, os, select, struct, sys, time
+TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+def tun(name):
+    fd = os.open('/dev/net/tun', os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack('16sH', name.encode(), IFF_TUN | IFF_NO_PI))
+    os.set_blocking(fd, False)
+    return fd
+a = tun('dla')
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.setns(os.open('/var/run/netns/' + sys.argv[1], os.O_RDONLY), 0x40000000) != 0:
+    sys.exit('setns: %d' % ctypes.get_errno())
+b = tun('dlb')
+delay = {a: (b, float(sys.argv[2]) / 1000), b: (a, float(sys.argv[3]) / 1000)}
+due, n = [], 0
+while True:
+    timeout = max(0.0, due[0][0] - time.monotonic()) if due else None
+    ready = select.select([a, b], [], [], timeout)[0]
+    now = time.monotonic()
+    for fd in ready:
+        while True:
+            try:
+                p = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            n += 1
+            heapq.heappush(due, (now + delay[fd][1], n, delay[fd][0], p))
+    while due and due[0][0] <= time.monotonic():
+        _, _, to, p = heapq.heappop(due)
+        try:
+            os.write(to, p)
+        except OSError:
+            pass
+";
+
+/// Accepts one connection on 198.18.1.2:5600 and acknowledges each segment at once
+/// (`TCP_QUICKACK`), so that no delayed ACK adds to the round trip.
+const QUICK_ACKER: &str = r"
+import socket, time
+s = socket.create_server(('198.18.1.2', 5600))
+c, _ = s.accept()
+while True:
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    if not c.recv(4096):
+        break
+time.sleep(600)
+";
+
+/// Sends 1000 bytes every 100 ms for 3 s to 198.18.1.2:5600, prints what `ss -tni` says of the
+/// connection, and holds it 2.5 s more (tcptrack reads the socket every 2 s).
+const PACED: &str = r"
+import socket, subprocess, time
+c = socket.create_connection(('198.18.1.2', 5600))
+for _ in range(30):
+    c.sendall(b'x' * 1000)
+    time.sleep(0.1)
+ss = subprocess.run(['ss', '-tni', 'dst', '198.18.1.2'], capture_output=True, text=True)
+print(ss.stdout, flush=True)
+time.sleep(2.5)
+";
+
+/// Whether `rtt_us` is within 10% of 50 ms.
+fn near_50_ms(rtt_us: Option<u64>) -> bool {
+    rtt_us.is_some_and(|r| r.abs_diff(50_000) <= 5_000)
+}
+
+/// Starts [`DELAY_LINE`] between the hosts (`ms` one way, then the other), with addresses
+/// 198.18.1.1 on `dla` in host a and 198.18.1.2 on `dlb` in host b.
+fn delay_line(hosts: &HostPair, ms: [&str; 2]) -> Background {
+    let line = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", DELAY_LINE, &hosts.b, ms[0], ms[1]]);
+        c
+    });
+    let has = |ns: &str, dev: &str| {
+        Command::new("ip")
+            .args(["-n", ns, "link", "show", dev])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    wait_until("the delay line", Duration::from_secs(10), || {
+        has(&hosts.a, "dla") && has(&hosts.b, "dlb")
+    });
+    for (ns, dev, local, peer) in [
+        (&hosts.a, "dla", "198.18.1.1", "198.18.1.2"),
+        (&hosts.b, "dlb", "198.18.1.2", "198.18.1.1"),
+    ] {
+        run(
+            Command::new("ip").args(["-n", ns, "addr", "add", local, "peer", peer, "dev", dev]),
+            "ip addr",
+        );
+        run(
+            Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]),
+            "ip link",
+        );
+    }
+    line
+}
+
+/// `ss`'s milliseconds with three decimals (`50.756`) in microseconds.
+fn ss_us(ms: &str) -> u64 {
+    let (whole, frac) = ms.split_once('.').unwrap_or((ms, ""));
+    let frac = format!("{frac:0<3}");
+    whole.parse::<u64>().expect("ms") * 1000 + frac[..3].parse::<u64>().expect("µs")
+}
+
+#[test]
+fn the_round_trip_through_20_ms_one_way_and_30_the_other_is_50_ms_from_socket_and_packets() {
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _line = delay_line(&hosts, ["20", "30"]);
+    let rec = dir.path().join("delay.pcap");
+    let log = dir.path().join("tcpdump.log");
+    let _dump = Background::spawn_with_stderr({
+        let mut c = HostPair::cmd(&hosts.a, "tcpdump");
+        let args = "-n -U --immediate-mode -s 128 -i dla -w";
+        c.args(args.split(' ')).arg(&rec).arg("tcp");
+        c.stderr(std::fs::File::create(&log).expect("tcpdump log"));
+        c
+    });
+    wait_until("tcpdump", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening"))
+    });
+    // No --libpcap: a tun device has no Ethernet header, which tcptrack says.
+    let (out, err) = (dir.path().join("live.json"), dir.path().join("live.err"));
+    let live = start_said(
+        headless(&hosts.a, &["-i", "dla", "--interval", "0.5"]),
+        &out,
+        &err,
+    );
+    let said = std::fs::read_to_string(&err).expect("stderr");
+    assert!(
+        said.starts_with("tcptrack: libpcap on dla: the interface carries bare IP packets"),
+        "{said}"
+    );
+    let _server = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.b, "python3");
+        c.args(["-c", QUICK_ACKER]);
+        c
+    });
+    wait_until("the server", Duration::from_secs(10), || {
+        HostPair::listening(&hosts.b, 5600)
+    });
+    let client = run(
+        HostPair::cmd(&hosts.a, "python3").args(["-c", PACED]),
+        "the client",
+    );
+    let ss_rtt = ss_us(field(&client, "rtt:"));
+    let live_recs = last_refresh(&out);
+    drop(live);
+    let from_file = tcptrack(["-T", rec.to_str().expect("path"), "--output", "json"]);
+    let recs = json_records(&from_file.stdout);
+    let server = "198.18.1.2:5600";
+    let rtt_of = |recs: &[Record]| {
+        recs.iter()
+            .find(|r| r.server == server)
+            .and_then(|r| r.rtt_us)
+    };
+    let (live_rtt, file_rtt) = (rtt_of(&live_recs), rtt_of(&recs));
+    println!(
+        "round trip: ss {ss_rtt} µs, live (the socket's) {live_rtt:?}, -T (the packets') \
+         {file_rtt:?}"
+    );
+    assert!(
+        near_50_ms(Some(ss_rtt)),
+        "the delay line itself: ss {ss_rtt} µs\n{client}"
+    );
+    assert!(near_50_ms(live_rtt), "live: {live_rtt:?} µs");
+    assert!(near_50_ms(file_rtt), "-T: {file_rtt:?} µs");
 }
 
 /// `ss -tnpi` in `ns`: its line(s) for the connection from `local` to `remote`.

@@ -283,8 +283,27 @@ pub enum Fallback {
     FilterOutsideSubset,
     #[error("the kernel path needs {}", caps::list(.0))]
     MissingCapabilities(Vec<Capability>),
+    #[error(
+        "the interface carries bare IP packets (link type {0}, a tun or IP tunnel), and the \
+         kernel path reads Ethernet frames only"
+    )]
+    NotEthernet(u16),
     #[error("the kernel path is unavailable: {0}")]
     Kernel(#[source] KernelError),
+}
+
+/// The ARPHRD type of `interface` (`/sys/class/net/NAME/type`) when it is neither Ethernet nor
+/// loopback (whose frames carry an Ethernet header too): the kernel path's parser reads Ethernet
+/// frames, and an IP device's (tun, WireGuard, GRE...) would be read as garbage.
+fn not_ethernet(interface: &str) -> Option<u16> {
+    const ARPHRD_ETHER: u16 = 1;
+    const ARPHRD_LOOPBACK: u16 = 772;
+    if interface == "any" || interface.contains('/') {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/type")).ok()?;
+    let kind: u16 = text.trim().parse().ok()?;
+    (kind != ARPHRD_ETHER && kind != ARPHRD_LOOPBACK).then_some(kind)
 }
 
 /// Opens the live source `cfg` asks for on `interface` (the one it names, or the default one):
@@ -350,6 +369,9 @@ pub fn open_live(cfg: &Config, interface: &str) -> Result<(Live, Option<Fallback
     let missing = held.missing(&needed);
     if !missing.is_empty() {
         return libpcap(Fallback::MissingCapabilities(missing));
+    }
+    if let Some(kind) = not_ethernet(&interface) {
+        return libpcap(Fallback::NotEthernet(kind));
     }
     match open_kernel(&interface, cfg, &program) {
         Ok(live) => Ok((live, None)),
