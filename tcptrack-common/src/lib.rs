@@ -32,6 +32,19 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_PROBE: &str = "PROBE";
 /// Array of [`FilterInsn`]: the filter expression, when the kernel decides it.
 pub const MAP_FILTER: &str = "FILTER";
+/// Name of the fentry program on `tcp_connect`: who opens a connection (the socket's process).
+pub const PROGRAM_CONNECT: &str = "tcptrack_connect";
+/// Names of the fexit programs on `inet_csk_accept`, who accepts one: for the function of four
+/// arguments (before Linux 6.10), and of two.
+pub const PROGRAM_ACCEPT: [&str; 2] = ["tcptrack_accept4", "tcptrack_accept2"];
+/// The kernel functions they are attached to.
+pub const FN_CONNECT: &str = "tcp_connect";
+pub const FN_ACCEPT: &str = "inet_csk_accept";
+/// Ring buffer of [`OpenerEvent`]s.
+pub const MAP_OPENERS: &str = "OPENERS";
+/// Bytes of the openers' ring buffer: 4,096 connections opened between two reads.
+pub const OPENERS_BYTES: u32 = 1 << 18;
+
 /// Name of the load-time global that says the kernel has `bpf_ktime_get_coarse_ns` (`u8`, 1:
 /// it has).
 pub const GLOBAL_COARSE_CLOCK: &str = "COARSE_CLOCK";
@@ -237,6 +250,44 @@ pub struct FlowEvent {
     pub _pad: u8,
 }
 
+/// A TCP socket connecting or accepted, and the process doing it: from the programs on
+/// [`FN_CONNECT`] and [`FN_ACCEPT`], read out of the socket (`struct sock_common`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenerEvent {
+    /// The socket's own end (IPv4 in the first four bytes) and the remote one.
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10), as the socket says.
+    pub family: u16,
+    pub _pad: u16,
+    /// The process (thread group) id, in the initial pid namespace.
+    pub pid: u32,
+    /// The calling thread's command name (NUL-padded).
+    pub comm: [u8; 16],
+    pub _pad2: u32,
+}
+
+/// Offsets in `struct sock_common`, where a socket's addresses and ports are (the first few
+/// have not moved since Linux 2.6; the IPv6 ones are those of every kernel from 5.10 to 6.18
+/// built with network namespaces). A kernel laid out otherwise gives tuples of no connection
+/// seen, and the process is then looked up in /proc.
+pub mod sock {
+    pub const DADDR: usize = 0;
+    pub const RCV_SADDR: usize = 4;
+    pub const DPORT: usize = 12;
+    pub const NUM: usize = 14;
+    pub const FAMILY: usize = 16;
+    pub const V6_DADDR: usize = 56;
+    pub const V6_RCV_SADDR: usize = 72;
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+}
+
+const _: () = assert!(core::mem::size_of::<OpenerEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);

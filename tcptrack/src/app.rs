@@ -41,6 +41,7 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     );
     // Why the live path is libpcap's: beside the path on the status line.
     m.notice = started.fallback.as_ref().map(ToString::to_string);
+    m.processes = started.processes.clone();
     m.refresh_origin = started.refresh_origin;
     // Records carry the RTT, retransmissions and process of this host's sockets; the screen
     // asks for them while it shows them.

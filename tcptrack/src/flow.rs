@@ -198,6 +198,43 @@ pub struct Polled {
     pub events: Vec<FlowUpdate>,
     /// Counts per connection and direction since the last poll.
     pub counts: Vec<FlowUpdate>,
+    /// Sockets connected or accepted since the last poll, with their process.
+    pub opened: Vec<Opened>,
+}
+
+/// A socket of this host that connected or was accepted, and the process that did it, as the
+/// kernel's probes saw it (in any network namespace of the host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The socket's own end, and the other.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub pid: u32,
+    /// The command name of the thread that connected or accepted.
+    pub command: String,
+}
+
+impl Opened {
+    /// What the probe sent; `None` for a family other than IPv4 and IPv6. An IPv4 address
+    /// mapped into IPv6 (`::ffff:a.b.c.d`, an IPv6 socket talking IPv4) is IPv4, as on the wire.
+    #[must_use]
+    pub fn from_event(e: &tcptrack_common::OpenerEvent) -> Option<Self> {
+        use tcptrack_common::sock::{AF_INET, AF_INET6};
+        let ip = |a: [u8; 16]| -> Option<IpAddr> {
+            match e.family {
+                AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+                AF_INET6 => Some(Ipv6Addr::from(a).to_canonical()),
+                _ => None,
+            }
+        };
+        let end = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+        Some(Self {
+            local: SocketAddr::new(ip(e.local)?, e.local_port),
+            remote: SocketAddr::new(ip(e.remote)?, e.remote_port),
+            pid: e.pid,
+            command: String::from_utf8_lossy(&e.comm[..end]).into_owned(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ impl Extra {
             // The kernel's count of what this host's end sent again, where the packets said
             // nothing (the kernel path counts sums).
             let side = usize::from(l.addr != c.client());
-            retransmits[side] = retransmits[side].or(Some(l.retransmits));
+            retransmits[side] = retransmits[side].or(l.retransmits);
         }
         let owner = local.and_then(|l| l.owner.as_ref());
         Self {

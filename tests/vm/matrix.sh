@@ -160,7 +160,8 @@ start killed
 kill -KILL "$pid"; wait "$pid" 2>/dev/null
 attached >"$OUT/after-sigkill.txt" || true
 start again
-check "a start after SIGKILL has just its own programs" test "$(attached | wc -l)" -le 2
+# Its own: TC on ingress and egress, and the two programs that name the processes.
+check "a start after SIGKILL has just its own programs" test "$(attached | wc -l)" -le 4
 transfer 5005 fin
 once() { grep -q '"server":"198.18.0.2:5005".*"state":"CLOSED","payload_bytes":7168' "$OUT/again.json"; }
 check "counted once after the restart" wait_for 300 once
@@ -216,6 +217,41 @@ c.close()"
 else
     check "netem for the round-trip check" false
 fi
+
+# 5. The process of a connection too short for /proc (its socket is gone before tcptrack
+#    looks), from the programs on tcp_connect and the return of inet_csk_accept (whose
+#    arguments changed in 6.10): host a names its client, host b its server.
+# The server waits in select(), as servers wait in epoll: a call into accept() that began
+# before tcptrack is not seen returning (its return was not hooked yet when it began).
+ip netns exec b $PY -c "
+import select, socket, time
+s = socket.create_server(('198.18.0.2', 5007)); select.select([s], [], [])
+c, _ = s.accept(); c.recv(100); c.close()
+time.sleep(60)" &
+server=$!
+wait_for 300 sh -c "ip netns exec b ss -ltn | grep -q :5007"
+start owner-a
+owner_a=$pid
+rm -f "$OUT/owner-b.json" "$OUT/owner-b.err"
+ip netns exec b "$TCPTRACK" -i veth-b --output json --interval 0.5 -r 600 \
+    >"$OUT/owner-b.json" 2>"$OUT/owner-b.err" &
+owner_b=$!
+wait_for 600 test -s "$OUT/owner-b.err"
+ip netns exec a $PY -c "
+import socket, time
+c = socket.create_connection(('198.18.0.2', 5007)); c.sendall(b'hi'); c.close()
+time.sleep(60)" &
+client=$!
+owner() { # owner FILE PID: the last record of the connection to port 5007 names PID, python3
+    grep '"server":"198.18.0.2:5007"' "$1" | tail -n 1 |
+        grep -q "\"pid\":$2,\"process\":\"python3\""
+}
+check "the client's process of a short connection, from the kernel" \
+    wait_for 300 owner "$OUT/owner-a.json" "$client"
+check "the server's process of a short connection, from the kernel" \
+    wait_for 300 owner "$OUT/owner-b.json" "$server"
+kill "$client" "$server"
+kill -INT "$owner_a" "$owner_b"; wait "$owner_a" "$owner_b"
 
 cat "$REPORT"
 exit $failed

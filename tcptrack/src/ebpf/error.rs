@@ -32,6 +32,8 @@ pub enum KernelError {
     },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error("no BTF of the kernel: {0}")]
+    Btf(String),
     #[error("this kernel lacks {0}")]
     Lacks(&'static str),
     #[error("no interface is up")]

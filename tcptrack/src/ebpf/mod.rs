@@ -12,12 +12,13 @@ pub use attach::{interface_exists, interface_index, Attachment, Features, TcHook
 pub use error::KernelError;
 
 use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{SchedClassifier, Xdp};
+use aya::programs::{FEntry, FExit, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use tcptrack_common::{
-    counter, ConnKey, FilterInsn, FlowValue, GLOBAL_COARSE_CLOCK, MAP_COUNTERS, MAP_EPOCH,
-    MAP_EVENTS, MAP_FILTER, MAP_FLOWS, MAX_FILTER_INSNS, PROGRAM_TC, PROGRAM_TC_FILTER,
-    PROGRAM_XDP, PROGRAM_XDP_FILTER,
+    counter, ConnKey, FilterInsn, FlowValue, FN_ACCEPT, FN_CONNECT, GLOBAL_COARSE_CLOCK,
+    MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER, MAP_FLOWS, MAP_OPENERS, MAX_FILTER_INSNS,
+    PROGRAM_ACCEPT, PROGRAM_CONNECT, PROGRAM_TC, PROGRAM_TC_FILTER, PROGRAM_XDP,
+    PROGRAM_XDP_FILTER,
 };
 
 /// The eBPF object file (ELF) of this build; empty when built without the `ebpf` feature.
@@ -282,6 +283,51 @@ impl Kernel {
                 }
             }
         }
+    }
+
+    /// Loads and attaches the programs that tell which process opens each connection (on entry
+    /// to `tcp_connect` and the return of `inet_csk_accept`, BPF trampolines, for every
+    /// namespace of the host), and takes their ring buffer (once). They go with the process, as
+    /// the other programs do.
+    ///
+    /// # Errors
+    /// No BTF, or the kernel refused a program (they need `CAP_PERFMON` or `CAP_SYS_ADMIN`
+    /// besides `CAP_BPF`, and a kernel with BPF trampolines), or the ring is missing.
+    pub fn watch_openers(&mut self) -> Result<RingBuf<MapData>, KernelError> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
+        let refused = |program| move |source| KernelError::Refused { program, source };
+        let connect: &mut FEntry = self
+            .ebpf
+            .program_mut(PROGRAM_CONNECT)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing("connect program"))?;
+        connect.load(FN_CONNECT, &btf).map_err(refused("connect"))?;
+        connect.attach().map_err(refused("connect"))?;
+        let mut last = None;
+        for name in PROGRAM_ACCEPT {
+            let accept: &mut FExit = self
+                .ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(KernelError::Missing("accept program"))?;
+            // The one for the other number of arguments is refused by the verifier.
+            match accept.load(FN_ACCEPT, &btf) {
+                Ok(()) => {
+                    accept.attach().map_err(refused("accept"))?;
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            return Err(refused("accept")(e));
+        }
+        let map = self
+            .ebpf
+            .take_map(MAP_OPENERS)
+            .ok_or(KernelError::Missing("openers' ring buffer"))?;
+        RingBuf::try_from(map).map_err(map_err(MAP_OPENERS))
     }
 
     /// Takes the event ring buffer (once).

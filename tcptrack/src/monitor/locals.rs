@@ -2,24 +2,35 @@
 //! retransmissions of the local end (what `ss -ti` shows), and the process that holds it (what
 //! `ss -tp` shows). Read on a live interface only, and only while something shows or writes them
 //! (their reading costs what the host's sockets cost, not what the traffic does).
+//!
+//! The process comes from the kernel where it can: on the kernel path, probes on `tcp_connect`
+//! and `inet_csk_accept` name the process of each socket as it connects or is accepted, in any
+//! network namespace of the host (a container's too), short-lived ones included. Otherwise, and
+//! for sockets older than tcptrack, from `/proc` as `ss -p` finds it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use crate::source::process::{owners, Owner};
+use crate::flow::Opened;
+use crate::source::process::{owners, read_owner, Owner};
 use crate::source::sockets::{read_connected, LocalSocket};
 use crate::table::Connection;
+
+/// How long a socket the probes named is kept whatever the table says (its first packets may
+/// not have been polled yet).
+const OPENED_GRACE: Duration = Duration::from_secs(10);
 
 /// What the kernel says of one local socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Local {
     /// The local end's address.
     pub addr: SocketAddr,
-    /// Smoothed round-trip time of the local end (µs).
+    /// Smoothed round-trip time of the local end (µs; 0: unknown).
     pub rtt_us: u32,
-    /// Segments the local end sent again.
-    pub retransmits: u32,
+    /// Segments the local end sent again (unknown for a socket only the probes saw).
+    pub retransmits: Option<u32>,
     pub inode: u32,
     /// The process that holds it, once looked up.
     pub owner: Option<Owner>,
@@ -34,6 +45,8 @@ pub struct Locals {
     /// listed a little after its socket is gone (`-r`), and its record is written then.
     gone: HashMap<(SocketAddr, SocketAddr), Local>,
     owners: HashMap<u32, Owner>,
+    /// The sockets the kernel's probes saw open, by (local end, remote end), and when.
+    opened: HashMap<(SocketAddr, SocketAddr), (Local, Instant)>,
 }
 
 impl Locals {
@@ -69,9 +82,14 @@ impl Locals {
                 let local = Local {
                     addr: s.local,
                     rtt_us: s.rtt_us,
-                    retransmits: s.retransmits,
+                    retransmits: Some(s.retransmits),
                     inode: s.inode,
-                    owner: self.owners.get(&s.inode).cloned(),
+                    // The process that opened it, as the kernel saw it; else the one holding it.
+                    owner: self
+                        .opened
+                        .get(&ends)
+                        .and_then(|(l, _)| l.owner.clone())
+                        .or_else(|| self.owners.get(&s.inode).cloned()),
                 };
                 (ends, local)
             })
@@ -82,15 +100,65 @@ impl Locals {
             .collect();
     }
 
-    /// The local socket of connection `c`, if it is one of this host's. A connection between
-    /// two sockets of this host has two; the client's is given.
+    /// Takes in the sockets the kernel's probes saw connect or be accepted. With `look`, their
+    /// process's command and cgroup are read from `/proc` at once (while it is likely there);
+    /// else the command is the kernel's (the thread's name) and the cgroup unknown.
+    pub fn opened(&mut self, opened: &[Opened], look: bool) {
+        let now = Instant::now();
+        for o in opened {
+            let kernel = Owner {
+                pid: o.pid,
+                command: o.command.clone(),
+                cgroup: None,
+            };
+            let owner = if look {
+                read_owner(Path::new("/proc"), o.pid).unwrap_or(kernel)
+            } else {
+                kernel
+            };
+            let ends = (o.local, o.remote);
+            if let Some(l) = self.by_ends.get_mut(&ends) {
+                l.owner = Some(owner.clone());
+            }
+            let local = Local {
+                addr: o.local,
+                rtt_us: 0,
+                retransmits: None,
+                inode: 0,
+                owner: Some(owner),
+            };
+            self.opened.insert(ends, (local, now));
+        }
+    }
+
+    /// How many sockets the probes named are kept.
+    #[must_use]
+    pub fn opened_len(&self) -> usize {
+        self.opened.len()
+    }
+
+    /// Forgets the sockets the probes named whose connection `listed` says is gone, once their
+    /// grace is over.
+    pub fn keep_opened(&mut self, listed: impl Fn(SocketAddr, SocketAddr) -> bool) {
+        self.opened
+            .retain(|&(a, b), (_, at)| at.elapsed() < OPENED_GRACE || listed(a, b));
+    }
+
+    /// The local socket of connection `c`, if it is one of this host's (in this namespace, or
+    /// one the kernel's programs saw open anywhere on the host). Where both ends are, the one
+    /// this host serves from when its server is local, else the client's.
     #[must_use]
     pub fn of(&self, c: &Connection) -> Option<&Local> {
         let (client, server) = (c.client(), c.server());
-        [&self.by_ends, &self.gone].into_iter().find_map(|m| {
-            m.get(&(client, server))
-                .or_else(|| m.get(&(server, client)))
-        })
+        let ends = if c.local_server() {
+            [(server, client), (client, server)]
+        } else {
+            [(client, server), (server, client)]
+        };
+        [&self.by_ends, &self.gone]
+            .into_iter()
+            .find_map(|m| ends.iter().find_map(|e| m.get(e)))
+            .or_else(|| ends.iter().find_map(|e| self.opened.get(e).map(|(l, _)| l)))
     }
 
     /// How many sockets are known.

@@ -80,6 +80,8 @@ pub struct Monitor {
     pub ended: bool,
     /// A problem to show beside the table (a fallback, a capture cut short).
     pub notice: Option<String>,
+    /// Where the processes of connections come from (live only), as the help view says it.
+    pub processes: Option<String>,
     /// An error to report once the sinks are done (a capture cut short).
     pub pending_error: Option<Error>,
     /// Packets the source had to drop (a full channel, the capture's own drops).
@@ -121,6 +123,7 @@ impl Monitor {
             listening_read: None,
             ended: false,
             notice: None,
+            processes: None,
             pending_error: None,
             dropped: 0,
             kernel: None,
@@ -178,7 +181,18 @@ impl Monitor {
                 }
             }
             SourceMsg::Dropped(n) => self.dropped += n,
-            SourceMsg::Kernel(poll) => self.table.apply_poll(&poll),
+            SourceMsg::Kernel(poll) => {
+                self.table.apply_poll(&poll);
+                if !poll.opened.is_empty() {
+                    let look = self.locals_for_records || self.locals_on_screen.get();
+                    self.locals.opened(&poll.opened, look);
+                    // Those of connections gone go: at most what the table lists (twice: both
+                    // ends can be this host's), and what opened in the last seconds.
+                    if self.locals.opened_len() > 2 * self.table.len() + 1024 {
+                        self.keep_opened();
+                    }
+                }
+            }
             SourceMsg::KernelStats(s) => {
                 self.kernel = Some(s);
                 self.poll_times.push(s.poll_time);
@@ -272,7 +286,15 @@ impl Monitor {
         if self.kind == SourceKind::Live && wanted && due {
             self.locals_read = Some(Instant::now());
             self.locals.refresh();
+            self.keep_opened();
         }
+    }
+
+    /// Forgets the sockets the kernel's probes named whose connection left the table.
+    fn keep_opened(&mut self) {
+        let table = &self.table;
+        self.locals
+            .keep_opened(|a, b| table.get(&crate::flow::FlowKey::new(a, b).0).is_some());
     }
 
     /// Moves the table's time to `now` (never back); the table forgets what has timed out,

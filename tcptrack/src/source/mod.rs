@@ -112,6 +112,8 @@ pub struct Started {
     /// The instant the refreshes count from, when the source polls on a grid of its own (the
     /// kernel path polls just before each refresh: what is shown is as of the refresh).
     pub refresh_origin: Option<Instant>,
+    /// Where the processes of connections come from (live only).
+    pub processes: Option<String>,
 }
 
 impl Started {
@@ -160,6 +162,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
         promiscuous,
         poller: None,
         refresh_origin: None,
+        processes: None,
     };
     let channel = Feed::Channel(rx);
     match &cfg.source {
@@ -190,12 +193,19 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
             let name = live::interface_name(&cfg.source)?;
             let (live, fallback) = open_live(cfg, &name)?;
             let label = SourceLabel::Live(live.label(&cfg.source));
+            let mut processes = "from /proc, as ss -p finds them".to_owned();
             let (promiscuous, thread) = match live {
                 Live::Kernel {
                     poller,
                     promiscuous,
                     ..
                 } => {
+                    processes = match poller.openers_refused() {
+                        None => "from the kernel as each socket connects or is accepted (any \
+                                 namespace); sockets older than tcptrack from /proc"
+                            .to_owned(),
+                        Some(why) => format!("from /proc, as ss -p finds them ({why})"),
+                    };
                     let origin = Instant::now();
                     let t = spawn_kernel_poller(poller, name.clone(), origin, cfg.interval, tx);
                     (promiscuous, Some((t, origin)))
@@ -215,6 +225,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
                 live.refresh_origin = Some(origin);
             }
             live.interface = name;
+            live.processes = Some(processes);
             Ok((live, channel))
         }
     }

@@ -58,6 +58,23 @@ pub fn owners(proc: &Path, wanted: &dyn Fn(u32) -> bool) -> HashMap<u32, Owner> 
     found
 }
 
+/// Process `pid` as `/proc` (under `proc`) tells it: its command and cgroup; `None` once it
+/// has ended.
+#[must_use]
+pub fn read_owner(proc: &Path, pid: u32) -> Option<Owner> {
+    let base = proc.join(pid.to_string());
+    Some(Owner {
+        pid,
+        command: std::fs::read_to_string(base.join("comm"))
+            .ok()?
+            .trim_end()
+            .to_owned(),
+        cgroup: std::fs::read_to_string(base.join("cgroup"))
+            .ok()
+            .and_then(|c| unified_cgroup(&c)),
+    })
+}
+
 /// The inode of a `socket:[N]` link.
 fn socket_inode(link: &Path) -> Option<u32> {
     link.to_str()?

@@ -223,7 +223,7 @@ impl App {
             draw_detail(frame, area, m, c, self.view.units);
         }
         if self.view.help {
-            draw_help(frame, area, &source_name(m), m.notice.as_deref());
+            draw_help(frame, area, m);
         }
     }
 
@@ -409,16 +409,19 @@ fn draw_box(frame: &mut Frame<'_>, area: Rect, title: &str, text: &[String], max
 }
 
 /// The keys, then where the packets come from, in full (the status line may cut it).
-fn draw_help(frame: &mut Frame<'_>, area: Rect, source: &str, notice: Option<&str>) {
+fn draw_help(frame: &mut Frame<'_>, area: Rect, m: &Monitor) {
     let key_w = HELP.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut text: Vec<String> = HELP
         .iter()
         .map(|(k, what)| format!("{k:<key_w$}  {what}"))
         .collect();
     text.push(String::new());
-    text.push(format!("Source: {source}"));
-    if let Some(n) = notice {
-        text.push(n.to_owned());
+    text.push(format!("Source: {}", source_name(m)));
+    if let Some(n) = &m.notice {
+        text.push(n.clone());
+    }
+    if let Some(p) = &m.processes {
+        text.push(format!("Processes: {p}"));
     }
     draw_box(frame, area, "tcptrack keys", &text, 72);
 }

@@ -13,10 +13,10 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use tcptrack_common::{counter, event, ConnKey, FlowEvent, FlowValue};
+use tcptrack_common::{counter, event, ConnKey, FlowEvent, FlowValue, OpenerEvent};
 
 use crate::ebpf::{interface_exists, interface_index, Attachment, Kernel, KernelError};
-use crate::flow::{FlowKey, FlowUpdate, Polled, TcpFlags};
+use crate::flow::{FlowKey, FlowUpdate, Opened, Polled, TcpFlags};
 
 /// How long a flip of the epoch waits for programs still counting into the old map: a program
 /// runs for microseconds, with preemption off; this is a thousand times that.
@@ -58,6 +58,10 @@ pub struct Poller {
     interfaces: Interfaces,
     kernel: Kernel,
     events: RingBuf<MapData>,
+    /// The probes' sockets connecting or accepted, where the kernel let them be attached (else
+    /// why not: the process is then looked up in /proc only).
+    openers: Result<RingBuf<MapData>, String>,
+    opened: Vec<Opened>,
     /// The epoch the programs count into.
     epoch: u32,
     /// Connections with packets in the last interval drained.
@@ -140,10 +144,13 @@ impl Poller {
     /// The event ring buffer cannot be taken, or the epoch cannot be set.
     pub fn new(mut kernel: Kernel, interfaces: Interfaces) -> Result<Self, KernelError> {
         let events = kernel.take_events()?;
+        let openers = kernel.watch_openers().map_err(|e| e.to_string());
         kernel.set_epoch(0)?;
         Ok(Self {
             kernel,
             events,
+            openers,
+            opened: Vec::new(),
             epoch: 0,
             active: Vec::new(),
             pending: Vec::new(),
@@ -176,8 +183,24 @@ impl Poller {
         self.read_events();
     }
 
-    /// Reads the events the ring holds now.
+    /// Why the processes of connections are not told by the kernel's probes, if they are not.
+    #[must_use]
+    pub fn openers_refused(&self) -> Option<&str> {
+        self.openers.as_ref().err().map(String::as_str)
+    }
+
+    /// Reads the events the rings hold now.
     fn read_events(&mut self) {
+        if let Ok(openers) = &mut self.openers {
+            while let Some(item) = openers.next() {
+                if item.len() < std::mem::size_of::<OpenerEvent>() {
+                    continue;
+                }
+                // SAFETY: the kernel wrote an OpenerEvent (size checked); read unaligned.
+                let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OpenerEvent>()) };
+                self.opened.extend(Opened::from_event(&e));
+            }
+        }
         while let Some(item) = self.events.next() {
             if item.len() < std::mem::size_of::<FlowEvent>() {
                 continue;
@@ -225,6 +248,7 @@ impl Poller {
         Ok(Polled {
             events: std::mem::take(&mut self.pending),
             counts,
+            opened: std::mem::take(&mut self.opened),
         })
     }
 
