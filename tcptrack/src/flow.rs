@@ -242,6 +242,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_opener_is_read_as_the_probe_wrote_it() {
+        let mut e = tcptrack_common::OpenerEvent {
+            local: [0; 16],
+            remote: [0; 16],
+            local_port: 40_000,
+            remote_port: 80,
+            family: tcptrack_common::sock::AF_INET,
+            _pad: 0,
+            pid: 42,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            _pad2: 0,
+        };
+        e.local[..4].copy_from_slice(&[198, 18, 0, 1]);
+        e.remote[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let o = Opened::from_event(&e).expect("IPv4");
+        assert_eq!(o.local, "198.18.0.1:40000".parse().expect("a"));
+        assert_eq!(o.remote, "198.18.0.2:80".parse().expect("b"));
+        assert_eq!((o.pid, o.command.as_str()), (42, "curl"));
+        // An IPv6 socket talking IPv4 (mapped addresses) is IPv4, as its packets are.
+        e.family = tcptrack_common::sock::AF_INET6;
+        e.local = "::ffff:198.18.0.1"
+            .parse::<Ipv6Addr>()
+            .expect("v6")
+            .octets();
+        e.remote = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
+        let o = Opened::from_event(&e).expect("IPv6");
+        assert_eq!(o.local, "198.18.0.1:40000".parse().expect("a"));
+        assert_eq!(o.remote, "[fd00::2]:80".parse().expect("b"));
+        e.comm = *b"sixteen-letters!";
+        assert_eq!(
+            Opened::from_event(&e).expect("v6").command,
+            "sixteen-letters!"
+        );
+        e.family = 1;
+        assert_eq!(Opened::from_event(&e), None);
+    }
+
+    #[test]
     fn a_key_orders_its_ends_by_address_then_port_whatever_the_family() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

@@ -173,3 +173,80 @@ impl Locals {
         self.by_ends.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FlowKey, FlowUpdate, TcpFlags};
+    use crate::listening::ListeningSockets;
+    use crate::table::{ConnectionTable, TableConfig};
+
+    const CLIENT: &str = "198.18.0.1:40000";
+    const SERVER: &str = "198.18.0.2:80";
+
+    /// A table with the handshake of CLIENT to SERVER; SERVER's address this host's when
+    /// `server_local`.
+    fn table(server_local: bool) -> ConnectionTable {
+        let mut t = ConnectionTable::new(TableConfig::default());
+        let ip = |s: &str| s.parse::<SocketAddr>().expect("address").ip();
+        let local = if server_local { ip(SERVER) } else { ip(CLIENT) };
+        t.set_listening(ListeningSockets::new([], [local]));
+        t.apply(&FlowUpdate::test_packet(
+            CLIENT,
+            SERVER,
+            0,
+            TcpFlags::SYN,
+            0,
+            0,
+            0,
+        ));
+        t
+    }
+
+    fn opened(local: &str, remote: &str, pid: u32) -> Opened {
+        Opened {
+            local: local.parse().expect("address"),
+            remote: remote.parse().expect("address"),
+            pid,
+            command: format!("p{pid}"),
+        }
+    }
+
+    #[test]
+    fn a_connection_takes_its_local_server_s_opener_else_its_client_s() {
+        let mut l = Locals::default();
+        // Both ends opened on this host (two namespaces): 1 connected, 2 accepted.
+        l.opened(
+            &[opened(CLIENT, SERVER, 1), opened(SERVER, CLIENT, 2)],
+            false,
+        );
+        let key = FlowKey::new(CLIENT.parse().expect("a"), SERVER.parse().expect("b")).0;
+        for (server_local, pid) in [(true, 2), (false, 1)] {
+            let t = table(server_local);
+            let c = t.get(&key).expect("listed");
+            assert_eq!(c.local_server(), server_local);
+            let owner = l.of(c).and_then(|x| x.owner.as_ref()).expect("an owner");
+            assert_eq!(
+                (owner.pid, owner.command.as_str()),
+                (pid, &*format!("p{pid}"))
+            );
+            // The probes know nothing of how it goes since.
+            assert_eq!(l.of(c).and_then(|x| x.retransmits), None);
+        }
+    }
+
+    #[test]
+    fn openers_of_connections_gone_are_forgotten_after_their_grace() {
+        let mut l = Locals::default();
+        l.opened(&[opened(CLIENT, SERVER, 1)], false);
+        l.keep_opened(|_, _| false);
+        assert_eq!(l.opened_len(), 1, "kept in its grace");
+        for (_, at) in l.opened.values_mut() {
+            *at -= OPENED_GRACE;
+        }
+        l.keep_opened(|_, _| true);
+        assert_eq!(l.opened_len(), 1, "its connection is listed");
+        l.keep_opened(|_, _| false);
+        assert_eq!(l.opened_len(), 0);
+    }
+}
