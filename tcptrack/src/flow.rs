@@ -128,9 +128,16 @@ impl Hash for FlowKey {
     // `SocketAddr`s field by field. (An IPv4 address and its IPv4-mapped IPv6 form hash alike;
     // equality still tells them apart.)
     fn hash<H: Hasher>(&self, state: &mut H) {
+        let ports = u32::from(self.lo.port()) << 16 | u32::from(self.hi.port());
+        if let (SocketAddr::V4(lo), SocketAddr::V4(hi)) = (self.lo, self.hi) {
+            // IPv4 (most connections): one word of addresses and one of ports.
+            state.write_u64(u64::from(lo.ip().to_bits()) << 32 | u64::from(hi.ip().to_bits()));
+            state.write_u32(ports);
+            return;
+        }
         state.write_u128(addr_bits(&self.lo));
         state.write_u128(addr_bits(&self.hi));
-        state.write_u32(u32::from(self.lo.port()) << 16 | u32::from(self.hi.port()));
+        state.write_u32(ports);
     }
 }
 

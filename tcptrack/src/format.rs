@@ -93,10 +93,18 @@ pub fn idle(d: Duration) -> String {
 /// `[fd00::2]:80`), IPv4 without going through `fmt` (a test holds them equal).
 #[must_use]
 pub fn endpoint(a: std::net::SocketAddr) -> String {
-    let std::net::SocketAddr::V4(v4) = a else {
-        return a.to_string();
-    };
     let mut out = String::with_capacity(21);
+    endpoint_into(a, &mut out);
+    out
+}
+
+/// [`endpoint`], appended to `out`.
+pub fn endpoint_into(a: std::net::SocketAddr, out: &mut String) {
+    let std::net::SocketAddr::V4(v4) = a else {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{a}");
+        return;
+    };
     let mut digits = itoa::Buffer::new();
     for (i, octet) in v4.ip().octets().into_iter().enumerate() {
         if i > 0 {
@@ -106,7 +114,6 @@ pub fn endpoint(a: std::net::SocketAddr) -> String {
     }
     out.push(':');
     out.push_str(digits.format(v4.port()));
-    out
 }
 
 #[cfg(test)]

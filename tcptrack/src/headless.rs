@@ -39,6 +39,19 @@ impl<W: Write> Headless<W> {
         conns: impl IntoIterator<Item = &'a crate::table::Connection>,
     ) -> Result<(), Error> {
         let rate = m.table.config().rate;
+        if self.format == OutputFormat::Json {
+            // Straight from the table, as the records would write it.
+            let mut lines = output::JsonLines::new(rate, m.now, m.wall_clock());
+            let mut line = Vec::with_capacity(640);
+            for c in conns {
+                line.clear();
+                lines.write(c, m.locals.of(c), &mut line);
+                line.push(b'\n');
+                self.out.write_all(&line)?;
+            }
+            self.out.flush()?;
+            return Ok(());
+        }
         let records = conns
             .into_iter()
             .map(|c| ConnectionRecord::new(c, rate, m.now, m.wall_clock(), m.locals.of(c)));
