@@ -84,6 +84,22 @@ pub struct Fed {
     pub error: Option<StreamError>,
 }
 
+/// Blocks SIGPIPE in the calling thread: a write into the pipe after its reader stopped early
+/// then fails with `EPIPE`, which [`feed`] takes for the reader gone, instead of killing the
+/// process where SIGPIPE has its default action (the binary ignores it, as Rust programs do;
+/// a program embedding this library, or the fuzzer's harness, may not). The signal left
+/// pending goes with the thread.
+fn no_sigpipe_here() {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; pthread_sigmask changes this
+    // thread's mask only, and is given a valid set and no old-set pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
+    }
+}
+
 /// The thread that feeds libpcap's pipe. Dropping it waits for the thread, which ends once the
 /// pipe's read end is closed, if not before: drop the capture that reads the pipe first.
 pub struct Feeder {
@@ -106,7 +122,10 @@ impl Feeder {
         let (done, ended) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("capture-feeder".into())
-            .spawn(move || feed(head, input, compression, writer, &done))?;
+            .spawn(move || {
+                no_sigpipe_here();
+                feed(head, input, compression, writer, &done);
+            })?;
         let feeder = Self {
             thread: Some(thread),
             ended,
