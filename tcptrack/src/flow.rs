@@ -288,15 +288,9 @@ mod tests {
 
     #[test]
     fn a_key_orders_its_ends_by_address_then_port_whatever_the_family() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15);
         for i in 0..20_000 {
-            let (r, s) = (next(), next());
+            let (r, s) = (rng.next(), rng.next());
             // Few distinct addresses and ports, so that equal ones and equal pairs come up.
             let v4 = |r: u64| {
                 SocketAddr::from((

@@ -189,12 +189,10 @@ mod tests {
 
     #[test]
     fn endpoints_are_written_as_display_writes_them() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15);
         for i in 0..20_000u32 {
-            // xorshift: addresses and ports of every width, the extremes first.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            // Addresses and ports of every width, the extremes first.
+            let x = rng.next();
             let (ip, port) = match i {
                 0 => (0, 0),
                 1 => (u32::MAX, u16::MAX),

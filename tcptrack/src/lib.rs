@@ -25,3 +25,19 @@ pub mod source;
 pub mod table;
 pub mod tui;
 pub mod view;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A xorshift generator: the same numbers from the same seed, on every machine.
+    pub struct XorShift(pub u64);
+
+    impl XorShift {
+        pub const fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+}

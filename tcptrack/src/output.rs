@@ -746,11 +746,9 @@ mod tests {
 
     #[test]
     fn rfc3339_is_written_as_humantime_writes_it() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rng = crate::testing::XorShift(0x2545_f491_4f6c_dd1d);
         for i in 0..100_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             // Every day boundary near the epoch and leap years, then any second to year 9999.
             let secs = match i {
                 0..1_000 => i * 86_400 + (i % 3) * 86_399,

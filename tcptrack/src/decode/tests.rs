@@ -42,13 +42,8 @@ fn both(ip: &[u8]) -> (Read, bool) {
 #[test]
 fn plain_ipv4_reads_as_the_lax_parser_does() {
     let mut direct = 0;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut next = || rng.next();
     for (opt, data, extra) in [
         (0, 0, 0),
         (12, 100, 0),
