@@ -258,16 +258,9 @@ impl<'b> JsonObject<'b> {
 struct JsonFields<'a> {
     client: &'a str,
     server: &'a str,
-    state: &'static str,
-    /// Payload bytes, bytes, packets: both ways, the client's, the server's.
-    totals: [u64; 3],
-    client_sent: [u64; 3],
-    server_sent: [u64; 3],
-    speed: u64,
-    idle: f64,
+    figures: Figures,
     first_seen: &'a str,
     last_seen: &'a str,
-    speeds: [u64; 2],
     rtt_us: Option<u32>,
     retransmits: [Option<u32>; 2],
     pid: Option<u32>,
@@ -276,27 +269,61 @@ struct JsonFields<'a> {
     time: &'a str,
 }
 
+/// A connection's state, counts, speeds and idle time at a moment, as every output writes them.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    state: &'static str,
+    /// Payload bytes, bytes, packets: both ways, the client's, the server's.
+    totals: [u64; 3],
+    client_sent: [u64; 3],
+    server_sent: [u64; 3],
+    /// Payload bytes per second sent by the client, by the server.
+    speeds: [u64; 2],
+    idle: f64,
+}
+
+impl Figures {
+    /// Those of `c` at `now`.
+    fn of(c: &Connection, rate: RateConfig, now: Timestamp) -> Self {
+        let three = |x: crate::table::Counters| [x.payload_bytes, x.wire_bytes, x.packets];
+        Self {
+            state: c.state().name(),
+            totals: three(c.total()),
+            client_sent: three(c.client_sent()),
+            server_sent: three(c.server_sent()),
+            speeds: c.speeds(rate, now),
+            idle: c.idle(now).as_secs_f64(),
+        }
+    }
+
+    /// The Speed column's: both ways.
+    const fn speed(&self) -> u64 {
+        self.speeds[0].saturating_add(self.speeds[1])
+    }
+}
+
 impl JsonFields<'_> {
     fn write(&self, buf: &mut Vec<u8>) {
+        let f = &self.figures;
         let mut o = JsonObject::new(buf);
         o.str("client", self.client);
         o.str("server", self.server);
-        o.str("state", self.state);
-        o.num("payload_bytes", self.totals[0]);
-        o.num("bytes", self.totals[1]);
-        o.num("packets", self.totals[2]);
-        o.num("client_payload_bytes", self.client_sent[0]);
-        o.num("server_payload_bytes", self.server_sent[0]);
-        o.num("client_bytes", self.client_sent[1]);
-        o.num("server_bytes", self.server_sent[1]);
-        o.num("client_packets", self.client_sent[2]);
-        o.num("server_packets", self.server_sent[2]);
-        o.num("speed", self.speed);
-        o.float("idle", self.idle);
+        o.str("state", f.state);
+        o.num("payload_bytes", f.totals[0]);
+        o.num("bytes", f.totals[1]);
+        o.num("packets", f.totals[2]);
+        o.num("client_payload_bytes", f.client_sent[0]);
+        o.num("server_payload_bytes", f.server_sent[0]);
+        o.num("client_bytes", f.client_sent[1]);
+        o.num("server_bytes", f.server_sent[1]);
+        o.num("client_packets", f.client_sent[2]);
+        o.num("server_packets", f.server_sent[2]);
+        o.num("speed", f.speed());
+        o.float("idle", f.idle);
         o.str("first_seen", self.first_seen);
         o.str("last_seen", self.last_seen);
-        o.num("client_speed", self.speeds[0]);
-        o.num("server_speed", self.speeds[1]);
+        o.num("client_speed", f.speeds[0]);
+        o.num("server_speed", f.speeds[1]);
         o.opt_num("rtt_us", self.rtt_us);
         o.opt_num("client_retransmits", self.retransmits[0]);
         o.opt_num("server_retransmits", self.retransmits[1]);
@@ -341,9 +368,7 @@ impl JsonLines {
     /// Appends `c` (with `local`, its socket on this host) to `buf`, as one object (no
     /// newline).
     pub fn write(&mut self, c: &Connection, local: Option<&Local>, buf: &mut Vec<u8>) {
-        let (cs, ss, total) = (c.client_sent(), c.server_sent(), c.total());
         let extra = Extra::new(c, local);
-        let [client_speed, server_speed] = c.speeds(self.rate, self.now);
         for (text, end) in [
             (&mut self.client, c.client()),
             (&mut self.server, c.server()),
@@ -361,15 +386,9 @@ impl JsonLines {
         JsonFields {
             client: &self.client,
             server: &self.server,
-            state: c.state().name(),
-            totals: [total.payload_bytes, total.wire_bytes, total.packets],
-            client_sent: [cs.payload_bytes, cs.wire_bytes, cs.packets],
-            server_sent: [ss.payload_bytes, ss.wire_bytes, ss.packets],
-            speed: client_speed.saturating_add(server_speed),
-            idle: c.idle(self.now).as_secs_f64(),
+            figures: Figures::of(c, self.rate, self.now),
             first_seen: &self.first_seen,
             last_seen: &self.last_seen,
-            speeds: [client_speed, server_speed],
             rtt_us: extra.rtt_us,
             retransmits: [extra.client_retransmits, extra.server_retransmits],
             pid: extra.pid,
@@ -389,23 +408,24 @@ impl ConnectionRecord {
         JsonFields {
             client: &self.client,
             server: &self.server,
-            state: self.state,
-            totals: [self.payload_bytes, self.bytes, self.packets],
-            client_sent: [
-                self.client_payload_bytes,
-                self.client_bytes,
-                self.client_packets,
-            ],
-            server_sent: [
-                self.server_payload_bytes,
-                self.server_bytes,
-                self.server_packets,
-            ],
-            speed: self.speed,
-            idle: self.idle,
+            figures: Figures {
+                state: self.state,
+                totals: [self.payload_bytes, self.bytes, self.packets],
+                client_sent: [
+                    self.client_payload_bytes,
+                    self.client_bytes,
+                    self.client_packets,
+                ],
+                server_sent: [
+                    self.server_payload_bytes,
+                    self.server_bytes,
+                    self.server_packets,
+                ],
+                speeds: [self.client_speed, self.server_speed],
+                idle: self.idle,
+            },
             first_seen: &self.first_seen,
             last_seen: &self.last_seen,
-            speeds: [self.client_speed, self.server_speed],
             rtt_us: self.rtt_us,
             retransmits: [self.client_retransmits, self.server_retransmits],
             pid: self.pid,
@@ -424,28 +444,27 @@ impl ConnectionRecord {
         clock: WallClock,
         local: Option<&Local>,
     ) -> Self {
-        let (cs, ss, total) = (c.client_sent(), c.server_sent(), c.total());
         let extra = Extra::new(c, local);
-        let [client_speed, server_speed] = c.speeds(rate, now);
+        let f = Figures::of(c, rate, now);
         Self {
             client: format::endpoint(c.client()),
             server: format::endpoint(c.server()),
-            state: c.state().name(),
-            payload_bytes: total.payload_bytes,
-            bytes: total.wire_bytes,
-            packets: total.packets,
-            client_payload_bytes: cs.payload_bytes,
-            server_payload_bytes: ss.payload_bytes,
-            client_bytes: cs.wire_bytes,
-            server_bytes: ss.wire_bytes,
-            client_packets: cs.packets,
-            server_packets: ss.packets,
-            speed: client_speed.saturating_add(server_speed),
-            idle: c.idle(now).as_secs_f64(),
+            state: f.state,
+            payload_bytes: f.totals[0],
+            bytes: f.totals[1],
+            packets: f.totals[2],
+            client_payload_bytes: f.client_sent[0],
+            server_payload_bytes: f.server_sent[0],
+            client_bytes: f.client_sent[1],
+            server_bytes: f.server_sent[1],
+            client_packets: f.client_sent[2],
+            server_packets: f.server_sent[2],
+            speed: f.speed(),
+            idle: f.idle,
             first_seen: clock.rfc3339(c.first_seen()),
             last_seen: clock.rfc3339(c.last_seen()),
-            client_speed,
-            server_speed,
+            client_speed: f.speeds[0],
+            server_speed: f.speeds[1],
             rtt_us: extra.rtt_us,
             client_retransmits: extra.client_retransmits,
             server_retransmits: extra.server_retransmits,
