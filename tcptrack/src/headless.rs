@@ -41,14 +41,19 @@ impl<W: Write> Headless<W> {
         let rate = m.table.config().rate;
         if self.format == OutputFormat::Json {
             // Straight from the table, as the records would write it.
+            // Lines go out some hundreds at a time, in one write each.
+            const CHUNK: usize = 256 * 1024;
             let mut lines = output::JsonLines::new(rate, m.now, m.wall_clock());
-            let mut line = Vec::with_capacity(640);
+            let mut chunk = Vec::with_capacity(CHUNK + 4096);
             for c in conns {
-                line.clear();
-                lines.write(c, m.locals.of(c), &mut line);
-                line.push(b'\n');
-                self.out.write_all(&line)?;
+                lines.write(c, m.locals.of(c), &mut chunk);
+                chunk.push(b'\n');
+                if chunk.len() >= CHUNK {
+                    self.out.write_all(&chunk)?;
+                    chunk.clear();
+                }
             }
+            self.out.write_all(&chunk)?;
             self.out.flush()?;
             return Ok(());
         }

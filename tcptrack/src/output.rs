@@ -46,22 +46,93 @@ impl WallClock {
 
     /// [`WallClock::rfc3339`], appended to `out`.
     pub(crate) fn rfc3339_into(self, t: Timestamp, out: &mut String) {
-        use std::fmt::Write as _;
-        let wall = if t >= self.origin {
-            self.origin_wall.checked_add(t - self.origin)
-        } else {
-            self.origin_wall.checked_sub(self.origin - t)
-        };
-        let since = wall.and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok());
+        let since = self.since_epoch(t);
         if let Some(text) = since.and_then(|d| rfc3339_utc(d.as_secs(), d.subsec_nanos())) {
             // Digits and ASCII punctuation only: always UTF-8.
             out.push_str(std::str::from_utf8(&text).unwrap_or_default());
             return;
         }
+        self.fallback_into(t, since, out);
+    }
+
+    /// `t` as time since the Unix epoch (`None` before it, or past what `SystemTime` holds).
+    fn since_epoch(self, t: Timestamp) -> Option<Duration> {
+        let wall = if t >= self.origin {
+            self.origin_wall.checked_add(t - self.origin)
+        } else {
+            self.origin_wall.checked_sub(self.origin - t)
+        };
+        wall.and_then(|w| w.duration_since(SystemTime::UNIX_EPOCH).ok())
+    }
+
+    /// What RFC 3339 cannot hold: seconds since the Unix epoch (`since`), else on the table's
+    /// clock.
+    fn fallback_into(self, t: Timestamp, since: Option<Duration>, out: &mut String) {
+        use std::fmt::Write as _;
         let since = since.unwrap_or(t);
         let _ = write!(out, "{}.{:09}", since.as_secs(), since.subsec_nanos());
     }
 }
+
+/// RFC 3339 times, as [`WallClock::rfc3339`] writes them, keeping the date and time of day of
+/// the last second written: a capture's connections start and end in far fewer seconds than
+/// there are connections.
+struct Dates {
+    clock: WallClock,
+    /// The last second written (since the Unix epoch), and its text up to its fraction
+    /// (`2023-11-14T22:13:20.`).
+    second: Option<(u64, [u8; 20])>,
+    /// The text of a time RFC 3339 cannot hold.
+    fallback: String,
+}
+
+impl Dates {
+    const fn new(clock: WallClock) -> Self {
+        Self {
+            clock,
+            second: None,
+            fallback: String::new(),
+        }
+    }
+
+    /// `t`, written into `buf` (RFC 3339 takes 30 bytes): the text, in `buf` or (a time RFC
+    /// 3339 cannot hold) in `fallback`.
+    fn write<'b>(&mut self, t: Timestamp, buf: &'b mut [u8; 30]) -> &'b [u8] {
+        let since = self.clock.since_epoch(t);
+        let Some(since) = since.filter(|d| d.as_secs() < RFC3339_END) else {
+            self.fallback.clear();
+            self.clock.fallback_into(t, since, &mut self.fallback);
+            buf.fill(0);
+            let n = self.fallback.len().min(30);
+            buf[..n].copy_from_slice(&self.fallback.as_bytes()[..n]);
+            return &buf[..n];
+        };
+        let secs = since.as_secs();
+        let prefix = match self.second {
+            Some((s, prefix)) if s == secs => prefix,
+            _ => {
+                let mut prefix = [0; 20];
+                if let Some(text) = rfc3339_utc(secs, 0) {
+                    prefix.copy_from_slice(&text[..20]);
+                }
+                self.second = Some((secs, prefix));
+                prefix
+            }
+        };
+        buf[..20].copy_from_slice(&prefix);
+        let mut nanos = since.subsec_nanos();
+        for digit in buf[20..29].iter_mut().rev() {
+            // A digit: below 10.
+            *digit = b'0' + u8::try_from(nanos % 10).unwrap_or(0);
+            nanos /= 10;
+        }
+        buf[29] = b'Z';
+        buf
+    }
+}
+
+/// The first second (since the Unix epoch) of the year 10000, which RFC 3339 cannot write.
+const RFC3339_END: u64 = 253_402_300_800;
 
 /// `secs` and `nanos` since the Unix epoch as RFC 3339 UTC with nanoseconds
 /// (`2023-11-14T22:13:20.000000005Z`), as `humantime::format_rfc3339_nanos` writes them (a test
@@ -75,7 +146,7 @@ fn rfc3339_utc(secs: u64, nanos: u32) -> Option<[u8; 30]> {
             value /= 10;
         }
     }
-    if secs >= 253_402_300_800 || nanos >= 1_000_000_000 {
+    if secs >= RFC3339_END || nanos >= 1_000_000_000 {
         return None;
     }
     let (days, of_day) = (secs / 86_400, secs % 86_400);
@@ -181,75 +252,73 @@ impl Extra {
     }
 }
 
-/// A JSON object written field by field: exactly what serde_json writes for the same fields
-/// in the same order (a test holds them equal), with no `fmt` and no allocation.
-struct JsonObject<'b> {
-    buf: &'b mut Vec<u8>,
-    first: bool,
-}
-
-impl<'b> JsonObject<'b> {
-    fn new(buf: &'b mut Vec<u8>) -> Self {
-        buf.push(b'{');
-        Self { buf, first: true }
+/// Appends `key` (a whole `,"name":`, or `{"name":` for the first) and `value` as JSON,
+/// exactly as serde_json writes them (a test holds them equal), with no `fmt` and no allocation.
+mod json {
+    /// `,"name":`, as bytes.
+    macro_rules! key {
+        ($name:literal) => {
+            concat!(",\"", $name, "\":").as_bytes()
+        };
     }
+    pub(super) use key;
 
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.buf.push(b',');
-        }
-        self.first = false;
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.extend_from_slice(b"\":");
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        self.key(key);
-        // serde_json escapes control characters, quotes and backslashes, nothing else.
-        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            self.buf.push(b'"');
-            self.buf.extend_from_slice(value.as_bytes());
-            self.buf.push(b'"');
+    #[inline(always)]
+    pub(super) fn str(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+        buf.extend_from_slice(key);
+        // serde_json escapes control characters, quotes and backslashes, nothing else. (A fold
+        // with no early exit: the compiler checks many bytes at a time.)
+        let escapes = value
+            .iter()
+            .fold(false, |e, &b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+        if escapes {
+            // Writing to memory does not fail; the text is UTF-8 (it comes from a `str`), so
+            // nothing is replaced.
+            let _ = serde_json::to_writer(&mut *buf, &String::from_utf8_lossy(value));
         } else {
-            // Writing to memory does not fail.
-            let _ = serde_json::to_writer(&mut *self.buf, value);
+            buf.push(b'"');
+            buf.extend_from_slice(value);
+            buf.push(b'"');
         }
     }
 
-    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+    #[inline(always)]
+    pub(super) fn opt_str(buf: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
         match value {
-            Some(v) => self.str(key, v),
-            None => self.null(key),
+            Some(v) => str(buf, key, v.as_bytes()),
+            None => null(buf, key),
         }
     }
 
-    fn num(&mut self, key: &str, value: impl itoa::Integer) {
-        self.key(key);
-        self.buf
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    #[inline(always)]
+    pub(super) fn num(buf: &mut Vec<u8>, key: &[u8], value: impl itoa::Integer) {
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    fn opt_num(&mut self, key: &str, value: Option<impl itoa::Integer>) {
+    #[inline(always)]
+    pub(super) fn opt_num(buf: &mut Vec<u8>, key: &[u8], value: Option<impl itoa::Integer>) {
         match value {
-            Some(v) => self.num(key, v),
-            None => self.null(key),
+            Some(v) => num(buf, key, v),
+            None => null(buf, key),
         }
     }
 
-    fn float(&mut self, key: &str, value: f64) {
-        self.key(key);
-        // Writing to memory does not fail; serde_json writes what it writes for floats.
-        let _ = serde_json::to_writer(&mut *self.buf, &value);
+    /// As serde_json writes an `f64`: its shortest form (zmij's, which serde_json calls), and
+    /// `null` for what JSON cannot hold.
+    #[inline(always)]
+    pub(super) fn float(buf: &mut Vec<u8>, key: &[u8], value: f64) {
+        if !value.is_finite() {
+            return null(buf, key);
+        }
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
     }
 
-    fn null(&mut self, key: &str) {
-        self.key(key);
-        self.buf.extend_from_slice(b"null");
-    }
-
-    fn end(self) {
-        self.buf.push(b'}');
+    #[inline(always)]
+    pub(super) fn null(buf: &mut Vec<u8>, key: &[u8]) {
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(b"null");
     }
 }
 
@@ -259,14 +328,15 @@ struct JsonFields<'a> {
     client: &'a str,
     server: &'a str,
     figures: Figures,
-    first_seen: &'a str,
-    last_seen: &'a str,
+    /// RFC 3339 text.
+    first_seen: &'a [u8],
+    last_seen: &'a [u8],
     rtt_us: Option<u32>,
     retransmits: [Option<u32>; 2],
     pid: Option<u32>,
     process: Option<&'a str>,
     cgroup: Option<&'a str>,
-    time: &'a str,
+    time: &'a [u8],
 }
 
 /// A connection's state, counts, speeds and idle time at a moment, as every output writes them.
@@ -304,34 +374,34 @@ impl Figures {
 
 impl JsonFields<'_> {
     fn write(&self, buf: &mut Vec<u8>) {
+        use json::{float, key, num, opt_num, opt_str, str};
         let f = &self.figures;
-        let mut o = JsonObject::new(buf);
-        o.str("client", self.client);
-        o.str("server", self.server);
-        o.str("state", f.state);
-        o.num("payload_bytes", f.totals[0]);
-        o.num("bytes", f.totals[1]);
-        o.num("packets", f.totals[2]);
-        o.num("client_payload_bytes", f.client_sent[0]);
-        o.num("server_payload_bytes", f.server_sent[0]);
-        o.num("client_bytes", f.client_sent[1]);
-        o.num("server_bytes", f.server_sent[1]);
-        o.num("client_packets", f.client_sent[2]);
-        o.num("server_packets", f.server_sent[2]);
-        o.num("speed", f.speed());
-        o.float("idle", f.idle);
-        o.str("first_seen", self.first_seen);
-        o.str("last_seen", self.last_seen);
-        o.num("client_speed", f.speeds[0]);
-        o.num("server_speed", f.speeds[1]);
-        o.opt_num("rtt_us", self.rtt_us);
-        o.opt_num("client_retransmits", self.retransmits[0]);
-        o.opt_num("server_retransmits", self.retransmits[1]);
-        o.opt_num("pid", self.pid);
-        o.opt_str("process", self.process);
-        o.opt_str("cgroup", self.cgroup);
-        o.str("time", self.time);
-        o.end();
+        str(buf, b"{\"client\":", self.client.as_bytes());
+        str(buf, key!("server"), self.server.as_bytes());
+        str(buf, key!("state"), f.state.as_bytes());
+        num(buf, key!("payload_bytes"), f.totals[0]);
+        num(buf, key!("bytes"), f.totals[1]);
+        num(buf, key!("packets"), f.totals[2]);
+        num(buf, key!("client_payload_bytes"), f.client_sent[0]);
+        num(buf, key!("server_payload_bytes"), f.server_sent[0]);
+        num(buf, key!("client_bytes"), f.client_sent[1]);
+        num(buf, key!("server_bytes"), f.server_sent[1]);
+        num(buf, key!("client_packets"), f.client_sent[2]);
+        num(buf, key!("server_packets"), f.server_sent[2]);
+        num(buf, key!("speed"), f.speed());
+        float(buf, key!("idle"), f.idle);
+        str(buf, key!("first_seen"), self.first_seen);
+        str(buf, key!("last_seen"), self.last_seen);
+        num(buf, key!("client_speed"), f.speeds[0]);
+        num(buf, key!("server_speed"), f.speeds[1]);
+        opt_num(buf, key!("rtt_us"), self.rtt_us);
+        opt_num(buf, key!("client_retransmits"), self.retransmits[0]);
+        opt_num(buf, key!("server_retransmits"), self.retransmits[1]);
+        opt_num(buf, key!("pid"), self.pid);
+        opt_str(buf, key!("process"), self.process);
+        opt_str(buf, key!("cgroup"), self.cgroup);
+        str(buf, key!("time"), self.time);
+        buf.push(b'}');
     }
 }
 
@@ -341,12 +411,13 @@ impl JsonFields<'_> {
 pub struct JsonLines {
     rate: RateConfig,
     now: Timestamp,
-    clock: WallClock,
+    /// For first-seen times, and last-seen times: each kept apart, they stay within few seconds.
+    dates: [Dates; 2],
     time: String,
     client: String,
     server: String,
-    first_seen: String,
-    last_seen: String,
+    first_seen: [u8; 30],
+    last_seen: [u8; 30],
 }
 
 impl JsonLines {
@@ -356,12 +427,12 @@ impl JsonLines {
         Self {
             rate,
             now,
-            clock,
+            dates: [Dates::new(clock), Dates::new(clock)],
             time: clock.rfc3339(now),
             client: String::new(),
             server: String::new(),
-            first_seen: String::new(),
-            last_seen: String::new(),
+            first_seen: [0; 30],
+            last_seen: [0; 30],
         }
     }
 
@@ -376,25 +447,20 @@ impl JsonLines {
             text.clear();
             format::endpoint_into(end, text);
         }
-        for (text, t) in [
-            (&mut self.first_seen, c.first_seen()),
-            (&mut self.last_seen, c.last_seen()),
-        ] {
-            text.clear();
-            self.clock.rfc3339_into(t, text);
-        }
+        let first_seen = self.dates[0].write(c.first_seen(), &mut self.first_seen);
+        let last_seen = self.dates[1].write(c.last_seen(), &mut self.last_seen);
         JsonFields {
             client: &self.client,
             server: &self.server,
             figures: Figures::of(c, self.rate, self.now),
-            first_seen: &self.first_seen,
-            last_seen: &self.last_seen,
+            first_seen,
+            last_seen,
             rtt_us: extra.rtt_us,
             retransmits: [extra.client_retransmits, extra.server_retransmits],
             pid: extra.pid,
             process: extra.process.as_deref(),
             cgroup: extra.cgroup.as_deref(),
-            time: &self.time,
+            time: self.time.as_bytes(),
         }
         .write(buf);
     }
@@ -424,14 +490,14 @@ impl ConnectionRecord {
                 speeds: [self.client_speed, self.server_speed],
                 idle: self.idle,
             },
-            first_seen: &self.first_seen,
-            last_seen: &self.last_seen,
+            first_seen: self.first_seen.as_bytes(),
+            last_seen: self.last_seen.as_bytes(),
             rtt_us: self.rtt_us,
             retransmits: [self.client_retransmits, self.server_retransmits],
             pid: self.pid,
             process: self.process.as_deref(),
             cgroup: self.cgroup.as_deref(),
-            time: &self.time,
+            time: self.time.as_bytes(),
         }
         .write(buf);
     }
@@ -790,6 +856,43 @@ mod tests {
             Some(&b"9999-12-31T23:59:59.999999999Z"[..])
         );
         assert_eq!(rfc3339_utc(253_402_300_800, 0), None);
+    }
+
+    #[test]
+    fn dates_kept_by_second_are_written_as_the_clock_writes_them() {
+        let mut rng = crate::testing::XorShift(0x9e37_79b9_7f4a_7c15);
+        // A capture's clock and a live one (whose origin maps before the epoch too), each with
+        // runs in one second, jumps between seconds, times past year 9999 and before 1970.
+        let live = WallClock::new(
+            Duration::from_secs(100),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(50),
+        );
+        for clock in [WallClock::CAPTURE, live] {
+            let mut dates = Dates::new(clock);
+            let mut buf = [0; 30];
+            let mut t = Duration::new(1_700_000_000, 0);
+            for i in 0..50_000u64 {
+                let x = rng.next();
+                t = match x % 100 {
+                    0..70 => t + Duration::from_nanos(x % 50_000),
+                    70..95 => Duration::new(
+                        1_700_000_000 + x % 10,
+                        u32::try_from(x % 1_000_000_000).expect("below 10^9"),
+                    ),
+                    95..98 => Duration::new(253_402_300_790 + x % 20, 7),
+                    _ => Duration::new(
+                        x % 120,
+                        u32::try_from(i % 1_000_000_000).expect("below 10^9"),
+                    ),
+                };
+                let ours = dates.write(t, &mut buf).to_vec();
+                assert_eq!(
+                    String::from_utf8(ours).expect("ASCII"),
+                    clock.rfc3339(t),
+                    "{t:?}"
+                );
+            }
+        }
     }
 
     /// Records with every kind of field: IPv4 and IPv6, nulls and values, names that need
