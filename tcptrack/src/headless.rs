@@ -20,6 +20,8 @@ pub struct Headless<W: Write> {
     header_written: bool,
     /// The kernel's losses (packets not counted, events lost) last reported on stderr.
     reported: (u64, u64),
+    /// Packets dropped before the table (libpcap's drops, a full channel) last reported.
+    reported_dropped: u64,
 }
 
 impl<W: Write> Headless<W> {
@@ -30,6 +32,7 @@ impl<W: Write> Headless<W> {
             units: Units::Bytes,
             header_written: false,
             reported: (0, 0),
+            reported_dropped: 0,
         }
     }
 
@@ -82,6 +85,13 @@ impl<W: Write> Sink for Headless<W> {
         conns.sort_by_key(|c| c.id());
         self.write(m, conns)?;
         // Losses are never silent: one line on stderr whenever they grow.
+        if m.dropped != self.reported_dropped {
+            self.reported_dropped = m.dropped;
+            eprintln!(
+                "tcptrack: packets dropped so far: {} (by the capture, or on the way to the table)",
+                m.dropped
+            );
+        }
         if let Some(k) = m.kernel {
             if (k.uncounted, k.events_lost) != self.reported {
                 self.reported = (k.uncounted, k.events_lost);

@@ -113,7 +113,11 @@ pub fn last_refresh(out: &Path) -> Vec<Record> {
 
 /// Waits until the last refresh written into `out` satisfies `done`, and returns it; on
 /// timeout, fails showing the last refresh seen.
-pub fn wait_refresh(out: &Path, what: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+pub fn wait_refresh(
+    out: &Path,
+    what: &str,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
     let mut seen = Vec::new();
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until(what, Duration::from_secs(20), || {

@@ -157,7 +157,7 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
     std::thread::sleep(Duration::from_millis(2_500));
     let socket = last_refresh(&kernel_out);
     drop(sender);
-    let _ = recorder.finish(&hosts);
+    let tcpdump_log = recorder.finish(&hosts);
     drop(kernel);
 
     let theirs = tshark_count(&rec, "tcp.analysis.retransmission");
@@ -166,16 +166,12 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
     let recs = json_records(&file.stdout);
     let r = to_port(&recs, port).expect("the recording's connection");
     let from_file = r.client_retransmits.expect("known from packets");
-    // Live, once it has every packet of the recording (nothing lost on the way).
-    let live = wait_refresh(
+    let live = live_as_recorded(
         &libpcap_out,
-        "the live capture to have every packet",
-        |recs| {
-            to_port(recs, port).is_some_and(|l| {
-                (l.client_payload_bytes, l.client_packets)
-                    == (r.client_payload_bytes, r.client_packets)
-            })
-        },
+        port,
+        (r.client_payload_bytes, r.client_packets),
+        &tcpdump_log,
+        &dir.path().join("libpcap.err"),
     );
     drop(libpcap);
     let live = to_port(&live, port)
@@ -203,6 +199,57 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
          (retransmissions and out of order)"
     );
     assert_eq!(r.server_retransmits, Some(0));
+}
+
+/// The last refresh of the live capture in `out`, once its connection to `port` has the
+/// client's (payload, packets) of the recording; or, if one of the two captures lost packets
+/// (each says so: `tcpdump_log`, tcptrack's stderr in `said`), once its count stops moving.
+/// Fails if they differ with no loss reported: that would be a miscount.
+fn live_as_recorded(
+    out: &Path,
+    port: u16,
+    recorded: (u64, u64),
+    tcpdump_log: &str,
+    said: &Path,
+) -> Vec<Record> {
+    let mut last: Option<((u64, u64), std::time::Instant)> = None;
+    let live = wait_refresh(out, "the live capture to have every packet", |recs| {
+        let Some(l) = to_port(recs, port) else {
+            return false;
+        };
+        let now = (l.client_payload_bytes, l.client_packets);
+        if now == recorded {
+            return true;
+        }
+        match last {
+            Some((seen, since)) if seen == now => since.elapsed() > Duration::from_secs(3),
+            _ => {
+                last = Some((now, std::time::Instant::now()));
+                false
+            }
+        }
+    });
+    let live_figures = to_port(&live, port).map(|l| (l.client_payload_bytes, l.client_packets));
+    if live_figures != Some(recorded) {
+        let lost_by_tcpdump = tcpdump_log
+            .lines()
+            .filter_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .next_back()
+            .unwrap_or(0);
+        let said = std::fs::read_to_string(said).unwrap_or_default();
+        let lost_live = said.contains("tcptrack: packets dropped so far: ");
+        println!(
+            "the live capture stopped at (payload, packets) {live_figures:?}, the recording has \
+             {recorded:?}; tcpdump dropped {lost_by_tcpdump}; tcptrack said: {said}"
+        );
+        assert!(
+            lost_by_tcpdump > 0 || lost_live,
+            "live {live_figures:?} and the recording {recorded:?} differ, and neither capture \
+             lost a packet"
+        );
+    }
+    live
 }
 
 /// A delay line between host a and host b, for the round trip (this machine's kernel has no
