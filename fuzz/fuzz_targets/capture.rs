@@ -8,7 +8,9 @@
 //!   it was given, and asking for more always asks for more than it has, and never for more than
 //!   the largest record (16 MiB), so that a stream's buffer stays bounded.
 //! - `CaptureFile` on the bytes written to a file (mapped): the updates of the records its
-//!   link types decode, and an ending that says the same.
+//!   link types decode, and an ending that says the same. Bytes that start as a gzip or zstd
+//!   stream are a compressed capture: what `CaptureFile` must agree with is then the parser's
+//!   reading of what the stream decompresses to, cut short if the stream is.
 
 #![no_main]
 
@@ -21,6 +23,7 @@ use tcptrack::error::Error;
 use tcptrack::flow::FlowUpdate;
 use tcptrack::source::file::{CaptureFile, ReadEnd};
 use tcptrack::source::savefile::{Damage, Parser, Step};
+use tcptrack::source::stream::{Compression, Feeder};
 
 /// The most a record or block may ask a stream to hold (pcapng's block limit).
 const MOST_BUFFERED: usize = 16 * 1024 * 1024;
@@ -143,10 +146,54 @@ fn scratch() -> &'static PathBuf {
     })
 }
 
-/// `CaptureFile` on `bytes` through a file agrees with the parser's reading of them.
+/// The most a compressed input may decompress to for the file's check (a few KiB of zstd can
+/// say hundreds of MiB).
+const MOST_INFLATED: usize = 64 * 1024 * 1024;
+
+/// What tcptrack's feeder decompresses from the file at `path` (compressed as `compression`
+/// says), and whether the stream was whole; `None` past [`MOST_INFLATED`].
+fn inflate(path: &std::path::Path, compression: Compression) -> Option<(Vec<u8>, bool)> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).expect("open the scratch file");
+    let mut head = Vec::new();
+    (&mut file)
+        .take(Compression::MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .expect("read the head");
+    let (feeder, pipe) = Feeder::start(head, file, Some(compression)).expect("start the feeder");
+    let mut inflated = Vec::new();
+    std::fs::File::from(pipe)
+        .take(MOST_INFLATED as u64 + 1)
+        .read_to_end(&mut inflated)
+        .expect("read the pipe");
+    if inflated.len() > MOST_INFLATED {
+        return None;
+    }
+    let whole = feeder.finish().is_none_or(|fed| fed.error.is_none());
+    Some((inflated, whole))
+}
+
+/// `CaptureFile` on `bytes` through a file agrees with the parser's reading of them (of what
+/// they decompress to, for a compressed capture).
 fn file_agrees(bytes: &[u8], records: &[Rec], end: &End) {
     let path = scratch();
     std::fs::write(path, bytes).expect("write the scratch file");
+    let inflated;
+    let (bytes, records, end) = match Compression::of(bytes) {
+        None => (bytes, records.to_vec(), end.clone()),
+        Some(compression) => {
+            let Some((inner, whole)) = inflate(path, compression) else {
+                let _ = std::fs::remove_file(path);
+                return;
+            };
+            inflated = inner;
+            let (records, end) = read(&inflated, inflated.len().max(1));
+            // A stream cut or damaged on a record's boundary still cuts the capture short.
+            let end = if whole { end } else if end == End::Clean { End::Cut } else { end };
+            (&inflated[..], records, end)
+        }
+    };
+    let (records, end) = (&records[..], &end);
     let opened = CaptureFile::open(path, None);
     // The map outlives the name: nothing is left behind.
     let _ = std::fs::remove_file(path);

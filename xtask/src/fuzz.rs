@@ -181,7 +181,46 @@ fn capture_seeds(dir: &Path) -> Result<()> {
             .write(&packets(Link::Raw))
             .bytes,
     );
-    write(dir, "pcapng-two-sections", &two)
+    write(dir, "pcapng-two-sections", &two)?;
+    // Compressed captures: gzip (two members) and zstd, whole.
+    let pcap = CaptureSpec::new(Format::Pcap, Link::Ethernet.linktype())
+        .write(&packets(Link::Ethernet))
+        .bytes;
+    let (a, b) = pcap.split_at(pcap.len() / 2);
+    write(dir, "gzip-two-members", &[gzip(a)?, gzip(b)?].concat())?;
+    let pcapng = CaptureSpec::new(Format::PcapNg, Link::Ethernet.linktype())
+        .write(&packets(Link::Ethernet))
+        .bytes;
+    write(
+        dir,
+        "zstd-pcapng",
+        &ruzstd::encoding::compress_to_vec(
+            &pcapng[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ),
+    )?;
+    // Every input a fuzzer found failing, kept by name (`fuzz/regressions/capture/`).
+    let regressions = root().join("fuzz/regressions/capture");
+    for entry in fs::read_dir(&regressions)
+        .with_context(|| format!("cannot read {}", regressions.display()))?
+    {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a file name")?;
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        write(dir, name, &bytes)?;
+    }
+    Ok(())
+}
+
+/// `data` as one gzip member.
+fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).context("gzip")?;
+    enc.finish().context("gzip")
 }
 
 /// Frames of every link type: each packet of a short connection, and each cut to 60 bytes.
