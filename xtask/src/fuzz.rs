@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use tcptrack_tests::capture::{gzip, zstd};
 use tcptrack_tests::{CaptureSpec, Format, Link, Packet, Session, Side};
 
 use crate::{root, sh, step};
@@ -187,18 +188,11 @@ fn capture_seeds(dir: &Path) -> Result<()> {
         .write(&packets(Link::Ethernet))
         .bytes;
     let (a, b) = pcap.split_at(pcap.len() / 2);
-    write(dir, "gzip-two-members", &[gzip(a)?, gzip(b)?].concat())?;
+    write(dir, "gzip-two-members", &[gzip(a), gzip(b)].concat())?;
     let pcapng = CaptureSpec::new(Format::PcapNg, Link::Ethernet.linktype())
         .write(&packets(Link::Ethernet))
         .bytes;
-    write(
-        dir,
-        "zstd-pcapng",
-        &ruzstd::encoding::compress_to_vec(
-            &pcapng[..],
-            ruzstd::encoding::CompressionLevel::Fastest,
-        ),
-    )?;
+    write(dir, "zstd-pcapng", &zstd(&pcapng))?;
     // Every input a fuzzer found failing, kept by name (`fuzz/regressions/capture/`).
     let regressions = root().join("fuzz/regressions/capture");
     for entry in fs::read_dir(&regressions)
@@ -213,14 +207,6 @@ fn capture_seeds(dir: &Path) -> Result<()> {
         write(dir, name, &bytes)?;
     }
     Ok(())
-}
-
-/// `data` as one gzip member.
-fn gzip(data: &[u8]) -> Result<Vec<u8>> {
-    use std::io::Write as _;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).context("gzip")?;
-    enc.finish().context("gzip")
 }
 
 /// Frames of every link type: each packet of a short connection, and each cut to 60 bytes.
