@@ -189,7 +189,7 @@ fn file_agrees(bytes: &[u8], records: &[Rec], end: &End) {
             inflated = inner;
             let (records, end) = read(&inflated, inflated.len().max(1));
             // A stream cut or damaged on a record's boundary still cuts the capture short.
-            let end = if whole { end } else if end == End::Clean { End::Cut } else { end };
+            let end = if !whole && end == End::Clean { End::Cut } else { end };
             (&inflated[..], records, end)
         }
     };

@@ -102,7 +102,6 @@ impl Dates {
         let Some(since) = since.filter(|d| d.as_secs() < RFC3339_END) else {
             self.fallback.clear();
             self.clock.fallback_into(t, since, &mut self.fallback);
-            buf.fill(0);
             let n = self.fallback.len().min(30);
             buf[..n].copy_from_slice(&self.fallback.as_bytes()[..n]);
             return &buf[..n];
@@ -120,14 +119,18 @@ impl Dates {
             }
         };
         buf[..20].copy_from_slice(&prefix);
-        let mut nanos = since.subsec_nanos();
-        for digit in buf[20..29].iter_mut().rev() {
-            // A digit: below 10.
-            *digit = b'0' + u8::try_from(nanos % 10).unwrap_or(0);
-            nanos /= 10;
-        }
+        digits::<9>(buf, 20, u64::from(since.subsec_nanos()));
         buf[29] = b'Z';
         buf
+    }
+}
+
+/// Writes `value` as `N` decimal digits at `at` of an RFC 3339 text.
+fn digits<const N: usize>(buf: &mut [u8; 30], at: usize, mut value: u64) {
+    for i in (at..at + N).rev() {
+        // A digit: below 10.
+        buf[i] = b'0' + u8::try_from(value % 10).unwrap_or(0);
+        value /= 10;
     }
 }
 
@@ -138,14 +141,6 @@ const RFC3339_END: u64 = 253_402_300_800;
 /// (`2023-11-14T22:13:20.000000005Z`), as `humantime::format_rfc3339_nanos` writes them (a test
 /// holds them equal) without going through `fmt`; `None` from the year 10000 on.
 fn rfc3339_utc(secs: u64, nanos: u32) -> Option<[u8; 30]> {
-    /// Writes `value` as `N` decimal digits at `at`.
-    fn digits<const N: usize>(buf: &mut [u8; 30], at: usize, mut value: u64) {
-        for i in (at..at + N).rev() {
-            // A digit: below 10.
-            buf[i] = b'0' + u8::try_from(value % 10).unwrap_or(0);
-            value /= 10;
-        }
-    }
     if secs >= RFC3339_END || nanos >= 1_000_000_000 {
         return None;
     }
