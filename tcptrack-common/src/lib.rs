@@ -7,13 +7,15 @@
 
 /// Name of the kernel program attached to TC ingress and egress.
 pub const PROGRAM_TC: &str = "tcptrack_tc";
-/// [`PROGRAM_TC`] with the kernel filter (`bpf_loop`: kernel 5.17 on).
+/// The TC program attached when a filter runs in the kernel: it tail-calls the translated
+/// filter (slot [`FILTER_SLOT`] of [`MAP_FILTER_TC`]), which tail-calls [`PROGRAM_TC`] (slot
+/// [`COUNT_SLOT`]) for the packets it selects.
 pub const PROGRAM_TC_FILTER: &str = "tcptrack_tc_f";
 /// Name of a TC program that only passes packets: the benchmarks' baseline.
 pub const PROGRAM_EMPTY: &str = "tcptrack_empty";
 /// Name of the kernel program attached to XDP (ingress, with `--xdp`).
 pub const PROGRAM_XDP: &str = "tcptrack_xdp";
-/// [`PROGRAM_XDP`] with the kernel filter.
+/// [`PROGRAM_TC_FILTER`]'s XDP twin ([`MAP_FILTER_XDP`], [`PROGRAM_XDP`]).
 pub const PROGRAM_XDP_FILTER: &str = "tcptrack_xdp_f";
 /// Name of a TC program that counts every packet into [`MAP_PROBE`] and passes it on: the
 /// tests' stand-in for another program of the same tcx chain (never attached by tcptrack).
@@ -30,8 +32,13 @@ pub const MAP_EPOCH: &str = "EPOCH";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-CPU array of one `u64`: the packets [`PROGRAM_PROBE`] saw.
 pub const MAP_PROBE: &str = "PROBE";
-/// Array of [`FilterInsn`]: the filter expression, when the kernel decides it.
-pub const MAP_FILTER: &str = "FILTER";
+/// The program arrays of the kernel filter, TC's and XDP's (a program array takes programs of
+/// one type): the translated filter in slot [`FILTER_SLOT`], the counting program in slot
+/// [`COUNT_SLOT`].
+pub const MAP_FILTER_TC: &str = "FILTER_TC";
+pub const MAP_FILTER_XDP: &str = "FILTER_XDP";
+pub const FILTER_SLOT: u32 = 0;
+pub const COUNT_SLOT: u32 = 1;
 /// Name of the fentry program on `tcp_connect`: who opens a connection (the socket's process).
 pub const PROGRAM_CONNECT: &str = "tcptrack_connect";
 /// Names of the fexit programs on `inet_csk_accept`, who accepts one: for the function of four
@@ -48,54 +55,6 @@ pub const OPENERS_BYTES: u32 = 1 << 18;
 /// Name of the load-time global that says the kernel has `bpf_ktime_get_coarse_ns` (`u8`, 1:
 /// it has).
 pub const GLOBAL_COARSE_CLOCK: &str = "COARSE_CLOCK";
-/// Most instructions of a kernel filter (its program ends at the first [`filter::END`]).
-pub const MAX_FILTER_INSNS: u32 = 64;
-
-/// The kernel filter: a postfix program over a stack of booleans (see [`filter`]). An empty
-/// program (first op [`filter::END`]) selects everything.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FilterInsn {
-    /// One of [`filter`]'s ops.
-    pub op: u8,
-    /// Which end a test looks at: [`filter::SRC`], [`filter::DST`] or either
-    /// ([`filter::ANY`]).
-    pub dir: u8,
-    /// For [`filter::FAMILY`] and [`filter::NET`]: [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
-    pub family: u8,
-    pub _pad: u8,
-    /// For [`filter::PORT`]: the range, inclusive.
-    pub port_lo: u16,
-    pub port_hi: u16,
-    /// For [`filter::NET`]: the network (already masked) and the mask.
-    pub addr: [u8; 16],
-    pub mask: [u8; 16],
-}
-
-/// Ops and directions of [`FilterInsn`].
-pub mod filter {
-    /// End of the program.
-    pub const END: u8 = 0;
-    /// Pushes true (`tcp`: every packet counted is TCP).
-    pub const TRUE: u8 = 1;
-    /// Pushes whether the packet is of the instruction's family (`ip`, `ip6`).
-    pub const FAMILY: u8 = 2;
-    /// Pushes whether the address(es) in `dir` are in the network (`host`, `net`).
-    pub const NET: u8 = 3;
-    /// Pushes whether the port(s) in `dir` are in the range (`port`, `portrange`).
-    pub const PORT: u8 = 4;
-    /// Pops two, pushes both.
-    pub const AND: u8 = 5;
-    /// Pops two, pushes either.
-    pub const OR: u8 = 6;
-    /// Negates the top.
-    pub const NOT: u8 = 7;
-
-    pub const SRC: u8 = 1;
-    pub const DST: u8 = 2;
-    pub const ANY: u8 = 3;
-}
-
 /// The protocol numbers and bits both packet parsers use: the kernel programs' and userspace's
 /// (`tcptrack::decode`). One definition, so that the two agree on what they read.
 pub mod proto {
@@ -172,7 +131,7 @@ pub mod counter {
     pub const MAP_FULL: u32 = 2;
     /// Events that did not fit in the ring buffer.
     pub const EVENTS_LOST: u32 = 3;
-    /// TCP packets the kernel filter left out.
+    /// Packets the kernel filter left out (it runs before anything else: any packet).
     pub const FILTERED_OUT: u32 = 4;
     /// Number of slots.
     pub const SLOTS: u32 = 5;
@@ -291,7 +250,6 @@ const _: () = assert!(core::mem::size_of::<OpenerEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<FilterInsn>() == 40);
 
 #[cfg(feature = "user")]
 mod user {
@@ -302,6 +260,4 @@ mod user {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowEvent {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::FilterInsn {}
 }

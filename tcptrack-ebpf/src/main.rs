@@ -9,15 +9,15 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
-        bpf_loop, bpf_probe_read_kernel, bpf_xdp_load_bytes,
+        bpf_probe_read_kernel, bpf_xdp_load_bytes,
     },
     macros::{classifier, fentry, fexit, map, xdp},
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{FEntryContext, FExitContext, TcContext, XdpContext},
 };
 use tcptrack_common::{
-    counter, event, filter, sock, ConnKey, FilterInsn, FlowEvent, FlowValue, OpenerEvent,
-    DEFAULT_MAX_FLOWS, EVENTS_BYTES, FAMILY_IPV4, FAMILY_IPV6, MAX_FILTER_INSNS, OPENERS_BYTES,
+    counter, event, sock, ConnKey, FlowEvent, FlowValue, OpenerEvent, DEFAULT_MAX_FLOWS,
+    EVENTS_BYTES, FAMILY_IPV4, FAMILY_IPV6, FILTER_SLOT, OPENERS_BYTES,
 };
 
 #[map(name = "COUNTERS")]
@@ -48,27 +48,14 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[unsafe(no_mangle)]
 static COARSE_CLOCK: u8 = 1;
 
-#[map(name = "FILTER")]
-static FILTER: Array<FilterInsn> = Array::with_max_entries(MAX_FILTER_INSNS, 0);
+/// The kernel filter's program arrays (see `tcptrack_common::MAP_FILTER_TC`): userspace puts
+/// the filter it translated from libpcap's classic BPF in slot `FILTER_SLOT`, and the counting
+/// program in the slot the filter tail-calls for the packets it selects.
+#[map(name = "FILTER_TC")]
+static FILTER_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// The filter program's state while it runs on a packet. It lives in a per-CPU map, not on the
-/// stack, so that the verifier does not follow its values through every step (it verifies one
-/// `bpf_loop` step instead of every path through all of them).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct FilterRun {
-    family: u8,
-    /// The packet goes from endpoint 1 of the key to endpoint 0.
-    from_second: u8,
-    _pad: [u8; 2],
-    port: [u16; 2],
-    addr: [[u8; 16]; 2],
-    /// The boolean stack, top in bit 0.
-    stack: u64,
-}
-
-#[map(name = "FILTER_RUN")]
-static FILTER_RUN: PerCpuArray<FilterRun> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "FILTER_XDP")]
+static FILTER_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 use tcptrack_common::proto::{ether, ip, tcp};
 
@@ -372,104 +359,6 @@ fn parse<P: Packet>(p: &P) -> Option<Parsed> {
     })
 }
 
-/// Whether endpoint address `addr` is in `ins`'s network.
-fn in_net(ins: &FilterInsn, addr: &[u8; 16]) -> bool {
-    let mut diff = 0u8;
-    let mut i = 0;
-    while i < 16 {
-        diff |= (addr[i] & ins.mask[i]) ^ ins.addr[i];
-        i += 1;
-    }
-    diff == 0
-}
-
-/// One step of the filter program (`bpf_loop` callback): 0 to go on, 1 to stop.
-#[inline(never)]
-extern "C" fn filter_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(run) = FILTER_RUN.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: this CPU's slot of a per-CPU array.
-    let run = unsafe { &mut *run };
-    // `bpf_loop` runs at most MAX_FILTER_INSNS steps: the index fits.
-    let Ok(index) = u32::try_from(index) else {
-        return 1;
-    };
-    let Some(ins) = FILTER.get(index) else {
-        return 1;
-    };
-    // Plain booleans, not an array indexed by direction: the verifier refuses the pointer
-    // arithmetic the compiler makes of that.
-    let from_second = run.from_second == 1;
-    let either = |m0: bool, m1: bool| {
-        let (at_src, at_dst) = if from_second { (m1, m0) } else { (m0, m1) };
-        match ins.dir {
-            filter::SRC => at_src,
-            filter::DST => at_dst,
-            _ => m0 || m1,
-        }
-    };
-    let bit = match ins.op {
-        filter::END => return 1,
-        filter::FAMILY => ins.family == run.family,
-        filter::NET => {
-            ins.family == run.family && either(in_net(ins, &run.addr[0]), in_net(ins, &run.addr[1]))
-        }
-        filter::PORT => either(
-            ins.port_lo <= run.port[0] && run.port[0] <= ins.port_hi,
-            ins.port_lo <= run.port[1] && run.port[1] <= ins.port_hi,
-        ),
-        filter::AND => {
-            let top = run.stack & (run.stack >> 1) & 1;
-            run.stack = (run.stack >> 2 << 1) | top;
-            return 0;
-        }
-        filter::OR => {
-            let top = (run.stack | (run.stack >> 1)) & 1;
-            run.stack = (run.stack >> 2 << 1) | top;
-            return 0;
-        }
-        filter::NOT => {
-            run.stack ^= 1;
-            return 0;
-        }
-        // TRUE, and anything unknown (fail open).
-        _ => true,
-    };
-    run.stack = (run.stack << 1) | u64::from(bit);
-    0
-}
-
-/// Whether the filter selects the packet (userspace checked the program's shape). Only the
-/// programs with a filter call this: `bpf_loop` (5.17) and its callback (a subprogram that
-/// kernels before 5.13 cannot load) stay out of the others.
-fn selected(pk: &Parsed) -> bool {
-    if FILTER.get(0).is_none_or(|i| i.op == filter::END) {
-        return true;
-    }
-    let Some(run) = FILTER_RUN.get_ptr_mut(0) else {
-        return true;
-    };
-    // SAFETY: this CPU's slot of a per-CPU array; the program runs to its end on this CPU.
-    unsafe {
-        *run = FilterRun {
-            family: pk.key.family,
-            from_second: pk.dir & 1,
-            _pad: [0; 2],
-            port: pk.key.port,
-            addr: pk.key.addr,
-            stack: 0,
-        };
-        bpf_loop(
-            MAX_FILTER_INSNS,
-            filter_step as *mut core::ffi::c_void,
-            core::ptr::null_mut(),
-            0,
-        );
-        (*run).stack & 1 == 1
-    }
-}
-
 fn emit(pk: &Parsed, kind: u8, now: u64) {
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
@@ -554,17 +443,13 @@ fn add_to(v: &mut FlowValue, pk: &Parsed, wire: u64, segments: u32, now: u64) {
     v.last_seen_ns = now;
 }
 
-/// Counts one packet; `FILTER`: when the filter program selects it.
-fn count<P: Packet, const FILTER: bool>(p: &P) {
+/// Counts one packet.
+fn count<P: Packet>(p: &P) {
     bump(counter::PACKETS);
     let Some(pk) = parse(p) else {
         return;
     };
     bump(counter::TCP);
-    if FILTER && !selected(&pk) {
-        bump(counter::FILTERED_OUT);
-        return;
-    }
     // Counters carry the coarse clock (a tick's resolution, a fraction of the precise clock's
     // cost) where the kernel has it; control events the precise one.
     // SAFETY: a read of a global the loader set; volatile, so the compiler keeps both branches.
@@ -602,27 +487,31 @@ const TC_CONTINUE: i32 = TC_ACT_UNSPEC;
 
 #[classifier]
 pub fn tcptrack_tc(ctx: TcContext) -> i32 {
-    count::<_, false>(&ctx);
+    count(&ctx);
     TC_CONTINUE
 }
 
-/// `tcptrack_tc` with the filter program.
+/// What is attached when a filter runs in the kernel: on to the filter userspace translated,
+/// which goes on to `tcptrack_tc` for the packets it selects.
 #[classifier]
 pub fn tcptrack_tc_f(ctx: TcContext) -> i32 {
-    count::<_, true>(&ctx);
+    // SAFETY: a tail call into the filter's slot; it returns only if the slot is empty (never
+    // once userspace loaded the filter): the packet then passes, uncounted.
+    unsafe { FILTER_TC.tail_call(&ctx, FILTER_SLOT) };
     TC_CONTINUE
 }
 
 #[xdp]
 pub fn tcptrack_xdp(ctx: XdpContext) -> u32 {
-    count::<_, false>(&ctx);
+    count(&ctx);
     xdp_action::XDP_PASS
 }
 
-/// `tcptrack_xdp` with the filter program.
+/// `tcptrack_tc_f`'s XDP twin.
 #[xdp]
 pub fn tcptrack_xdp_f(ctx: XdpContext) -> u32 {
-    count::<_, true>(&ctx);
+    // SAFETY: as in `tcptrack_tc_f`.
+    unsafe { FILTER_XDP.tail_call(&ctx, FILTER_SLOT) };
     xdp_action::XDP_PASS
 }
 

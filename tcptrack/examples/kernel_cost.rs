@@ -1,11 +1,17 @@
 //! Kernel cost per packet, from BPF_PROG_TEST_RUN (the kernel's own timing): the TC counting
 //! program on a packet of an existing connection and on packets of new connections, beside a
-//! TC program that does nothing. Prints one JSON object. `cargo xtask bench` runs it.
+//! TC program that does nothing; and the same existing connection's packet through a filter
+//! of five primitives that selects it (libpcap's program, translated), beside the counting
+//! program loaded the same way. Prints one JSON object. `cargo xtask bench` runs it.
 
 use aya::programs::SchedClassifier;
 use aya::{EbpfLoader, TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY, PROGRAM_TC};
+
+/// Five primitives, all true of [`frame`]'s packets.
+const FILTER: &str =
+    "tcp and port 443 and host 198.19.0.1 and greater 100 and not net 198.20.0.0/16";
 
 fn frame(client_port: u16, third_octet: u8) -> Vec<u8> {
     let mut v = Vec::new();
@@ -78,7 +84,20 @@ fn main() {
         1,
     );
     let empty_single_ns = run(PROGRAM_EMPTY, &mut (0..fresh).map(|_| existing.clone()), 1);
+    // Through tcptrack's own loader: without a filter, then with one that selects the packet.
+    let through = |filter: Option<&str>| -> f64 {
+        let mut k = tcptrack::ebpf::Kernel::load(1024, filter.is_some(), false)
+            .expect("load the programs (root)");
+        if let Some(expr) = filter {
+            let program = tcptrack::filter::compile(expr, pcap::Linktype::ETHERNET)
+                .expect("libpcap compiles the filter");
+            k.set_filter(&program).expect("the kernel takes the filter");
+        }
+        repeated(k.tc().expect("TC program"), &existing, repeat)
+    };
+    let unfiltered_ns = through(None);
+    let filtered_ns = through(Some(FILTER));
     println!(
-        "{{\"repeat\":{repeat},\"new_connections\":{fresh},\"empty_ns\":{empty_ns:.1},\"existing_ns\":{existing_ns:.1},\"new_ns\":{new_ns:.1},\"empty_single_ns\":{empty_single_ns:.1}}}"
+        "{{\"repeat\":{repeat},\"new_connections\":{fresh},\"empty_ns\":{empty_ns:.1},\"existing_ns\":{existing_ns:.1},\"new_ns\":{new_ns:.1},\"empty_single_ns\":{empty_single_ns:.1},\"unfiltered_ns\":{unfiltered_ns:.1},\"filtered_ns\":{filtered_ns:.1},\"filter\":\"{FILTER}\"}}"
     );
 }

@@ -378,9 +378,20 @@ fn at_80x24_long_addresses_are_shortened_every_connection_listed_and_enter_shows
 fn the_reason_for_the_libpcap_path_is_readable_in_full() {
     let _one = tcptrack_tests::live::serial();
     let hosts = HostPair::new();
-    // A filter outside the kernel's subset: libpcap's path, and why.
-    let t = on_host_a(&hosts, &format!("-i {} less 1500", hosts.a_if), (80, 24));
-    t.wait_for(&format!("libpcap on {}", hosts.a_if));
+    // A tun device: its bare IP packets are libpcap's, and the reason is long.
+    for args in [
+        &["tuntap", "add", "mode", "tun", "name", "tt-tun"][..],
+        &["link", "set", "tt-tun", "up"],
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["-n", &hosts.a])
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(ok.success(), "ip {}", args.join(" "));
+    }
+    let t = on_host_a(&hosts, "-i tt-tun", (80, 24));
+    t.wait_for("libpcap on tt-tun");
     t.keys(&["?"]);
     let s = t.wait_for("Source:");
     // The help box's text, its lines joined.
@@ -393,14 +404,14 @@ fn the_reason_for_the_libpcap_path_is_readable_in_full() {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    let why = "the filter is outside what the kernel decides (host, net, port, portrange, with \
-               src or dst; ip, ip6, tcp; and, or, not): libpcap decides it";
+    let why = "the interface carries bare IP packets (link type 65534, a tun or IP tunnel), \
+               and the kernel path reads Ethernet frames only";
     assert!(help.contains(why), "{help}\n{s}");
     t.keys(&["q"]);
     assert_eq!(t.wait_exit(), 0);
     // And on the terminal after the screen is gone, one line (the window wraps it).
     let s = t.screen();
-    let line = format!("tcptrack: libpcap on {}: {why}", hosts.a_if);
+    let line = format!("tcptrack: libpcap on tt-tun: {why}");
     assert!(s.replace('\n', "").contains(&line), "{s}");
 }
 

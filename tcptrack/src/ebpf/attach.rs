@@ -24,8 +24,6 @@ pub struct Features {
     pub tcx: bool,
     /// `bpf_ktime_get_coarse_ns` (5.11).
     pub coarse_clock: bool,
-    /// `bpf_loop` (5.17): the kernel filter runs with it.
-    pub bpf_loop: bool,
     /// `bpf_xdp_load_bytes` (5.18): the XDP program reads headers with it.
     pub xdp_load_bytes: bool,
 }
@@ -38,7 +36,6 @@ impl Features {
         Self {
             tcx: at_least(6, 6),
             coarse_clock: at_least(5, 11),
-            bpf_loop: at_least(5, 17),
             xdp_load_bytes: at_least(5, 18),
         }
     }
@@ -271,7 +268,6 @@ mod tests {
             Features {
                 tcx: false,
                 coarse_clock: false,
-                bpf_loop: false,
                 xdp_load_bytes: false
             }
         );
@@ -280,7 +276,6 @@ mod tests {
             Features {
                 tcx: false,
                 coarse_clock: true,
-                bpf_loop: true,
                 xdp_load_bytes: true
             }
         );

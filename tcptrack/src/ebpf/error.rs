@@ -1,8 +1,8 @@
 //! What can go wrong on the kernel path, each in one line.
 
+use super::cbpf::{Hook, TranslateError};
 use aya::maps::MapError;
 use aya::programs::ProgramError;
-use tcptrack_common::MAX_FILTER_INSNS;
 
 /// What went wrong on the kernel path. Each says it in one line; a verifier's log is kept in
 /// the error ([`KernelError::verifier_log`]), never in its message.
@@ -50,8 +50,21 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the filter needs {0} instructions, the kernel holds at most {MAX_FILTER_INSNS}")]
-    FilterTooLong(usize),
+    #[error("the filter cannot run in the kernel: {0}")]
+    Filter(#[source] TranslateError),
+    #[error("the kernel refused the filter's {hook} program ({source})")]
+    FilterRefused {
+        hook: Hook,
+        #[source]
+        source: std::io::Error,
+        log: String,
+    },
+    #[error("cannot chain the filter's {hook} program: {source}")]
+    Slot {
+        hook: Hook,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A program error in one line: a load error's system error without the verifier's log.
@@ -71,6 +84,7 @@ impl KernelError {
                 source: ProgramError::LoadError { verifier_log, .. },
                 ..
             } => Some(verifier_log.to_string()),
+            Self::FilterRefused { log, .. } => Some(log.clone()),
             _ => None,
         }
     }

@@ -6,7 +6,9 @@
 
 mod attach;
 pub mod batch;
+pub mod cbpf;
 mod error;
+mod sys;
 
 pub use attach::{interface_exists, interface_index, Attachment, Features, TcHook};
 pub use error::KernelError;
@@ -14,11 +16,12 @@ pub use error::KernelError;
 use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
+use cbpf::{Cbpf, Hook};
 use tcptrack_common::{
-    counter, ConnKey, FilterInsn, FlowValue, FN_ACCEPT, FN_CONNECT, GLOBAL_COARSE_CLOCK,
-    MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER, MAP_FLOWS, MAP_OPENERS, MAX_FILTER_INSNS,
-    PROGRAM_ACCEPT, PROGRAM_CONNECT, PROGRAM_TC, PROGRAM_TC_FILTER, PROGRAM_XDP,
-    PROGRAM_XDP_FILTER,
+    counter, ConnKey, FlowValue, COUNT_SLOT, FILTER_SLOT, FN_ACCEPT, FN_CONNECT,
+    GLOBAL_COARSE_CLOCK, MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER_TC, MAP_FILTER_XDP,
+    MAP_FLOWS, MAP_OPENERS, PROGRAM_ACCEPT, PROGRAM_CONNECT, PROGRAM_TC, PROGRAM_TC_FILTER,
+    PROGRAM_XDP, PROGRAM_XDP_FILTER,
 };
 
 /// The eBPF object file (ELF) of this build; empty when built without the `ebpf` feature.
@@ -37,9 +40,13 @@ pub struct Kernel {
     batch: bool,
     /// How TC programs are hooked on this kernel.
     hook: TcHook,
-    /// The TC and XDP programs loaded (with or without the filter).
+    /// The TC and XDP programs to attach (the counting ones, or those that go through the
+    /// filter first).
     tc_name: &'static str,
     xdp_name: Option<&'static str>,
+    /// The filter programs translated for TC and XDP, while they run (their program arrays
+    /// hold them too).
+    filters: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Drop for Kernel {
@@ -53,9 +60,10 @@ impl Drop for Kernel {
 
 impl Kernel {
     /// Loads the object (its two flow maps sized for `max_flows` connections each) and the TC
-    /// program (with the filter when `filtering`), and the XDP one with `xdp`, through the
-    /// verifier, without attaching them; what the running kernel offers decides the rest
-    /// ([`Features`]). The programs count into the flow map of epoch 0.
+    /// program, and the XDP one with `xdp`, through the verifier, without attaching them;
+    /// with `filtering`, also the programs that go through a filter first, which
+    /// [`Kernel::set_filter`] then gives them. What the running kernel offers decides the
+    /// rest ([`Features`]). The programs count into the flow map of epoch 0.
     ///
     /// # Errors
     /// The build has no kernel programs, the kernel lacks what is asked for, no privilege, or a
@@ -65,11 +73,6 @@ impl Kernel {
             return Err(KernelError::NotBuilt);
         }
         let features = Features::of_this_kernel();
-        if filtering && !features.bpf_loop {
-            return Err(KernelError::Lacks(
-                "bpf_loop (5.17), which the kernel filter runs with",
-            ));
-        }
         if xdp && !features.xdp_load_bytes {
             return Err(KernelError::Lacks(
                 "bpf_xdp_load_bytes (5.18), which --xdp reads packets with",
@@ -103,18 +106,101 @@ impl Kernel {
             } else {
                 PROGRAM_XDP
             }),
+            filters: Vec::new(),
         };
-        k.tc()?.load().map_err(|source| KernelError::Refused {
-            program: "TC",
-            source,
-        })?;
+        let refused = |program| move |source| KernelError::Refused { program, source };
+        let mut names = vec![(PROGRAM_TC, "TC")];
         if xdp {
-            k.xdp()?.load().map_err(|source| KernelError::Refused {
-                program: "XDP",
-                source,
-            })?;
+            names.push((PROGRAM_XDP, "XDP"));
+        }
+        if filtering {
+            names.push((PROGRAM_TC_FILTER, "TC"));
+            if xdp {
+                names.push((PROGRAM_XDP_FILTER, "XDP"));
+            }
+        }
+        for (name, what) in names {
+            let program = k
+                .ebpf
+                .program_mut(name)
+                .ok_or(KernelError::Missing("TC or XDP program"))?;
+            match program {
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                aya::programs::Program::Xdp(p) => p.load(),
+                _ => return Err(KernelError::Missing("TC or XDP program")),
+            }
+            .map_err(refused(what))?;
         }
         Ok(k)
+    }
+
+    /// Runs `program` (libpcap's classic BPF for an Ethernet link) ahead of the counting
+    /// programs: it is translated into eBPF for each hook loaded with a filter (see
+    /// [`cbpf`]), loaded, and put in the slot the attached programs go through; the counting
+    /// program goes in the slot the filter goes on to. Replaces the filter that ran before.
+    ///
+    /// # Errors
+    /// Loaded without a filter, the program cannot be translated (an ancillary load the hook
+    /// has no field for), or the kernel refused it.
+    pub fn set_filter(&mut self, program: &[Cbpf]) -> Result<(), KernelError> {
+        if self.tc_name != PROGRAM_TC_FILTER {
+            return Err(KernelError::Missing(
+                "filter program (loaded without a filter)",
+            ));
+        }
+        let counters = self.map_fd(MAP_COUNTERS)?;
+        let mut hooks = vec![(Hook::Tc, MAP_FILTER_TC, PROGRAM_TC)];
+        if self.xdp_name.is_some() {
+            hooks.push((Hook::Xdp, MAP_FILTER_XDP, PROGRAM_XDP));
+        }
+        let mut filters = Vec::new();
+        for (hook, map, counting) in hooks {
+            let programs = self.map_fd(map)?;
+            let maps = cbpf::Maps { programs, counters };
+            let insns = cbpf::translate(program, hook, maps).map_err(KernelError::Filter)?;
+            let filter = sys::load_program(hook, "tcptrack_filter", &insns).map_err(|r| {
+                KernelError::FilterRefused {
+                    hook,
+                    source: r.error,
+                    log: r.log,
+                }
+            })?;
+            let counting = self
+                .ebpf
+                .program(counting)
+                .and_then(|p| p.fd().ok())
+                .ok_or(KernelError::Missing("counting program"))?;
+            let array = self.map_borrowed_fd(map)?;
+            let slot = |index, fd| {
+                sys::set_program(array, index, fd)
+                    .map_err(|source| KernelError::Slot { hook, source })
+            };
+            use std::os::fd::AsFd as _;
+            slot(COUNT_SLOT, counting.as_fd())?;
+            slot(FILTER_SLOT, filter.as_fd())?;
+            filters.push(filter);
+        }
+        self.filters = filters;
+        Ok(())
+    }
+
+    /// The descriptor of map `name`, as a number for the instructions that name it.
+    fn map_fd(&self, name: &'static str) -> Result<i32, KernelError> {
+        use std::os::fd::AsRawFd as _;
+        self.map_borrowed_fd(name).map(|fd| fd.as_raw_fd())
+    }
+
+    fn map_borrowed_fd(
+        &self,
+        name: &'static str,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, KernelError> {
+        use std::os::fd::AsFd as _;
+        let map = self.ebpf.map(name).ok_or(KernelError::Missing(name))?;
+        let data = match map {
+            aya::maps::Map::ProgramArray(d) | aya::maps::Map::PerCpuArray(d) => d,
+            _ => return Err(KernelError::Missing(name)),
+        };
+        Ok(data.fd().as_fd())
     }
 
     /// How the TC programs are hooked on this kernel.
@@ -143,28 +229,6 @@ impl Kernel {
             .program_mut(self.xdp_name.unwrap_or(PROGRAM_XDP))
             .and_then(|p| p.try_into().ok())
             .ok_or(KernelError::Missing("XDP program"))
-    }
-
-    /// Sets the filter program the kernel runs on every TCP packet (see [`crate::filter`]);
-    /// an empty program selects everything.
-    ///
-    /// # Errors
-    /// The program is too long, or the filter map cannot be written.
-    pub fn set_filter(&mut self, program: &[FilterInsn]) -> Result<(), KernelError> {
-        if program.len() >= MAX_FILTER_INSNS as usize {
-            return Err(KernelError::FilterTooLong(program.len()));
-        }
-        let map = self
-            .ebpf
-            .map_mut(MAP_FILTER)
-            .ok_or(KernelError::Missing("filter map"))?;
-        let mut filter: Array<_, FilterInsn> = Array::try_from(map).map_err(map_err(MAP_FILTER))?;
-        let end = FilterInsn::default();
-        for i in 0..MAX_FILTER_INSNS {
-            let ins = program.get(i as usize).unwrap_or(&end);
-            filter.set(i, *ins, 0).map_err(map_err(MAP_FILTER))?;
-        }
-        Ok(())
     }
 
     /// The flow map of `epoch` (0 or 1).

@@ -287,11 +287,6 @@ fn interface_label(name: &str, source: &Source) -> String {
 pub enum Fallback {
     #[error("as --libpcap asked")]
     UserAsked,
-    #[error(
-        "the filter is outside what the kernel decides (host, net, port, portrange, with src or \
-         dst; ip, ip6, tcp; and, or, not): libpcap decides it"
-    )]
-    FilterOutsideSubset,
     #[error("the kernel path needs {}", caps::list(.0))]
     MissingCapabilities(Vec<Capability>),
     #[error(
@@ -361,17 +356,11 @@ pub fn open_live(cfg: &Config, interface: &str) -> Result<(Live, Option<Fallback
     if cfg.libpcap {
         return libpcap(Fallback::UserAsked);
     }
-    // The kernel decides the filters of its subset; libpcap the others. Syntax is checked by
-    // libpcap either way, so that errors read the same.
+    // libpcap compiles the filter (a bad one is a usage error, before anything is attached);
+    // the kernel runs what it compiled.
     let program = match &cfg.filter {
-        None => Vec::new(),
-        Some(expr) => {
-            check_filter(expr)?;
-            match crate::filter::compile(expr) {
-                Some(p) => p,
-                None => return libpcap(Fallback::FilterOutsideSubset),
-            }
-        }
+        None => None,
+        Some(expr) => Some(check_filter(expr)?),
     };
     let mut needed = caps::KERNEL_PATH.to_vec();
     if cfg.promiscuous && interface != "any" {
@@ -384,27 +373,25 @@ pub fn open_live(cfg: &Config, interface: &str) -> Result<(Live, Option<Fallback
     if let Some(kind) = not_ethernet(&interface) {
         return libpcap(Fallback::NotEthernet(kind));
     }
-    match open_kernel(&interface, cfg, &program) {
+    match open_kernel(&interface, cfg, program.as_deref()) {
         Ok(live) => Ok((live, None)),
         Err(e) => libpcap(Fallback::Kernel(e)),
     }
 }
 
-/// Checks a filter's syntax with libpcap (as tcpdump would on an Ethernet link).
-fn check_filter(expr: &str) -> Result<(), Error> {
-    let bad = |source| Error::Filter {
+/// Compiles a filter with libpcap for the kernel path's frames (Ethernet, as tcpdump would
+/// on such a link).
+fn check_filter(expr: &str) -> Result<Vec<crate::ebpf::cbpf::Cbpf>, Error> {
+    crate::filter::compile(expr, pcap::Linktype::ETHERNET).map_err(|source| Error::Filter {
         expr: expr.to_owned(),
         source,
-    };
-    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(bad)?;
-    dead.compile(expr, true).map_err(bad)?;
-    Ok(())
+    })
 }
 
 fn open_kernel(
     interface: &str,
     cfg: &Config,
-    filter: &[tcptrack_common::FilterInsn],
+    filter: Option<&[crate::ebpf::cbpf::Cbpf]>,
 ) -> Result<Live, KernelError> {
     let interfaces = if interface == "any" {
         kernel::interfaces_up()
@@ -414,8 +401,10 @@ fn open_kernel(
     if interfaces.is_empty() {
         return Err(KernelError::NoInterfaceUp);
     }
-    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, !filter.is_empty(), cfg.xdp)?;
-    k.set_filter(filter)?;
+    let mut k = crate::ebpf::Kernel::load(cfg.max_connections, filter.is_some(), cfg.xdp)?;
+    if let Some(filter) = filter {
+        k.set_filter(filter)?;
+    }
     let mut attached = Vec::new();
     for i in &interfaces {
         attached.push(k.attach(i, cfg.xdp)?);

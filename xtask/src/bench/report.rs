@@ -156,6 +156,14 @@ pub struct KernelCost {
     pub empty_single_run: f64,
     pub existing_connection: f64,
     pub new_connection: f64,
+    /// The existing connection's packet through tcptrack's loader without a filter, and with
+    /// a filter of five primitives that selects it (older results have neither).
+    #[serde(default)]
+    pub unfiltered: Option<f64>,
+    #[serde(default)]
+    pub filtered: Option<f64>,
+    #[serde(default)]
+    pub filter: Option<String>,
     /// Runs of one packet each, for the new-connection figures.
     pub new_connections: u32,
     /// Repeats of one packet, for the existing-connection figures.
@@ -317,7 +325,21 @@ impl Report {
             f,
             "| tcptrack, new connection, one run each ({fresh} runs) | {:.0} |",
             k.new_connection
-        )
+        )?;
+        if let (Some(without), Some(with), Some(filter)) = (k.unfiltered, k.filtered, &k.filter) {
+            writeln!(
+                f,
+                "| tcptrack, existing connection, through its own loader ({repeat} repeats) | \
+                 {without:.0} |"
+            )?;
+            writeln!(
+                f,
+                "| the same through a filter of five primitives that selects it (`{filter}`) | \
+                 {with:.0} (+{:.0}) |",
+                with - without
+            )?;
+        }
+        Ok(())
     }
 
     fn live_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -45,6 +45,12 @@ pub fn measure(b: &Bench) -> Result<KernelCost> {
         empty_single_run: median("empty_single_ns"),
         existing_connection: median("existing_ns"),
         new_connection: median("new_ns"),
+        unfiltered: Some(median("unfiltered_ns")),
+        filtered: Some(median("filtered_ns")),
+        filter: runs
+            .first()
+            .and_then(|r| r["filter"].as_str())
+            .map(str::to_owned),
         new_connections: fresh,
         repeat,
     })
