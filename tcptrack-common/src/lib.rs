@@ -20,6 +20,9 @@ pub const PROGRAM_XDP_FILTER: &str = "tcptrack_xdp_f";
 /// Name of a TC program that counts every packet into [`MAP_PROBE`] and passes it on: the
 /// tests' stand-in for another program of the same tcx chain (never attached by tcptrack).
 pub const PROGRAM_PROBE: &str = "probe_count";
+/// Name of a TC program that puts VLAN tag 7 in `skb->vlan_tci`, then runs the filter: the
+/// tests' way to a tag taken out of the frame (never attached by tcptrack).
+pub const PROGRAM_PROBE_VLAN: &str = "probe_vlan_7";
 
 /// Per-CPU counters of the kernel programs (`[u64; counter::SLOTS]` per CPU).
 pub const MAP_COUNTERS: &str = "COUNTERS";

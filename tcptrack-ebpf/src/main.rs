@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_xdp_load_bytes,
+        bpf_probe_read_kernel, bpf_skb_vlan_push, bpf_xdp_load_bytes,
     },
     macros::{classifier, fentry, fexit, map, xdp},
     maps::{Array, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
@@ -534,6 +534,21 @@ pub fn probe_count(_ctx: TcContext) -> i32 {
     if let Some(v) = PROBE.get_ptr_mut(0) {
         // SAFETY: this CPU's slot of a per-CPU array; no other CPU writes it.
         unsafe { *v += 1 };
+    }
+    TC_CONTINUE
+}
+
+/// Gives the packet VLAN tag 7 the way a NIC, or the kernel's untagging before TC ingress,
+/// does (out of the frame, in `skb->vlan_tci`), then goes on to the filter as
+/// `tcptrack_tc_f` does: the tests run libpcap's decisions on the tagged frame against the
+/// filter's there (never attached by tcptrack; its name does not start with `tcptrack_`).
+#[classifier]
+pub fn probe_vlan_7(ctx: TcContext) -> i32 {
+    // SAFETY: the helper on this program's own packet; the tail call as in `tcptrack_tc_f`.
+    unsafe {
+        if bpf_skb_vlan_push(ctx.skb.skb, 0x8100u16.to_be(), 7) == 0 {
+            FILTER_TC.tail_call(&ctx, FILTER_SLOT);
+        }
     }
     TC_CONTINUE
 }

@@ -1,13 +1,15 @@
 //! The kernel filter decides as libpcap does: every expression below is compiled by libpcap,
 //! translated and run in the kernel (TC and XDP, BPF_PROG_TEST_RUN) on frames of every shape
 //! the decoder knows, and run by libpcap's own interpreter on the same frames; any
-//! disagreement fails. Needs root, as CI has.
+//! disagreement fails. In TC, each untagged frame runs once more with VLAN tag 7 taken out of
+//! it into `skb->vlan_tci` (as NICs and the kernel's untagging leave it before TC), against
+//! libpcap on the frame with the tag in it (as libpcap captures it). Needs root, as CI has.
 
 use aya::{TestRun as _, TestRunOptions};
 use etherparse::{IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader};
 use etherparse::{PacketBuilder, VlanId};
 use tcptrack::ebpf::Kernel;
-use tcptrack_common::counter;
+use tcptrack_common::{counter, proto::ether, PROGRAM_PROBE_VLAN};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -293,8 +295,25 @@ const EXPRESSIONS: &[&str] = &[
     "ip[2:2] > 600 and tcp[tcpflags] & tcp-push != 0",
 ];
 
+/// Where a frame goes through the filter.
+#[derive(Clone, Copy, Debug)]
+enum Through {
+    Tc,
+    Xdp,
+    /// TC, with VLAN tag 7 put in `skb->vlan_tci` first.
+    TcTagged,
+}
+
+/// `frame` with VLAN tag 7 in it, after the MAC addresses.
+fn tagged(frame: &[u8]) -> Vec<u8> {
+    let mut v = frame[..12].to_vec();
+    v.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
 /// What the kernel did with a frame: (selected and counted, left out by the filter).
-fn decide(k: &mut Kernel, xdp: bool, frame: &[u8]) -> (bool, bool) {
+fn decide(k: &mut Kernel, through: Through, frame: &[u8]) -> (bool, bool) {
     let before = k.counters().expect("counters");
     let mut out = vec![0u8; frame.len() + 64];
     let options = TestRunOptions {
@@ -302,13 +321,20 @@ fn decide(k: &mut Kernel, xdp: bool, frame: &[u8]) -> (bool, bool) {
         data_out: Some(&mut out),
         ..TestRunOptions::default()
     };
-    let r = if xdp {
-        k.xdp().expect("xdp program").test_run(options)
-    } else {
-        k.tc().expect("tc program").test_run(options)
+    let r = match through {
+        Through::Xdp => k.xdp().expect("xdp program").test_run(options),
+        Through::Tc => k.tc().expect("tc program").test_run(options),
+        Through::TcTagged => k
+            .classifier(PROGRAM_PROBE_VLAN)
+            .expect("the tagging program")
+            .test_run(options),
     }
     .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
-    let pass = if xdp { 2 } else { u32::MAX };
+    let pass = if matches!(through, Through::Xdp) {
+        2
+    } else {
+        u32::MAX
+    };
     assert_eq!(r.return_value, pass, "every packet passes");
     let after = k.counters().expect("counters");
     let moved = |slot: u32| after[slot as usize] - before[slot as usize];
@@ -334,19 +360,25 @@ fn the_kernel_filter_decides_every_expression_like_libpcap() {
         let libpcap = dead.compile(expr, true).expect("libpcap compiles it");
         let mut seen = (false, false);
         for f in &frames {
-            let wanted = libpcap.filter(f);
-            if wanted {
-                seen.0 = true;
-            } else {
-                seen.1 = true;
+            let untagged = !ether::is_vlan(u16::from_be_bytes([f[12], f[13]]));
+            let mut runs = vec![
+                (Through::Tc, libpcap.filter(f)),
+                (Through::Xdp, libpcap.filter(f)),
+            ];
+            if untagged {
+                runs.push((Through::TcTagged, libpcap.filter(&tagged(f))));
             }
-            for xdp in [false, true] {
-                let (counted, left_out) = decide(&mut k, xdp, f);
+            for (through, wanted) in runs {
+                if wanted {
+                    seen.0 = true;
+                } else {
+                    seen.1 = true;
+                }
+                let (counted, left_out) = decide(&mut k, through, f);
                 if counted == left_out || counted != wanted {
                     differences.push(format!(
-                        "`{expr}` ({}) on a {}-byte frame: libpcap {wanted}, kernel counted \
-                         {counted}, left out {left_out}",
-                        if xdp { "XDP" } else { "TC" },
+                        "`{expr}` ({through:?}) on a {}-byte frame: libpcap {wanted}, kernel \
+                         counted {counted}, left out {left_out}",
                         f.len(),
                     ));
                 }
@@ -370,7 +402,7 @@ fn without_a_filter_slot_nothing_is_counted_and_everything_passes() {
     // on, uncounted (never counted unfiltered).
     let mut k = Kernel::load(1024, true, false).expect("load (root)");
     let f = segment(("198.18.0.1", 40000), ("198.18.0.2", 80), PLAIN);
-    assert_eq!(decide(&mut k, false, &f), (false, false));
+    assert_eq!(decide(&mut k, Through::Tc, &f), (false, false));
 }
 
 #[test]
@@ -379,7 +411,7 @@ fn a_filter_replaces_the_one_before() {
     let f = segment(("198.18.0.1", 40000), ("198.18.0.2", 80), PLAIN);
     let compile = |e| tcptrack::filter::compile(e, pcap::Linktype::ETHERNET).expect("compiles");
     k.set_filter(&compile("port 80")).expect("set");
-    assert_eq!(decide(&mut k, false, &f), (true, false));
+    assert_eq!(decide(&mut k, Through::Tc, &f), (true, false));
     k.set_filter(&compile("port 81")).expect("set");
-    assert_eq!(decide(&mut k, false, &f), (false, true));
+    assert_eq!(decide(&mut k, Through::Tc, &f), (false, true));
 }

@@ -220,6 +220,25 @@ impl Kernel {
             .ok_or(KernelError::Missing("TC program"))
     }
 
+    /// The TC program `name` of the object, loaded (the benchmarks' and tests' own programs).
+    ///
+    /// # Errors
+    /// No such TC program, or the kernel refused it.
+    pub fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier, KernelError> {
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing("TC program"))?;
+        if p.fd().is_err() {
+            p.load().map_err(|source| KernelError::Refused {
+                program: "TC",
+                source,
+            })?;
+        }
+        Ok(p)
+    }
+
     /// The XDP program, loaded.
     ///
     /// # Errors
