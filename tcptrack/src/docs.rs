@@ -121,7 +121,7 @@ fn description(roff: &mut Roff) {
              ingress and egress, or XDP on ingress with --xdp) add up bytes and packets per \
              connection, so the cost grows with the number of connections, not of packets. \
              tcptrack captures through libpcap instead with --libpcap, or when the kernel path \
-             cannot serve (a filter outside the subset the kernel decides, a missing capability, \
+             cannot serve (a missing capability, an interface without Ethernet headers, \
              the kernel refusing the programs); one line, on the status line or on standard \
              error, says which path was taken and why.",
         )],
@@ -156,10 +156,9 @@ fn filter(roff: &mut Roff) {
     para(
         roff,
         [roman(
-            "On a live interface the kernel decides the subset host, net with a prefix length, \
-             port and portrange (each optionally src or dst), ip, ip6 and tcp, joined with and, \
-             or, not, !, &&, || and parentheses, with the same decisions as libpcap; any other \
-             expression is left to libpcap, and tcptrack says so. A bad expression is a usage \
+            "libpcap compiles the expression, as tcpdump would; on a live interface the kernel \
+             runs what it compiled (translated into eBPF, ahead of the counting program), with \
+             the same decisions as libpcap, for every expression. A bad expression is a usage \
              error.",
         )],
     );
