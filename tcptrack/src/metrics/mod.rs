@@ -61,6 +61,7 @@ pub struct Metrics {
     server_payload: Family<Labels<2>, Counter>,
     events_lost: Counter,
     uncounted: Counter,
+    one_way: Counter,
     evictions: Counter,
     dropped: Counter,
     refresh: Histogram,
@@ -102,6 +103,7 @@ impl Metrics {
             server_payload: Family::default(),
             events_lost: Counter::default(),
             uncounted: Counter::default(),
+            one_way: Counter::default(),
             evictions: Counter::default(),
             dropped: Counter::default(),
             refresh: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
@@ -172,6 +174,11 @@ impl Metrics {
             Unit::Bytes,
             self.server_payload.clone(),
         );
+        self.register_health(r);
+    }
+
+    /// What was lost or left out, and how long refreshes and polls take.
+    fn register_health(&self, r: &mut Registry) {
         r.register(
             "tcptrack_kernel_events_lost",
             "Control events (SYN, FIN, RST) the kernel's ring buffer could not hold",
@@ -181,6 +188,11 @@ impl Metrics {
             "tcptrack_kernel_packets_uncounted",
             "Packets the kernel did not count: its flow map was full (see --max-connections)",
             self.uncounted.clone(),
+        );
+        r.register(
+            "tcptrack_one_way_flows",
+            "One-way flows taken in: tuples first seen without a handshake (listed once answered)",
+            self.one_way.clone(),
         );
         r.register(
             "tcptrack_evictions",
@@ -238,6 +250,7 @@ impl Metrics {
             raise(&self.events_lost, k.events_lost);
             raise(&self.uncounted, k.uncounted);
         }
+        raise(&self.one_way, m.table.stats().unanswered_opened);
         raise(&self.evictions, m.table.stats().unanswered_evicted);
         raise(&self.dropped, m.dropped);
     }

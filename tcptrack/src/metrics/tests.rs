@@ -106,6 +106,7 @@ fn counters_are_the_table_s_exact_totals_under_the_issue_s_names() {
     for name in [
         "tcptrack_kernel_events_lost_total",
         "tcptrack_kernel_packets_uncounted_total",
+        "tcptrack_one_way_flows_total",
         "tcptrack_evictions_total",
         "tcptrack_dropped_packets_total",
         "tcptrack_refresh_seconds_count",
@@ -240,6 +241,15 @@ fn a_flood_of_tuples_adds_no_series_beyond_the_port_bound() {
     // Each port with a series of its own has three: connections, payload by two senders;
     // `other` was there from the first refresh.
     assert_eq!(samples(&text), empty + 50 * 3, "{text}");
+    // Every tuple taken in as a one-way flow, and those beyond the table's cap (65,536) told.
+    assert_eq!(
+        value(&text, "tcptrack_one_way_flows_total"),
+        Some(100_000.0)
+    );
+    assert_eq!(
+        value(&text, "tcptrack_evictions_total"),
+        Some(100_000.0 - 65_536.0)
+    );
 }
 
 #[test]

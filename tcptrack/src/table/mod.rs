@@ -69,9 +69,13 @@ impl Default for TableConfig {
     }
 }
 
-/// Counts of what the table had to leave out.
+/// Counts of the one-way flows (tuples first seen without a handshake, not listed unless
+/// answered): how many the table took in, and how many it had to leave out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
+    /// One-way flows taken in since the start (answered later or not): every tuple whose first
+    /// packet was not a bare SYN, with `detect_midstream`.
+    pub unanswered_opened: u64,
     /// One-way flows forgotten because too many were waiting for an answer.
     pub unanswered_evicted: u64,
 }
@@ -356,6 +360,7 @@ impl ConnectionTable {
         let conn = Connection::one_way(self.next_id(), u.src, u.dst, at);
         let id = conn.id();
         let slot = self.insert(conn)?;
+        self.stats.unanswered_opened += 1;
         self.unanswered_live += 1;
         self.unanswered
             .push_back((u32::try_from(slot).unwrap_or(u32::MAX), id));

@@ -362,12 +362,19 @@ fn one_way_floods_stay_bounded_and_are_counted() {
     assert!(t.is_empty());
     assert_eq!(t.conns.len(), 100);
     assert_eq!(t.stats().unanswered_evicted, 9_900);
+    assert_eq!(
+        t.stats().unanswered_opened,
+        10_000,
+        "every one taken in, counted"
+    );
     // The newest are the ones kept: an answer to one of them still makes a connection.
     t.apply(&pkt(S, "198.18.1.1:10000", 1, ACK, 0, 0, 1));
     assert_eq!(t.len(), 1);
     // Expired one-way flows go quietly.
     t.expire(Duration::from_secs(31));
     assert_eq!(t.conns.len(), 1);
+    // The answer opened no one-way flow; those taken in stay counted.
+    assert_eq!(t.stats().unanswered_opened, 10_000);
 }
 
 #[test]
