@@ -33,6 +33,20 @@ pub fn http_get(ns: &str, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The value of the sample `name` (without labels) in the text of a scrape, read as a `T` (a
+/// counter as `u64`, exactly); `None` when the scrape has no such sample.
+#[must_use]
+pub fn sample<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Where Prometheus listens in its namespace.
 const LISTEN: &str = "127.0.0.1:9090";
 

@@ -12,6 +12,7 @@ use tcptrack_tests::live::{
 };
 use tcptrack_tests::netns::{tcptrack_links, wait_until, Background, HostPair, Recorder, B4, B6};
 use tcptrack_tests::probe::{Order, TcxProbe};
+use tcptrack_tests::prometheus::{http_get, sample};
 use tcptrack_tests::run::{json_of, Record};
 use tcptrack_tests::tcptrack_bin;
 use tcptrack_tests::tmux::Tmux;
@@ -332,25 +333,57 @@ c.close()
 print(n)
 ";
 
-#[test]
-fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
-    let _serial = serial();
-    let hosts = HostPair::new();
-    let _server = start_long_server(&hosts);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("out.json");
-    let errors = dir.path().join("err.txt");
-    let tcptrack = start_headless(&hosts, &out, &["--max-connections", "16384"], Some(&errors));
+/// Where tcptrack serves its metrics in host a (the flood test reads its one-way flows there).
+const METRICS: &str = "127.0.0.1:9100";
 
-    let mut client = HostPair::cmd(&hosts.b, "python3");
-    let stop = dir.path().join("stop");
-    client.args(["-c", STEADY_CLIENT]).arg(&stop);
-    let mut client = Background::spawn(client);
-    flood(&hosts, 200_000);
-    // The flood is over; the connection closes now (an LRU map under a flood may evict even a
-    // busy connection's entry between two polls: what it had counted since the last poll
-    // would be lost, and the eviction count reports that).
-    std::fs::write(&stop, b"").expect("stop file");
+/// What tcptrack has told of a flood of new tuples: each packet is either counted, and the
+/// kernel's count of its tuple makes a one-way flow in the table (`one_way`, from the metrics),
+/// or not counted because the interval's flow map was full (`uncounted`, its losses line on
+/// stderr; `uncounted_metric` is the same figure in the metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Told {
+    one_way: u64,
+    uncounted: u64,
+    uncounted_metric: u64,
+    events_lost: u64,
+    evicted: u64,
+}
+
+impl Told {
+    /// Reads the metrics (through host a) and the last losses line of `errors` (none yet: no
+    /// loss).
+    fn now(hosts: &HostPair, errors: &std::path::Path) -> Option<Self> {
+        let text = http_get(&hosts.a, &format!("http://{METRICS}/metrics"))?;
+        let metric = |name: &str| sample::<u64>(&text, name);
+        // "tcptrack: kernel losses so far: N packets not counted (...), M control events"
+        let said = std::fs::read_to_string(errors).unwrap_or_default();
+        let (uncounted, events_lost) = said
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("tcptrack: kernel losses so far: "))
+            .map_or(Some((0, 0)), |l| {
+                let words: Vec<&str> = l.split(' ').collect();
+                let events = words.iter().position(|w| *w == "control")?.checked_sub(1)?;
+                Some((words[0].parse().ok()?, words[events].parse().ok()?))
+            })?;
+        Some(Self {
+            one_way: metric("tcptrack_one_way_flows_total")?,
+            uncounted,
+            uncounted_metric: metric("tcptrack_kernel_packets_uncounted_total")?,
+            events_lost,
+            evicted: metric("tcptrack_evictions_total")?,
+        })
+    }
+
+    /// Packets accounted for: counted into one-way flows, or said not counted.
+    const fn accounted(self) -> u64 {
+        self.one_way + self.uncounted
+    }
+}
+
+/// Stops [`STEADY_CLIENT`] (the file `stop` it waits for) and returns the bytes it sent.
+fn stop_steady(client: &mut Background, stop: &std::path::Path) -> u64 {
+    std::fs::write(stop, b"").expect("stop file");
     wait_until(
         "the steady client to finish",
         Duration::from_secs(30),
@@ -362,22 +395,103 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
     }
     let sent: u64 = sent.trim().parse::<u64>().expect("packets sent") * 500;
     assert!(sent > 0);
+    sent
+}
 
-    // Losses are reported, never silent.
-    let mut reported = String::new();
-    let evictions = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until("evictions to be reported", Duration::from_secs(20), || {
-            reported = std::fs::read_to_string(&errors).unwrap_or_default();
-            reported
-                .lines()
-                .last()
-                .and_then(|l| l.strip_prefix("tcptrack: kernel losses so far: "))
-                .and_then(|l| l.split(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n > 150_000)
-        });
+/// The peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM")
+}
+
+/// A flood of 200,000 one-way tuples while a real connection sends: every packet of the flood
+/// is accounted for, counted (a one-way flow in the table) or said not counted (the losses
+/// line), exactly, however many refresh intervals the flood spans (that is the machine's
+/// speed: a fast one sends it within one interval and loses more of it, a slow one spreads it
+/// over several and counts more). The real connection stays exact through it, and memory stays
+/// bounded.
+#[test]
+fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
+    const FLOOD: u32 = 200_000;
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let _server = start_long_server(&hosts);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.json");
+    let errors = dir.path().join("err.txt");
+    // The real connection keeps its place in the kernel's map under the flood as long as it
+    // has packets in every interval (the poller reserves its entry in the next map): it sends
+    // every 10 ms, and a 1 s interval leaves room for a slow, busy machine to delay it.
+    let args = [
+        "--interval",
+        "1",
+        "--max-connections",
+        "16384",
+        "--metrics",
+        METRICS,
+    ];
+    let tcptrack = start_headless(&hosts, &out, &args, Some(&errors));
+
+    let mut client = HostPair::cmd(&hosts.b, "python3");
+    let stop = dir.path().join("stop");
+    client.args(["-c", STEADY_CLIENT]).arg(&stop);
+    let mut client = Background::spawn(client);
+    // Its handshake counted before the flood begins.
+    wait_refresh(&out, "the real connection, ESTABLISHED", |r| {
+        r.iter()
+            .any(|r| r.server == "198.18.0.1:40000" && r.state == "ESTABLISHED")
+    });
+    let mut told = Told::default();
+    wait_until("the metrics", Duration::from_secs(20), || {
+        Told::now(&hosts, &errors).is_some_and(|t| {
+            told = t;
+            true
+        })
+    });
+    let before = told;
+    flood(&hosts, FLOOD);
+    // The flood is over; the connection closes now.
+    let sent = stop_steady(&mut client, &stop);
+
+    // Every packet of the flood accounted for: losses are told, never silent. The figures only
+    // grow: once they reach the flood, they must be it exactly (more would be packets of the
+    // real connection not counted, or a tuple counted twice).
+    let want = before.accounted() + u64::from(FLOOD);
+    let accounted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "every packet of the flood to be accounted for",
+            Duration::from_secs(60),
+            || {
+                if let Some(t) = Told::now(&hosts, &errors) {
+                    told = t;
+                }
+                told.accounted() >= want
+            },
+        );
     }));
-    assert!(evictions.is_ok(), "stderr: {reported}");
+    println!(
+        "flood: {FLOOD} packets sent; {} counted (one-way flows taken in, {} of them forgotten \
+         beyond the table's cap), {} said not counted; before the flood {before:?}",
+        told.one_way - before.one_way,
+        told.evicted - before.evicted,
+        told.uncounted - before.uncounted,
+    );
+    assert!(
+        accounted.is_ok() && told.accounted() == want,
+        "the flood's {FLOOD} packets: {} counted + {} said not counted; told {told:?}, before \
+         {before:?}; stderr: {}",
+        told.one_way - before.one_way,
+        told.uncounted - before.uncounted,
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
+    // The losses line and the metrics tell the same figure; the flood has no control packets.
+    let settled = Told::now(&hosts, &errors).expect("the metrics");
+    assert_eq!(settled.uncounted, settled.uncounted_metric, "{settled:?}");
+    assert_eq!(settled.events_lost, before.events_lost, "{settled:?}");
     // The real connection, through it all: exact.
     wait_refresh(&out, "the real connection, closed and exact", |r| {
         let mine: Vec<&Record> = r
@@ -387,13 +501,7 @@ fn a_flood_of_tuples_stays_bounded_and_a_real_connection_stays_exact() {
         mine.len() == 1 && mine[0].state == "CLOSED" && mine[0].client_payload_bytes == sent
     });
     // Memory stays bounded: the kernel map is fixed; one-way flows in the table are capped.
-    let pid = tcptrack.0.id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let hwm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
+    let hwm_kib = peak_kib(tcptrack.0.id());
     assert!(hwm_kib < 120 * 1024, "peak memory {hwm_kib} KiB");
     drop(tcptrack.interrupt());
     wait_detached("SIGINT");
