@@ -415,3 +415,41 @@ fn a_filter_replaces_the_one_before() {
     k.set_filter(&compile("port 81")).expect("set");
     assert_eq!(decide(&mut k, Through::Tc, &f), (false, true));
 }
+
+#[test]
+fn the_kernels_ancillary_loads_read_the_packets_own_fields() {
+    use tcptrack::ebpf::cbpf::Cbpf;
+    // ld [SKF_AD_OFF + what]; jeq #value; ret #1; ret #0
+    let equals = |what: u32, value: u32| {
+        [
+            Cbpf::new(0x20, 0, 0, 0xffff_f000 + what),
+            Cbpf::new(0x15, 0, 1, value),
+            Cbpf::new(0x06, 0, 0, 1),
+            Cbpf::new(0x06, 0, 0, 0),
+        ]
+    };
+    const PROTOCOL: u32 = 0;
+    const VLAN_TCI: u32 = 44;
+    const VLAN_PRESENT: u32 = 48;
+    const VLAN_TPID: u32 = 60;
+    let v4 = segment(("198.18.0.1", 40000), ("198.18.0.2", 80), PLAIN);
+    let v6 = segment(("fd00::1", 40000), ("fd00::2", 80), PLAIN);
+    let mut k = Kernel::load(1024, true, false).expect("load (root)");
+    let cases = [
+        (equals(PROTOCOL, 0x86dd), Through::Tc, &v6, true),
+        (equals(PROTOCOL, 0x86dd), Through::Tc, &v4, false),
+        (equals(VLAN_PRESENT, 1), Through::TcTagged, &v4, true),
+        (equals(VLAN_PRESENT, 1), Through::Tc, &v4, false),
+        (equals(VLAN_TCI, 7), Through::TcTagged, &v6, true),
+        (equals(VLAN_TCI, 8), Through::TcTagged, &v6, false),
+        (equals(VLAN_TPID, 0x8100), Through::TcTagged, &v4, true),
+    ];
+    for (program, through, frame, selected) in cases {
+        k.set_filter(&program).expect("set");
+        assert_eq!(
+            decide(&mut k, through, frame),
+            (selected, !selected),
+            "{program:?} {through:?}"
+        );
+    }
+}

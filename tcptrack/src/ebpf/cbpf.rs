@@ -19,6 +19,11 @@
 //! back into the frame it captures. The program reads the frame as libpcap would: with the tag
 //! at bytes 12 to 16 and everything after it 4 bytes further, and 4 more bytes of length. XDP
 //! sees the frame as it is on the wire.
+//!
+//! The kernel's ancillary loads (`SKF_AD_*`: protocol, packet type, interface, mark, queue,
+//! hash, CPU, VLAN fields, random) read the hook's context where it has the field. libpcap emits
+//! them only when it compiles for a live Linux socket, with its VLAN code then reading the tag
+//! from them rather than from the frame; tcptrack compiles for a frame, as for a capture file.
 
 use std::fmt;
 
