@@ -226,7 +226,8 @@ fn decode_seeds(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Filter expressions: those the kernel test runs, and a few outside the subset.
+/// Filter expressions: those the kernel test ran before every filter ran in the kernel, and a
+/// few that were outside its subset then.
 const FILTERS: &[&str] = &[
     "port 80",
     "src port 80",
