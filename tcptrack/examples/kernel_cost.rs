@@ -2,7 +2,8 @@
 //! program on a packet of an existing connection and on packets of new connections, beside a
 //! TC program that does nothing; and the same existing connection's packet through a filter
 //! of five primitives that selects it (libpcap's program, translated), beside the counting
-//! program loaded the same way. Prints one JSON object. `cargo xtask bench` runs it.
+//! program loaded the same way (`TCPTRACK_BENCH_FILTER` names another filter). Prints one JSON
+//! object. `cargo xtask bench` runs it.
 
 use aya::programs::SchedClassifier;
 use aya::{EbpfLoader, TestRun, TestRunOptions};
@@ -12,6 +13,14 @@ use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY, PROGRAM_TC};
 /// Five primitives, all true of [`frame`]'s packets.
 const FILTER: &str =
     "tcp and port 443 and host 198.19.0.1 and greater 100 and not net 198.20.0.0/16";
+
+/// Alternating rounds of the filter's measurement.
+const ROUNDS: u32 = 21;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
 
 fn frame(client_port: u16, third_octet: u8) -> Vec<u8> {
     let mut v = Vec::new();
@@ -84,8 +93,10 @@ fn main() {
         1,
     );
     let empty_single_ns = run(PROGRAM_EMPTY, &mut (0..fresh).map(|_| existing.clone()), 1);
-    // Through tcptrack's own loader: without a filter, then with one that selects the packet.
-    let through = |filter: Option<&str>| -> f64 {
+    // Through tcptrack's own loader: without a filter, and with one that selects the packet,
+    // in alternating rounds (the median of each, and of the rounds' differences), so that
+    // whatever else the machine does falls on both alike.
+    let load = |filter: Option<&str>| {
         let mut k = tcptrack::ebpf::Kernel::load(1024, filter.is_some(), false)
             .expect("load the programs (root)");
         if let Some(expr) = filter {
@@ -93,11 +104,22 @@ fn main() {
                 .expect("libpcap compiles the filter");
             k.set_filter(&program).expect("the kernel takes the filter");
         }
-        repeated(k.tc().expect("TC program"), &existing, repeat)
+        k
     };
-    let unfiltered_ns = through(None);
-    let filtered_ns = through(Some(FILTER));
+    let chosen = std::env::var("TCPTRACK_BENCH_FILTER").unwrap_or_else(|_| FILTER.to_owned());
+    let (mut plain, mut filtered) = (load(None), load(Some(&chosen)));
+    let per_round = (repeat / ROUNDS).max(1);
+    let (mut without, mut with, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let a = repeated(plain.tc().expect("TC program"), &existing, per_round);
+        let b = repeated(filtered.tc().expect("TC program"), &existing, per_round);
+        without.push(a);
+        with.push(b);
+        added.push(b - a);
+    }
+    let (unfiltered_ns, filtered_ns, filter_added_ns) =
+        (median(without), median(with), median(added));
     println!(
-        "{{\"repeat\":{repeat},\"new_connections\":{fresh},\"empty_ns\":{empty_ns:.1},\"existing_ns\":{existing_ns:.1},\"new_ns\":{new_ns:.1},\"empty_single_ns\":{empty_single_ns:.1},\"unfiltered_ns\":{unfiltered_ns:.1},\"filtered_ns\":{filtered_ns:.1},\"filter\":\"{FILTER}\"}}"
+        "{{\"repeat\":{repeat},\"new_connections\":{fresh},\"empty_ns\":{empty_ns:.1},\"existing_ns\":{existing_ns:.1},\"new_ns\":{new_ns:.1},\"empty_single_ns\":{empty_single_ns:.1},\"unfiltered_ns\":{unfiltered_ns:.1},\"filtered_ns\":{filtered_ns:.1},\"filter_added_ns\":{filter_added_ns:.1},\"filter\":\"{chosen}\"}}"
     );
 }

@@ -174,25 +174,26 @@ mod e {
     pub const SKB_LOAD_BYTES: i32 = 26;
 }
 
-// Registers: r6 the context, r7 `A`, r8 `X`, r9 the VLAN tag taken out of the frame (TC: its
-// TPID in the high half, its TCI in the low one; 0 when there is none).
+// Registers: r6 the packet's data (its linear part, directly readable), r7 `A`, r8 `X`, r9 the
+// end of that data; the context waits on the stack for the helpers and fields that need it.
 const R0: u8 = 0;
 const R1: u8 = 1;
 const R2: u8 = 2;
 const R3: u8 = 3;
 const R4: u8 = 4;
-const CTX: u8 = 6;
+const DATA: u8 = 6;
 const A: u8 = 7;
 const X: u8 = 8;
-const TAG: u8 = 9;
+const DATA_END: u8 = 9;
 const FP: u8 = 10;
 
 // The stack: `M[k]` at `MEM + 4 k`, a helper's 8-byte landing slot, the first 20 bytes of the
-// frame as libpcap sees it when a tag was taken out, the counter index.
+// frame as libpcap sees it when a tag was taken out, the counter index, the context.
 const STACK_MEM: i16 = -64;
 const STACK_LOAD: i16 = -72;
 const STACK_HEAD: i16 = -96;
 const STACK_KEY: i16 = -100;
+const STACK_CTX: i16 = -112;
 
 // Offsets in the contexts (`struct __sk_buff`, `struct xdp_md`).
 mod ctx {
@@ -370,6 +371,9 @@ struct Translator {
     maps: Maps,
     reject: Label,
     accept: Label,
+    /// Whether the copy being written reads a frame whose VLAN tag is in `skb->vlan_tci` (TC
+    /// writes the program twice, for frames with and without one).
+    tagged: bool,
 }
 
 impl Translator {
@@ -380,22 +384,25 @@ impl Translator {
         }
     }
 
+    /// `dst = the context` (from the stack).
+    fn ctx(&mut self, dst: u8) {
+        self.asm.load(e::DW, dst, FP, STACK_CTX);
+    }
+
     /// Reads `bytes` (1, 2 or 4) at `off` of the frame as the kernel holds it into `dst`,
     /// big-endian; a read beyond the packet rejects it. `Offset::Reg` reads r1.
     fn physical(&mut self, dst: u8, size: u8, bytes: u32, off: Offset) {
         let slow = self.asm.label();
         let loaded = self.asm.label();
-        let (data, data_end) = self.data_offsets();
+        let n = i32::try_from(bytes).unwrap_or(4);
         match off {
             Offset::Const(k) if i64::from(k) + i64::from(bytes) <= i64::from(DIRECT_MAX) => {
                 let k = i32::try_from(k).unwrap_or(0);
-                self.asm.load(e::W, R2, CTX, data);
-                self.asm.load(e::W, R3, CTX, data_end);
-                self.asm.mov64_reg(R4, R2);
+                self.asm.mov64_reg(R4, DATA);
+                self.asm.alu64_imm(e::ADD, R4, k + n);
+                self.asm.jmp_reg(e::JGT, R4, DATA_END, slow);
                 self.asm
-                    .alu64_imm(e::ADD, R4, k + i32::try_from(bytes).unwrap_or(4));
-                self.asm.jmp_reg(e::JGT, R4, R3, slow);
-                self.asm.load(size, dst, R2, i16::try_from(k).unwrap_or(0));
+                    .load(size, dst, DATA, i16::try_from(k).unwrap_or(0));
                 self.asm.ja(loaded);
                 self.asm.bind(slow);
                 self.asm.mov32(R1, k.cast_unsigned());
@@ -407,13 +414,11 @@ impl Translator {
             }
             Offset::Reg => {
                 self.asm.jmp_imm(e::JGT, R1, DIRECT_MAX, slow);
-                self.asm.load(e::W, R2, CTX, data);
-                self.asm.load(e::W, R3, CTX, data_end);
+                self.asm.mov64_reg(R2, DATA);
                 self.asm.alu64_reg(e::ADD, R2, R1);
                 self.asm.mov64_reg(R4, R2);
-                self.asm
-                    .alu64_imm(e::ADD, R4, i32::try_from(bytes).unwrap_or(4));
-                self.asm.jmp_reg(e::JGT, R4, R3, slow);
+                self.asm.alu64_imm(e::ADD, R4, n);
+                self.asm.jmp_reg(e::JGT, R4, DATA_END, slow);
                 self.asm.load(size, dst, R2, 0);
                 self.asm.ja(loaded);
                 self.asm.bind(slow);
@@ -424,7 +429,7 @@ impl Translator {
             Hook::Tc => {
                 self.asm.jmp_imm(e::JGT, R1, 0xffff, self.reject);
                 self.asm.mov64_reg(R2, R1);
-                self.asm.mov64_reg(R1, CTX);
+                self.ctx(R1);
                 self.asm.mov64_reg(R3, FP);
                 self.asm.alu64_imm(e::ADD, R3, STACK_LOAD.into());
                 self.asm.mov32(R4, bytes);
@@ -464,43 +469,31 @@ impl Translator {
         let Some((size, bytes)) = size_of(code) else {
             return Err(TranslateError::Unsupported { at: 0, code });
         };
-        if self.hook == Hook::Xdp {
+        if !self.tagged {
             self.physical(dst, size, bytes, off);
             return Ok(());
         }
-        // TC: the frame as it is when no tag was taken out, else with the tag put back.
-        let tagged = self.asm.label();
-        let done = self.asm.label();
+        // The tag is out of the frame: libpcap's bytes 12 to 16 are the tag, and what follows
+        // them is 4 bytes further back in the kernel's frame.
         match off {
             Offset::Const(k) => {
                 if k.checked_add(bytes).is_some_and(|end| end <= 12) {
-                    // Before the tag: the same bytes either way.
                     self.physical(dst, size, bytes, off);
-                    return Ok(());
-                }
-                self.asm.jmp_imm(e::JNE, TAG, 0, tagged);
-                self.physical(dst, size, bytes, off);
-                self.asm.ja(done);
-                self.asm.bind(tagged);
-                if k >= 16 {
+                } else if k >= 16 {
                     self.physical(dst, size, bytes, Offset::Const(k - 4));
                 } else {
                     self.head_load(dst, bytes, k);
                 }
             }
             Offset::Reg => {
-                self.asm.jmp_imm(e::JNE, TAG, 0, tagged);
-                self.physical(dst, size, bytes, off);
-                self.asm.ja(done);
-                self.asm.bind(tagged);
-                // After the tag: 4 bytes back; before it: as it is; across it: from the head.
+                let done = self.asm.label();
                 let after = self.asm.label();
                 let before = self.asm.label();
                 self.asm.jmp_imm(e::JGE, R1, 16, after);
                 self.asm
                     .jmp_imm(e::JLT, R1, 13 - i32::try_from(bytes).unwrap_or(4), before);
-                let first = 13 - bytes;
-                for k in first..16 {
+                // Across the tag: from the head, offset by offset.
+                for k in 13 - bytes..16 {
                     let next = self.asm.label();
                     self.asm
                         .jmp_imm(e::JNE, R1, i32::try_from(k).unwrap_or(0), next);
@@ -513,25 +506,25 @@ impl Translator {
                 self.asm.alu64_imm(e::SUB, R1, 4);
                 self.asm.bind(before);
                 self.physical(dst, size, bytes, Offset::Reg);
+                self.asm.bind(done);
             }
         }
-        self.asm.bind(done);
         Ok(())
     }
 
     /// `dst = the packet's length as libpcap would capture it`.
     fn length(&mut self, dst: u8) {
+        self.ctx(R1);
         match self.hook {
             Hook::Tc => {
-                let untagged = self.asm.label();
-                self.asm.load(e::W, dst, CTX, ctx::SKB_LEN);
-                self.asm.jmp_imm(e::JEQ, TAG, 0, untagged);
-                self.asm.alu32_imm(e::ADD, dst, 4);
-                self.asm.bind(untagged);
+                self.asm.load(e::W, dst, R1, ctx::SKB_LEN);
+                if self.tagged {
+                    self.asm.alu32_imm(e::ADD, dst, 4);
+                }
             }
             Hook::Xdp => {
-                self.asm.load(e::W, dst, CTX, ctx::XDP_DATA_END);
-                self.asm.load(e::W, R2, CTX, ctx::XDP_DATA);
+                self.asm.load(e::W, dst, R1, ctx::XDP_DATA_END);
+                self.asm.load(e::W, R2, R1, ctx::XDP_DATA);
                 self.asm.alu32_reg(e::SUB, dst, R2);
             }
         }
@@ -540,40 +533,38 @@ impl Translator {
     /// An ancillary load (`SKF_AD_*`, Linux's extensions to classic BPF) into `A`.
     fn ancillary(&mut self, at: usize, k: u32) -> Result<(), TranslateError> {
         let what = k.wrapping_sub(c::AD_OFF);
-        let unsupported = |what| TranslateError::Ancillary {
-            at,
-            what,
-            hook: match self.hook {
-                Hook::Tc => "TC",
-                Hook::Xdp => "XDP",
-            },
+        let hook = match self.hook {
+            Hook::Tc => "TC",
+            Hook::Xdp => "XDP",
         };
+        let unsupported = |what| TranslateError::Ancillary { at, what, hook };
+        self.ctx(R1);
         match (self.hook, what) {
             // SKF_AD_PROTOCOL: the EtherType, host order.
             (Hook::Tc, 0) => {
-                self.asm.load(e::W, A, CTX, ctx::SKB_PROTOCOL);
+                self.asm.load(e::W, A, R1, ctx::SKB_PROTOCOL);
                 self.asm.swap_to_be(A, 16);
             }
-            (Hook::Tc, 4) => self.asm.load(e::W, A, CTX, ctx::SKB_PKT_TYPE),
-            (Hook::Tc, 8) => self.asm.load(e::W, A, CTX, ctx::SKB_IFINDEX),
-            (Hook::Xdp, 8) => self.asm.load(e::W, A, CTX, ctx::XDP_INGRESS_IFINDEX),
-            (Hook::Tc, 20) => self.asm.load(e::W, A, CTX, ctx::SKB_MARK),
-            (Hook::Tc, 24) => self.asm.load(e::W, A, CTX, ctx::SKB_QUEUE_MAPPING),
-            (Hook::Tc, 32) => self.asm.load(e::W, A, CTX, ctx::SKB_HASH),
+            (Hook::Tc, 4) => self.asm.load(e::W, A, R1, ctx::SKB_PKT_TYPE),
+            (Hook::Tc, 8) => self.asm.load(e::W, A, R1, ctx::SKB_IFINDEX),
+            (Hook::Xdp, 8) => self.asm.load(e::W, A, R1, ctx::XDP_INGRESS_IFINDEX),
+            (Hook::Tc, 20) => self.asm.load(e::W, A, R1, ctx::SKB_MARK),
+            (Hook::Tc, 24) => self.asm.load(e::W, A, R1, ctx::SKB_QUEUE_MAPPING),
+            (Hook::Tc, 32) => self.asm.load(e::W, A, R1, ctx::SKB_HASH),
             (_, 36) => {
                 self.asm.call(e::GET_SMP_PROCESSOR_ID);
                 self.asm.alu32_reg(e::MOV, A, R0);
             }
             // SKF_AD_ALU_XOR_X.
             (_, 40) => self.asm.alu32_reg(e::XOR, A, X),
-            (Hook::Tc, 44) => self.asm.load(e::W, A, CTX, ctx::SKB_VLAN_TCI),
-            (Hook::Tc, 48) => self.asm.load(e::W, A, CTX, ctx::SKB_VLAN_PRESENT),
+            (Hook::Tc, 44) => self.asm.load(e::W, A, R1, ctx::SKB_VLAN_TCI),
+            (Hook::Tc, 48) => self.asm.load(e::W, A, R1, ctx::SKB_VLAN_PRESENT),
             (_, 56) => {
                 self.asm.call(e::GET_PRANDOM_U32);
                 self.asm.alu32_reg(e::MOV, A, R0);
             }
             (Hook::Tc, 60) => {
-                self.asm.load(e::W, A, CTX, ctx::SKB_VLAN_PROTO);
+                self.asm.load(e::W, A, R1, ctx::SKB_VLAN_PROTO);
                 self.asm.swap_to_be(A, 16);
             }
             (_, 4) => return Err(unsupported("the packet type")),
@@ -583,45 +574,49 @@ impl Translator {
         Ok(())
     }
 
-    /// The start: registers, scratch memory, the tag taken out of the frame (TC).
-    fn prologue(&mut self, memory: &[bool; c::MEMWORDS as usize]) {
-        self.asm.mov64_reg(CTX, R1);
+    /// The start: the context put aside, registers, scratch memory, the packet's data; in TC,
+    /// a jump to `tagged` when the frame's VLAN tag is in `skb->vlan_tci`.
+    fn prologue(&mut self, memory: &[bool; c::MEMWORDS as usize], tagged: Label) {
+        self.asm.store(e::DW, FP, STACK_CTX, R1);
         self.asm.mov32(A, 0);
         self.asm.mov32(X, 0);
-        self.asm.mov32(TAG, 0);
         for (k, used) in (0i16..).zip(memory) {
             if *used {
                 self.asm.store_imm(e::W, FP, STACK_MEM + 4 * k, 0);
             }
         }
+        let (data, data_end) = self.data_offsets();
+        self.asm.load(e::W, DATA, R1, data);
+        self.asm.load(e::W, DATA_END, R1, data_end);
         if self.hook == Hook::Tc {
-            let untagged = self.asm.label();
-            self.asm.load(e::W, R1, CTX, ctx::SKB_VLAN_PRESENT);
-            self.asm.jmp_imm(e::JEQ, R1, 0, untagged);
-            // The tag as its 4 bytes read big-endian: TPID, then TCI.
-            self.asm.load(e::W, TAG, CTX, ctx::SKB_VLAN_PROTO);
-            self.asm.swap_to_be(TAG, 16);
-            self.asm.alu32_imm(e::LSH, TAG, 16);
-            self.asm.load(e::W, R1, CTX, ctx::SKB_VLAN_TCI);
-            self.asm.alu32_imm(e::AND, R1, 0xffff);
-            self.asm.alu32_reg(e::OR, TAG, R1);
-            // The head: bytes 0..16 of the frame, then bytes 12..16 moved to 16..20 and the
-            // tag written in their place. A frame of fewer than 16 bytes carries nothing a
-            // filter on TCP could select: rejected.
-            self.asm.mov64_reg(R1, CTX);
-            self.asm.mov32(R2, 0);
-            self.asm.mov64_reg(R3, FP);
-            self.asm.alu64_imm(e::ADD, R3, STACK_HEAD.into());
-            self.asm.mov32(R4, 16);
-            self.asm.call(e::SKB_LOAD_BYTES);
-            self.asm.jmp_imm(e::JNE, R0, 0, self.reject);
-            self.asm.load(e::W, R1, FP, STACK_HEAD + 12);
-            self.asm.store(e::W, FP, STACK_HEAD + 16, R1);
-            self.asm.mov64_reg(R1, TAG);
-            self.asm.swap_to_be(R1, 32);
-            self.asm.store(e::W, FP, STACK_HEAD + 12, R1);
-            self.asm.bind(untagged);
+            self.asm.load(e::W, R2, R1, ctx::SKB_VLAN_PRESENT);
+            self.asm.jmp_imm(e::JNE, R2, 0, tagged);
         }
+    }
+
+    /// The head of a frame whose tag is in `skb->vlan_tci`, as libpcap sees it, on the stack:
+    /// bytes 0..16 of the frame, then bytes 12..16 moved to 16..20 and the tag (TPID, TCI)
+    /// written in their place. A frame of fewer than 16 bytes carries nothing a filter on TCP
+    /// could select: rejected.
+    fn tagged_head(&mut self) {
+        self.ctx(R1);
+        self.asm.mov32(R2, 0);
+        self.asm.mov64_reg(R3, FP);
+        self.asm.alu64_imm(e::ADD, R3, STACK_HEAD.into());
+        self.asm.mov32(R4, 16);
+        self.asm.call(e::SKB_LOAD_BYTES);
+        self.asm.jmp_imm(e::JNE, R0, 0, self.reject);
+        self.asm.load(e::W, R1, FP, STACK_HEAD + 12);
+        self.asm.store(e::W, FP, STACK_HEAD + 16, R1);
+        self.ctx(R1);
+        self.asm.load(e::W, R2, R1, ctx::SKB_VLAN_PROTO);
+        self.asm.swap_to_be(R2, 16);
+        self.asm.alu32_imm(e::LSH, R2, 16);
+        self.asm.load(e::W, R3, R1, ctx::SKB_VLAN_TCI);
+        self.asm.alu32_imm(e::AND, R3, 0xffff);
+        self.asm.alu32_reg(e::OR, R2, R3);
+        self.asm.swap_to_be(R2, 32);
+        self.asm.store(e::W, FP, STACK_HEAD + 12, R2);
     }
 
     /// The two ends: a selected packet goes on to the counting program; one left out is
@@ -632,7 +627,7 @@ impl Translator {
             Hook::Xdp => XDP_PASS,
         };
         self.asm.bind(self.accept);
-        self.asm.mov64_reg(R1, CTX);
+        self.ctx(R1);
         self.asm.map(R2, self.maps.programs);
         self.asm.mov32(R3, SLOT_COUNT);
         self.asm.call(e::TAIL_CALL);
@@ -661,31 +656,199 @@ impl Translator {
     }
 }
 
+impl Translator {
+    /// One copy of `program`'s instructions.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one match over the classic instruction set reads best whole"
+    )]
+    fn body(&mut self, program: &[Cbpf]) -> Result<(), TranslateError> {
+        let at: Vec<Label> = program.iter().map(|_| self.asm.label()).collect();
+        let target = |from: usize, by: u32| -> Result<Label, TranslateError> {
+            let to = usize::try_from(by)
+                .ok()
+                .and_then(|by| (from + 1).checked_add(by))
+                .filter(|to| *to < program.len())
+                .ok_or(TranslateError::JumpOutside { at: from })?;
+            Ok(at[to])
+        };
+        let mem_slot = |n: usize, k: u32| -> Result<i16, TranslateError> {
+            if k >= c::MEMWORDS {
+                return Err(TranslateError::Unsupported {
+                    at: n,
+                    code: program[n].code,
+                });
+            }
+            Ok(STACK_MEM + 4 * i16::try_from(k).unwrap_or(0))
+        };
+        for (n, i) in program.iter().enumerate() {
+            self.asm.bind(at[n]);
+            let unsupported = || TranslateError::Unsupported {
+                at: n,
+                code: i.code,
+            };
+            let class = i.code & 0x07;
+            match class {
+                c::LD | c::LDX => {
+                    let dst = if class == c::LD { A } else { X };
+                    match (class, i.code & 0xe0) {
+                        (_, c::IMM) if i.code & 0x18 == c::W => self.asm.mov32(dst, i.k),
+                        (_, c::MEM) if i.code & 0x18 == c::W => {
+                            self.asm.load(e::W, dst, FP, mem_slot(n, i.k)?);
+                        }
+                        (_, c::LEN) if i.code & 0x18 == c::W => self.length(dst),
+                        (c::LD, c::ABS) if i.k >= c::AD_OFF => {
+                            if i.code & 0x18 != c::W {
+                                return Err(unsupported());
+                            }
+                            self.ancillary(n, i.k)?;
+                        }
+                        (c::LD, c::ABS) => {
+                            self.packet(A, i.code, Offset::Const(i.k))
+                                .map_err(|_| unsupported())?;
+                        }
+                        (c::LD, c::IND) => {
+                            // X + k in 64 bits: no wrap, and anything past 16 bits is beyond
+                            // the packet.
+                            self.asm.mov32(R1, i.k);
+                            self.asm.alu64_reg(e::ADD, R1, X);
+                            self.packet(A, i.code, Offset::Reg)
+                                .map_err(|_| unsupported())?;
+                        }
+                        (c::LDX, c::MSH) if i.code & 0x18 == c::B => {
+                            self.packet(X, c::B, Offset::Const(i.k))
+                                .map_err(|_| unsupported())?;
+                            self.asm.alu32_imm(e::AND, X, 0xf);
+                            self.asm.alu32_imm(e::LSH, X, 2);
+                        }
+                        _ => return Err(unsupported()),
+                    }
+                }
+                c::ST => self.asm.store(e::W, FP, mem_slot(n, i.k)?, A),
+                c::STX => self.asm.store(e::W, FP, mem_slot(n, i.k)?, X),
+                c::ALU => {
+                    let op = i.code & 0xf0;
+                    let by_x = i.code & 0x08 == c::X;
+                    match op {
+                        c::NEG => self.asm.raw(e::ALU | e::NEG, A, 0, 0, 0),
+                        // ADD, SUB, MUL, OR, AND, XOR: as eBPF does them in 32 bits.
+                        0x00 | 0x10 | 0x20 | 0x40 | 0x50 | 0xa0 => {
+                            if by_x {
+                                self.asm.alu32_reg(op.try_into().unwrap_or(0), A, X);
+                            } else {
+                                self.asm.alu32_imm(op.try_into().unwrap_or(0), A, i.k);
+                            }
+                        }
+                        // DIV, MOD: by zero, libpcap rejects the packet.
+                        0x30 | 0x90 => {
+                            let op8: u8 = op.try_into().unwrap_or(0);
+                            if by_x {
+                                self.asm.jmp_imm(e::JEQ, X, 0, self.reject);
+                                self.asm.alu32_reg(op8, A, X);
+                            } else if i.k == 0 {
+                                self.asm.ja(self.reject);
+                            } else {
+                                self.asm.alu32_imm(op8, A, i.k);
+                            }
+                        }
+                        // LSH, RSH: by 32 or more, 0.
+                        0x60 | 0x70 => {
+                            let op8: u8 = op.try_into().unwrap_or(0);
+                            if by_x {
+                                let small = self.asm.label();
+                                let shifted = self.asm.label();
+                                self.asm.jmp_imm(e::JLT, X, 32, small);
+                                self.asm.mov32(A, 0);
+                                self.asm.ja(shifted);
+                                self.asm.bind(small);
+                                self.asm.alu32_reg(op8, A, X);
+                                self.asm.bind(shifted);
+                            } else if i.k >= 32 {
+                                self.asm.mov32(A, 0);
+                            } else {
+                                self.asm.alu32_imm(op8, A, i.k);
+                            }
+                        }
+                        _ => return Err(unsupported()),
+                    }
+                }
+                c::JMP => {
+                    let op = i.code & 0xf0;
+                    if op == c::JA {
+                        self.asm.ja(target(n, i.k)?);
+                        continue;
+                    }
+                    let op8: u8 = match op {
+                        c::JEQ => e::JEQ,
+                        c::JGT => e::JGT,
+                        c::JGE => e::JGE,
+                        c::JSET => e::JSET,
+                        _ => return Err(unsupported()),
+                    };
+                    let (yes, no) = (target(n, i.jt.into())?, target(n, i.jf.into())?);
+                    // Unsigned 32-bit comparisons (JMP32: the immediate is not sign-extended).
+                    if i.code & 0x08 == c::X {
+                        self.asm.jump(e::JMP32 | op8 | e::X, A, X, 0, yes);
+                    } else {
+                        self.asm
+                            .jump(e::JMP32 | op8 | e::K, A, 0, i.k.cast_signed(), yes);
+                    }
+                    if i.jf != 0 {
+                        self.asm.ja(no);
+                    }
+                }
+                c::RET => match i.code & 0x18 {
+                    c::K => self
+                        .asm
+                        .ja(if i.k == 0 { self.reject } else { self.accept }),
+                    c::A => {
+                        self.asm.jmp_imm(e::JEQ, A, 0, self.reject);
+                        self.asm.ja(self.accept);
+                    }
+                    _ => return Err(unsupported()),
+                },
+                c::MISC => {
+                    if i.code & 0xf8 == c::TXA {
+                        self.asm.alu32_reg(e::MOV, A, X);
+                    } else if i.code & 0xf8 == 0 {
+                        self.asm.alu32_reg(e::MOV, X, A);
+                    } else {
+                        return Err(unsupported());
+                    }
+                }
+                _ => return Err(unsupported()),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Translates `program` (libpcap's classic BPF for an Ethernet link) into the eBPF filter
 /// program of `hook`.
 ///
 /// # Errors
 /// An instruction the kernel path cannot run (an ancillary load the hook has no field for), a
 /// malformed program (libpcap never makes one), or a program too large for the kernel.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one match over the classic instruction set reads best whole"
-)]
 pub fn translate(program: &[Cbpf], hook: Hook, maps: Maps) -> Result<Vec<Insn>, TranslateError> {
+    // Falling off the end is not classic BPF (its last instruction returns).
+    if program.last().is_none_or(|last| last.code & 0x07 != c::RET) {
+        return Err(TranslateError::NoReturn);
+    }
     let mut asm = Asm {
-        insns: Vec::with_capacity(program.len() * 16 + 64),
+        insns: Vec::with_capacity(program.len() * 32 + 64),
         labels: Vec::new(),
         fixups: Vec::new(),
     };
     let reject = asm.label();
     let accept = asm.label();
-    let at: Vec<Label> = program.iter().map(|_| asm.label()).collect();
+    let tagged = asm.label();
     let mut t = Translator {
         asm,
         hook,
         maps,
         reject,
         accept,
+        tagged: false,
     };
     let mut memory = [false; c::MEMWORDS as usize];
     for i in program {
@@ -700,163 +863,15 @@ pub fn translate(program: &[Cbpf], hook: Hook, maps: Maps) -> Result<Vec<Insn>, 
             }
         }
     }
-    t.prologue(&memory);
-    let target = |from: usize, by: u32| -> Result<Label, TranslateError> {
-        let to = usize::try_from(by)
-            .ok()
-            .and_then(|by| (from + 1).checked_add(by))
-            .filter(|to| *to < program.len())
-            .ok_or(TranslateError::JumpOutside { at: from })?;
-        Ok(at[to])
-    };
-    let mem_slot = |n: usize, k: u32| -> Result<i16, TranslateError> {
-        if k >= c::MEMWORDS {
-            return Err(TranslateError::Unsupported {
-                at: n,
-                code: program[n].code,
-            });
-        }
-        Ok(STACK_MEM + 4 * i16::try_from(k).unwrap_or(0))
-    };
-    for (n, i) in program.iter().enumerate() {
-        t.asm.bind(at[n]);
-        let unsupported = || TranslateError::Unsupported {
-            at: n,
-            code: i.code,
-        };
-        let class = i.code & 0x07;
-        match class {
-            c::LD | c::LDX => {
-                let dst = if class == c::LD { A } else { X };
-                match (class, i.code & 0xe0) {
-                    (_, c::IMM) if i.code & 0x18 == c::W => t.asm.mov32(dst, i.k),
-                    (_, c::MEM) if i.code & 0x18 == c::W => {
-                        t.asm.load(e::W, dst, FP, mem_slot(n, i.k)?);
-                    }
-                    (_, c::LEN) if i.code & 0x18 == c::W => t.length(dst),
-                    (c::LD, c::ABS) if i.k >= c::AD_OFF => {
-                        if i.code & 0x18 != c::W {
-                            return Err(unsupported());
-                        }
-                        t.ancillary(n, i.k)?;
-                    }
-                    (c::LD, c::ABS) => {
-                        t.packet(A, i.code, Offset::Const(i.k))
-                            .map_err(|_| unsupported())?;
-                    }
-                    (c::LD, c::IND) => {
-                        // X + k in 64 bits: no wrap, and anything past 16 bits is beyond
-                        // the packet.
-                        t.asm.mov32(R1, i.k);
-                        t.asm.alu64_reg(e::ADD, R1, X);
-                        t.packet(A, i.code, Offset::Reg)
-                            .map_err(|_| unsupported())?;
-                    }
-                    (c::LDX, c::MSH) if i.code & 0x18 == c::B => {
-                        t.packet(X, c::B, Offset::Const(i.k))
-                            .map_err(|_| unsupported())?;
-                        t.asm.alu32_imm(e::AND, X, 0xf);
-                        t.asm.alu32_imm(e::LSH, X, 2);
-                    }
-                    _ => return Err(unsupported()),
-                }
-            }
-            c::ST => t.asm.store(e::W, FP, mem_slot(n, i.k)?, A),
-            c::STX => t.asm.store(e::W, FP, mem_slot(n, i.k)?, X),
-            c::ALU => {
-                let op = i.code & 0xf0;
-                let by_x = i.code & 0x08 == c::X;
-                match op {
-                    c::NEG => t.asm.raw(e::ALU | e::NEG, A, 0, 0, 0),
-                    // ADD, SUB, MUL, OR, AND, XOR: as eBPF does them in 32 bits.
-                    0x00 | 0x10 | 0x20 | 0x40 | 0x50 | 0xa0 => {
-                        if by_x {
-                            t.asm.alu32_reg(op.try_into().unwrap_or(0), A, X);
-                        } else {
-                            t.asm.alu32_imm(op.try_into().unwrap_or(0), A, i.k);
-                        }
-                    }
-                    // DIV, MOD: by zero, libpcap rejects the packet.
-                    0x30 | 0x90 => {
-                        let op8: u8 = op.try_into().unwrap_or(0);
-                        if by_x {
-                            t.asm.jmp_imm(e::JEQ, X, 0, t.reject);
-                            t.asm.alu32_reg(op8, A, X);
-                        } else if i.k == 0 {
-                            t.asm.ja(t.reject);
-                        } else {
-                            t.asm.alu32_imm(op8, A, i.k);
-                        }
-                    }
-                    // LSH, RSH: by 32 or more, 0.
-                    0x60 | 0x70 => {
-                        let op8: u8 = op.try_into().unwrap_or(0);
-                        if by_x {
-                            let small = t.asm.label();
-                            let shifted = t.asm.label();
-                            t.asm.jmp_imm(e::JLT, X, 32, small);
-                            t.asm.mov32(A, 0);
-                            t.asm.ja(shifted);
-                            t.asm.bind(small);
-                            t.asm.alu32_reg(op8, A, X);
-                            t.asm.bind(shifted);
-                        } else if i.k >= 32 {
-                            t.asm.mov32(A, 0);
-                        } else {
-                            t.asm.alu32_imm(op8, A, i.k);
-                        }
-                    }
-                    _ => return Err(unsupported()),
-                }
-            }
-            c::JMP => {
-                let op = i.code & 0xf0;
-                if op == c::JA {
-                    t.asm.ja(target(n, i.k)?);
-                    continue;
-                }
-                let op8: u8 = match op {
-                    c::JEQ => e::JEQ,
-                    c::JGT => e::JGT,
-                    c::JGE => e::JGE,
-                    c::JSET => e::JSET,
-                    _ => return Err(unsupported()),
-                };
-                let (yes, no) = (target(n, i.jt.into())?, target(n, i.jf.into())?);
-                // Unsigned 32-bit comparisons (JMP32: the immediate is not sign-extended).
-                if i.code & 0x08 == c::X {
-                    t.asm.jump(e::JMP32 | op8 | e::X, A, X, 0, yes);
-                } else {
-                    t.asm
-                        .jump(e::JMP32 | op8 | e::K, A, 0, i.k.cast_signed(), yes);
-                }
-                if i.jf != 0 {
-                    t.asm.ja(no);
-                }
-            }
-            c::RET => match i.code & 0x18 {
-                c::K => t.asm.ja(if i.k == 0 { t.reject } else { t.accept }),
-                c::A => {
-                    t.asm.jmp_imm(e::JEQ, A, 0, t.reject);
-                    t.asm.ja(t.accept);
-                }
-                _ => return Err(unsupported()),
-            },
-            c::MISC => {
-                if i.code & 0xf8 == c::TXA {
-                    t.asm.alu32_reg(e::MOV, A, X);
-                } else if i.code & 0xf8 == 0 {
-                    t.asm.alu32_reg(e::MOV, X, A);
-                } else {
-                    return Err(unsupported());
-                }
-            }
-            _ => return Err(unsupported()),
-        }
-    }
-    // Falling off the end is not classic BPF (its last instruction returns).
-    if program.last().is_none_or(|last| last.code & 0x07 != c::RET) {
-        return Err(TranslateError::NoReturn);
+    t.prologue(&memory, tagged);
+    t.body(program)?;
+    if hook == Hook::Tc {
+        // The same program for a frame whose VLAN tag is in skb->vlan_tci: every packet then
+        // runs a copy without a check of the tag per load.
+        t.asm.bind(tagged);
+        t.tagged_head();
+        t.tagged = true;
+        t.body(program)?;
     }
     t.epilogue();
     t.asm.finish()

@@ -158,11 +158,14 @@ pub struct KernelCost {
     pub new_connection: f64,
     /// The existing connection's packet through tcptrack's loader without a filter, and with
     /// a filter of five primitives that selects it (older results have neither).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unfiltered: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filtered: Option<f64>,
-    #[serde(default)]
+    /// The median of what the filter added, round by round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_added: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
     /// Runs of one packet each, for the new-connection figures.
     pub new_connections: u32,
@@ -326,17 +329,18 @@ impl Report {
             "| tcptrack, new connection, one run each ({fresh} runs) | {:.0} |",
             k.new_connection
         )?;
-        if let (Some(without), Some(with), Some(filter)) = (k.unfiltered, k.filtered, &k.filter) {
+        if let (Some(without), Some(with), Some(added), Some(filter)) =
+            (k.unfiltered, k.filtered, k.filter_added, &k.filter)
+        {
             writeln!(
                 f,
-                "| tcptrack, existing connection, through its own loader ({repeat} repeats) | \
-                 {without:.0} |"
+                "| tcptrack, existing connection, through its own loader (median of rounds \
+                 alternating with the next row, {repeat} repeats in all) | {without:.0} |"
             )?;
             writeln!(
                 f,
                 "| the same through a filter of five primitives that selects it (`{filter}`) | \
-                 {with:.0} (+{:.0}) |",
-                with - without
+                 {with:.0} (+{added:.0}: the median of the rounds' differences) |"
             )?;
         }
         Ok(())

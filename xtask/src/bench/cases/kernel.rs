@@ -47,6 +47,7 @@ pub fn measure(b: &Bench) -> Result<KernelCost> {
         new_connection: median("new_ns"),
         unfiltered: Some(median("unfiltered_ns")),
         filtered: Some(median("filtered_ns")),
+        filter_added: Some(median("filter_added_ns")),
         filter: runs
             .first()
             .and_then(|r| r["filter"].as_str())
