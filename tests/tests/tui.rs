@@ -375,6 +375,25 @@ fn at_80x24_long_addresses_are_shortened_every_connection_listed_and_enter_shows
 }
 
 #[test]
+fn the_help_view_says_where_processes_come_from_on_the_kernel_path() {
+    let _one = tcptrack_tests::live::serial();
+    let hosts = HostPair::new();
+    let t = on_host_a(&hosts, &format!("-i {}", hosts.a_if), (160, 40));
+    t.wait_for(&format!("kernel on {}", hosts.a_if));
+    t.keys(&["?"]);
+    // From the kernel where its probes load, else from /proc with the reason.
+    let s = t.wait_for("Processes: from");
+    assert!(
+        s.contains("Processes: from the kernel as each socket connects")
+            || s.contains("Processes: from /proc, as ss -p finds them ("),
+        "{s}"
+    );
+    t.keys(&["Escape"]);
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0);
+}
+
+#[test]
 fn the_reason_for_the_libpcap_path_is_readable_in_full() {
     let _one = tcptrack_tests::live::serial();
     let hosts = HostPair::new();
