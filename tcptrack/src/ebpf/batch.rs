@@ -35,17 +35,9 @@ struct BatchAttr {
 
 /// Runs one batch command; returns the count the kernel wrote back, and its error if any.
 fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> (usize, Option<io::Error>) {
-    // SAFETY: bpf(2) with a batch attribute whose pointers the callers made point at buffers of
-    // `count` keys and `count` per-CPU values; the kernel writes `count` (and `out_batch`) back.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    let err = (r < 0).then(io::Error::last_os_error);
+    // SAFETY: a batch attribute whose pointers the callers made point at buffers of `count`
+    // keys and `count` per-CPU values; the kernel writes `count` (and `out_batch`) back.
+    let err = unsafe { super::sys::bpf(cmd, attr) }.err();
     (attr.count as usize, err)
 }
 

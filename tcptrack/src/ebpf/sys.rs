@@ -1,5 +1,6 @@
-//! The two bpf(2) commands the translated filter needs and aya 0.14 has no API for: loading a
-//! program from instructions made at run time, and putting a program into a program array.
+//! bpf(2) where aya 0.14 has no API: the call itself (the batch operations use it too), and
+//! the two commands the translated filter needs: loading a program from instructions made at
+//! run time, and putting a program into a program array.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -45,9 +46,13 @@ struct MapElemAttr {
     flags: u64,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: bpf(2) with an attribute of the command's layout, whose pointers the callers
-    // made point at live buffers of the sizes the attribute gives.
+/// bpf(2): command `cmd` with `attr`.
+///
+/// # Safety
+/// `attr` is the command's part of `union bpf_attr`, its pointers at live buffers of the sizes
+/// it gives (the kernel reads and writes them).
+pub(super) unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: as the caller promised.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -96,7 +101,8 @@ pub fn load_program(hook: Hook, name: &str, insns: &[Insn]) -> Result<OwnedFd, R
         },
         ..ProgLoadAttr::default()
     };
-    let error = match bpf(BPF_PROG_LOAD, &mut attr) {
+    // SAFETY: the load attribute points at `insns` and the license, alive for the call.
+    let error = match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         // SAFETY: a new descriptor the kernel handed over, owned by no one else.
         Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) }),
         Err(e) => e,
@@ -105,7 +111,8 @@ pub fn load_program(hook: Hook, name: &str, insns: &[Insn]) -> Result<OwnedFd, R
     attr.log_level = 1;
     attr.log_size = u32::try_from(log.len()).unwrap_or(u32::MAX);
     attr.log_buf = log.as_mut_ptr() as u64;
-    if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
+    // SAFETY: as above, and at `log`, of `log_size` bytes.
+    if let Ok(fd) = unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         // Accepted the second time (a transient failure): use it.
         // SAFETY: as above.
         return Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) });
@@ -129,5 +136,6 @@ pub fn set_program(map: BorrowedFd<'_>, index: u32, program: BorrowedFd<'_>) -> 
         value: std::ptr::from_ref(&value) as u64,
         ..MapElemAttr::default()
     };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+    // SAFETY: the attribute points at `index` and `value`, alive for the call.
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(|_| ())
 }
