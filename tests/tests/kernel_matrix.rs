@@ -3,6 +3,11 @@
 //! (`tests/vm/`: `prepare.sh` fetches and unpacks the kernels once, `run.sh` boots one and runs
 //! `matrix.sh` inside). The host's own kernel runs the same tests in `kernel_live.rs` and
 //! `kernel_follow.rs`. Needs root (CI has it).
+//!
+//! Time: no VM has one fixed bound. `matrix.sh` times the emulated CPU first and scales its
+//! waits and its steps' bounds to it; `run.sh` holds the boot, each step and the power-off to
+//! their own bounds, and says where a cut run was. Each report says when each step started and
+//! how long it took.
 
 use std::path::Path;
 use std::process::Command;

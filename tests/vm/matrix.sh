@@ -6,7 +6,15 @@
 #     close and a RST);
 #   - a filter of any kind (here bytes of the TCP header and a length) runs in the kernel and
 #     selects the right connections, on TC and, where --xdp runs (5.18 on), on XDP;
-#   - nothing of tcptrack is left after SIGINT, SIGTERM, and after SIGKILL followed by a start.
+#   - nothing of tcptrack is left after SIGINT, SIGTERM, and after SIGKILL followed by a start;
+#   - the round trip under netem, and the process of a short connection, from the kernel.
+# Time: the guest CPU is emulated, 10-30x slower than the host's, and the host's own speed
+# varies by machine. Every wait below is on a condition, bounded; each step has a bound of its
+# own, which run.sh holds it to (it cuts the VM when a step runs over, and says which). The
+# report says when each step started and how long it took. All bounds are those of the machine
+# they were set on, scaled by how much slower this emulated CPU is than that one's (SCALE_PCT:
+# a fixed piece of Python timed here against REF_MS there), so that a slower machine gets
+# longer bounds rather than a failure.
 set -u
 OUT=$1
 TCPTRACK=$(cat "$OUT/bin")
@@ -14,18 +22,73 @@ PY=/usr/bin/python3 # Debian's, not a pyenv shim
 REPORT=$OUT/report.txt
 : >"$REPORT"
 failed=0
+uname -r >>"$REPORT"
+
+# The guest's uptime in centiseconds, into NOW (no process started: cheap on this CPU).
+now_cs() { read -r up _ </proc/uptime; NOW=${up%.*}${up#*.}; }
+now_cs
+T0=$NOW
+secs() { echo "$(($1 / 100)).$(($1 % 100 / 10))"; } # centiseconds as seconds, one decimal
+
+# The emulated CPU's speed: the best of three runs of a fixed loop, in milliseconds. REF_MS is
+# what it took in the VMs of the machine the bounds were set on (281-550 ms; its host runs the
+# loop in 50-70 ms), where the steps took: 0. 2-10 s, 1. 23-76 s, 2. 24-232 s (6.1's verifier
+# takes about 100 s to refuse the filter's program, which is loaded twice), 3. 35-67 s,
+# 4. 29-70 s, 5. 23-57 s; the scripts 149-381 s in all, the three VMs 15 minutes. Step bounds
+# are about three times the longest.
+REF_MS=450
+CAL_MS=$($PY -c '
+import time
+best = None
+for _ in range(3):
+    t = time.perf_counter()
+    s = 0
+    for i in range(200000):
+        s += i * i
+    d = time.perf_counter() - t
+    best = d if best is None else min(best, d)
+print(max(1, round(best * 1000)))')
+SCALE_PCT=$((${CAL_MS:-$REF_MS} * 100 / REF_MS))
+[ "$SCALE_PCT" -ge 100 ] || SCALE_PCT=100
+echo "time: this CPU ran the reference loop in ${CAL_MS:-?} ms (${REF_MS} ms where the bounds were set): bounds x$(secs "$SCALE_PCT")" >>"$REPORT"
+
+STEP=""
+STEP_AT=$T0
+# step NAME SECONDS: ends the step before (its time in the report) and starts NAME, which run.sh
+# holds to SECONDS (scaled) through OUTDIR/step; `step ""` ends the last one.
+step() {
+    now_cs
+    [ -z "$STEP" ] || echo "time: $STEP: took $(secs $((NOW - STEP_AT))) s" >>"$REPORT"
+    STEP=$1
+    STEP_AT=$NOW
+    if [ -z "$STEP" ]; then
+        echo "time: all steps $(secs $((NOW - T0))) s" >>"$REPORT"
+        return
+    fi
+    bound=$(($2 * SCALE_PCT / 100))
+    echo "time: $STEP: from $(secs $((NOW - T0))) s, bound $bound s" >>"$REPORT"
+    echo "$bound $STEP" >"$OUT/step"
+}
 check() { # check WHAT COMMAND...: runs the command, reports pass or FAIL
     what=$1; shift
+    echo "$what" >"$OUT/check" # where a cut run was
     if "$@" >>"$OUT/details.txt" 2>&1; then echo "pass: $what" >>"$REPORT"; else
         echo "FAIL: $what" >>"$REPORT"; failed=1; fi
 }
-# Waits (0.1 s steps, at most $1 tenths) for the command that follows: the guest CPU is emulated
-# and 10-30x slower than the host's, so fixed sleeps would be either too long or flaky.
+# Waits until the command that follows succeeds (every 0.1 s), at most $1 tenths of a second
+# (scaled): a fixed sleep would be too long on a fast machine and too short on a slow one.
 wait_for() {
-    n=$1; shift
-    until "$@"; do n=$((n - 1)); [ "$n" -gt 0 ] || return 1; sleep 0.1; done
+    now_cs
+    end=$((NOW + $1 * 10 * SCALE_PCT / 100))
+    shift
+    until "$@"; do
+        now_cs
+        [ "$NOW" -lt "$end" ] || return 1
+        sleep 0.1
+    done
 }
-uname -r >>"$REPORT"
+
+step "0. namespaces" 60
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 modprobe veth
 ip netns add a
@@ -74,13 +137,15 @@ for l in links:
 }
 nothing_attached() { ! attached; }
 
+# The verifier's time comes first, which the emulated CPU makes long (about 100 s on 6.1 for a
+# program it refuses in the end): 180 s (scaled) for the path line.
 start() { # start NAME ARGS...: tcptrack in namespace a, headless, until it says its path
     name=$1; shift
     rm -f "$OUT/$name.json" "$OUT/$name.err"
     ip netns exec a "$TCPTRACK" -i veth-a --output json --interval 0.5 -r 600 "$@" \
         >"$OUT/$name.json" 2>"$OUT/$name.err" &
     pid=$!
-    wait_for 600 test -s "$OUT/$name.err"
+    wait_for 1800 test -s "$OUT/$name.err"
 }
 
 # Compares the last refresh of a live JSON file with the -T table of a recording (already
@@ -101,6 +166,7 @@ EOF
 }
 
 # 1. The path, counts and states against a recording.
+step "1. counts and states against a recording" 240
 ip netns exec a tcpdump -i veth-a -s 262144 -w "$OUT/live.pcap" -U 2>"$OUT/tcpdump.err" &
 dump=$!
 wait_for 300 test -s "$OUT/tcpdump.err"
@@ -126,6 +192,7 @@ kill -INT "$pid"; wait "$pid"
 check "exit status 0 after SIGINT" test $? -eq 0
 check "nothing attached after SIGINT" wait_for 100 nothing_attached
 
+step "2. a filter in the kernel" 420
 # 2. A filter outside what the kernel decided before it ran libpcap's programs: in the kernel
 #    on every kernel. How long its path line took is reported (the verifier's part of it was
 #    20 s and more before).
@@ -135,6 +202,7 @@ t0=$(ms)
 start filter "$FILTER"
 echo "filter: the path line came $(( $(ms) - t0 )) ms after the start" >>"$REPORT"
 check "filter path line: $(cat "$OUT/filter.err")" grep -qx "$path" "$OUT/filter.err"
+check "the path in one line" test "$(wc -l <"$OUT/filter.err")" -eq 1
 transfer 5003 fin
 transfer 5004 fin
 only() { # only FILE PORT OTHER
@@ -159,6 +227,7 @@ case $(uname -r) in
         ;;
 esac
 
+step "3. SIGKILL, then a new start" 200
 # 3. SIGKILL, then a new start: what the killed one left (netlink filters) goes, and the new
 #    one counts once.
 start killed
@@ -177,6 +246,7 @@ check "nothing attached after SIGKILL and a new start" wait_for 100 nothing_atta
 #    has no netem; Debian's have it as a module): this host's socket (the kernel's smoothed
 #    round trip) and the packets of a recording (-T) both within 10% of 50 ms. The server
 #    acknowledges at once (TCP_QUICKACK), so that no delayed ACK adds to the round trip.
+step "4. the round trip under netem" 210
 near_50ms() { # near_50ms FILE PERCENT: the connection's last rtt_us within PERCENT% of 50 ms
     $PY - "$1" "$2" <<'EOF'
 import json, sys
@@ -223,6 +293,7 @@ else
     check "netem for the round-trip check" false
 fi
 
+step "5. the process of a short connection" 180
 # 5. The process of a connection too short for /proc (its socket is gone before tcptrack
 #    looks), from the programs on tcp_connect and the return of inet_csk_accept (whose
 #    arguments changed in 6.10): host a names its client, host b its server.
@@ -241,7 +312,7 @@ rm -f "$OUT/owner-b.json" "$OUT/owner-b.err"
 ip netns exec b "$TCPTRACK" -i veth-b --output json --interval 0.5 -r 600 \
     >"$OUT/owner-b.json" 2>"$OUT/owner-b.err" &
 owner_b=$!
-wait_for 600 test -s "$OUT/owner-b.err"
+wait_for 1800 test -s "$OUT/owner-b.err"
 ip netns exec a $PY -c "
 import socket, time
 c = socket.create_connection(('198.18.0.2', 5007)); c.sendall(b'hi'); c.close()
@@ -258,5 +329,6 @@ check "the server's process of a short connection, from the kernel" \
 kill "$client" "$server"
 kill -INT "$owner_a" "$owner_b"; wait "$owner_a" "$owner_b"
 
+step ""
 cat "$REPORT"
 exit $failed
