@@ -165,6 +165,17 @@ sys.exit(0 if live == capture and len(capture) == 2 else 1)
 EOF
 }
 
+# tcpdump (PID, its stderr in LOG) has written every packet its filter took: asked with SIGUSR1,
+# it says both counts. The emulated CPU may leave it behind the traffic for a while.
+recorded() { # recorded PID LOG
+    kill -USR1 "$1" 2>/dev/null || return 1
+    sleep 0.2
+    sed -n 's/.* \([0-9][0-9]*\) packets captured, \([0-9][0-9]*\) packets received by filter.*/\1 \2/p' \
+        "$2" | tail -n 1 | { read -r c r && [ "$c" -gt 0 ] && [ "$c" = "$r" ]; }
+}
+# Host a's connections are all closed (TIME-WAIT, or gone): their last packets were sent.
+closed() { ! ip netns exec a ss -Htan | grep -v -e '^TIME-WAIT' -e '^LISTEN' | grep -q .; }
+
 # 1. The path, counts and states against a recording.
 step "1. counts and states against a recording" 240
 ip netns exec a tcpdump -i veth-a -s 262144 -w "$OUT/live.pcap" -U 2>"$OUT/tcpdump.err" &
@@ -180,10 +191,8 @@ transfer 5001 fin
 transfer 5002 rst
 # tcpdump runs behind on the emulated CPU: let it write everything (-U: each packet as it is
 # read) before it is stopped, or the last packets stay unread.
-quiet_file() { # quiet_file FILE: its size did not change in a second
-    a=$(stat -c %s "$1"); sleep 1; [ "$a" = "$(stat -c %s "$1")" ]
-}
-wait_for 100 quiet_file "$OUT/live.pcap"
+wait_for 300 closed
+wait_for 300 recorded "$dump" "$OUT/tcpdump.err"
 kill -INT "$dump"; wait "$dump"
 "$TCPTRACK" -T "$OUT/live.pcap" --output json -r 600 >"$OUT/from-capture.json"
 check "counts and states equal the recording's" \
@@ -243,20 +252,34 @@ kill -INT "$pid"; wait "$pid"
 check "nothing attached after SIGKILL and a new start" wait_for 100 nothing_attached
 
 # 4. The round trip under netem, 20 ms one way and 30 ms the other (this machine's own kernel
-#    has no netem; Debian's have it as a module): this host's socket (the kernel's smoothed
-#    round trip) and the packets of a recording (-T) both within 10% of 50 ms. The server
-#    acknowledges at once (TCP_QUICKACK), so that no delayed ACK adds to the round trip.
+#    has no netem; Debian's have it as a module). This host's socket: once the client's data
+#    is all acknowledged nothing is timed any more and the kernel's smoothed round trip stays
+#    as it is; tcptrack's next read of it is then what ss says, to the microsecond, and it is
+#    at least the 50 ms of the delays. The packets of a recording (-T): at least 50 ms, and
+#    less than twice that. Above the 50 ms is what the ends' processing adds, which grows with
+#    the emulated CPU's slowness (2-4 ms for the kernel's own, 5-9 ms from the packets on one
+#    machine), so no closer bound holds on every machine; on the host's own CPU, through a
+#    delay line of the same delays, the packets give 50.7 ms, checked within 10%
+#    (tests/tests/diagnostics.rs). The server acknowledges at once (TCP_QUICKACK), so that no
+#    delayed ACK adds to the round trip.
 step "4. the round trip under netem" 210
-near_50ms() { # near_50ms FILE PERCENT: the connection's last rtt_us within PERCENT% of 50 ms
-    $PY - "$1" "$2" <<'EOF'
+last_rtt() { # last_rtt FILE: the last rtt_us of the connection to port 5006 in FILE, or nothing
+    $PY - "$1" <<'EOF'
 import json, sys
-recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rtt = [r['rtt_us'] for r in recs if r['server'] == '198.18.0.2:5006' and r['rtt_us']]
-p = int(sys.argv[2])
-print(sys.argv[1], 'rtt_us', rtt[-1:] or 'none', 'within', p, '%')
-sys.exit(0 if rtt and abs(rtt[-1] - 50000) <= 500 * p else 1)
+rtt = []
+for line in open(sys.argv[1]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue # a line being written
+    if r['server'] == '198.18.0.2:5006' and r['rtt_us']:
+        rtt.append(r['rtt_us'])
+print(rtt[-1] if rtt else '')
 EOF
 }
+shows_ss_rtt() { [ -n "$SS_RTT" ] && [ "$(last_rtt "$OUT/rtt.json")" = "$SS_RTT" ]; }
+socket_rtt() { wait_for 300 shows_ss_rtt && [ "$SS_RTT" -ge 50000 ]; }
+between_50_100_ms() { [ -n "$1" ] && [ "$1" -ge 50000 ] && [ "$1" -lt 100000 ]; }
 if modprobe sch_netem 2>/dev/null &&
     ip netns exec a tc qdisc add dev veth-a root netem delay 20ms &&
     ip netns exec b tc qdisc add dev veth-b root netem delay 30ms; then
@@ -273,22 +296,35 @@ while True:
 c.close()" &
     server=$!
     wait_for 300 sh -c "ip netns exec b ss -ltn | grep -q :5006"
+    # The client writes what ss says once its data is acknowledged (tcpi_unacked is 0), and
+    # holds the connection until told.
     ip netns exec a $PY -c "
-import socket, time
+import os, socket, struct, subprocess, time
 c = socket.create_connection(('198.18.0.2', 5006))
 for _ in range(40): c.sendall(b'x' * 1000); time.sleep(0.1)
-c.close()"
+while struct.unpack_from('I', c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]:
+    time.sleep(0.01)
+ss = subprocess.run(['ss', '-tni', 'dst', '198.18.0.2'], capture_output=True, text=True).stdout
+open('$OUT/rtt-ss.tmp', 'w').write(ss)
+os.rename('$OUT/rtt-ss.tmp', '$OUT/rtt-ss.txt')
+while not os.path.exists('$OUT/rtt-done'): time.sleep(0.1)
+c.close()" &
+    client=$!
+    wait_for 600 test -s "$OUT/rtt-ss.txt"
+    SS_RTT=$(sed -n 's/.* rtt:\([0-9.]*\)\/.*/\1/p' "$OUT/rtt-ss.txt" 2>/dev/null |
+        awk 'NR == 1 { printf "%d", $1 * 1000 + 0.5 }')
+    check "the socket's round trip is ss's (${SS_RTT:-none} us), at least 50 ms" socket_rtt
+    touch "$OUT/rtt-done"
+    wait "$client"
     wait "$server"
-    wait_for 100 quiet_file "$OUT/rtt.pcap"
+    wait_for 300 closed
+    wait_for 300 recorded "$dump" "$OUT/tcpdump-rtt.err"
     kill -INT "$dump"; wait "$dump"
     "$TCPTRACK" -T "$OUT/rtt.pcap" --output json >"$OUT/rtt-capture.json"
     kill -INT "$pid"; wait "$pid"
-    check "the socket's round trip within 10% of 50 ms" near_50ms "$OUT/rtt.json" 10
-    # From the packets, both ends' processing adds to the two legs, and this emulated CPU is
-    # slow (52-54 ms for the kernel's own, 55-59 ms from the packets, 2-5 ms of it each end's
-    # emulated processing): 20% here. On this machine's own CPU, through a delay line of the
-    # same delays, the packets give 50.7 ms (tests/tests/diagnostics.rs).
-    check "the recording's round trip within 20% of 50 ms" near_50ms "$OUT/rtt-capture.json" 20
+    from_packets=$(last_rtt "$OUT/rtt-capture.json")
+    check "the recording's round trip (${from_packets:-none} us) from 50 ms to less than 100 ms" \
+        between_50_100_ms "$from_packets"
 else
     check "netem for the round-trip check" false
 fi
@@ -303,7 +339,7 @@ ip netns exec b $PY -c "
 import select, socket, time
 s = socket.create_server(('198.18.0.2', 5007)); select.select([s], [], [])
 c, _ = s.accept(); c.recv(100); c.close()
-time.sleep(60)" &
+time.sleep(3600)" &
 server=$!
 wait_for 300 sh -c "ip netns exec b ss -ltn | grep -q :5007"
 start owner-a
@@ -316,7 +352,7 @@ wait_for 1800 test -s "$OUT/owner-b.err"
 ip netns exec a $PY -c "
 import socket, time
 c = socket.create_connection(('198.18.0.2', 5007)); c.sendall(b'hi'); c.close()
-time.sleep(60)" &
+time.sleep(3600)" &
 client=$!
 owner() { # owner FILE PID: the last record of the connection to port 5007 names PID, python3
     grep '"server":"198.18.0.2:5007"' "$1" | tail -n 1 |
