@@ -453,3 +453,65 @@ fn the_kernels_ancillary_loads_read_the_packets_own_fields() {
         );
     }
 }
+
+/// `struct __sk_buff` as BPF_PROG_TEST_RUN takes it, with `gso_segs` and `gso_size` set (the
+/// rest zero, as the kernel requires).
+fn gso_context(segments: u32, size: u32) -> Vec<u8> {
+    // Offsets of gso_segs and gso_size in struct __sk_buff (192 bytes).
+    let mut ctx = vec![0u8; 192];
+    ctx[164..168].copy_from_slice(&segments.to_ne_bytes());
+    ctx[176..180].copy_from_slice(&size.to_ne_bytes());
+    ctx
+}
+
+#[test]
+fn a_gso_super_packet_is_decided_once_and_counted_as_its_segments() {
+    // 3,000 bytes of payload in one super-packet of 4 segments: libpcap on the same interface
+    // sees one 3,054-byte packet, and so does the filter (`greater 2000` selects it, `less 1000`
+    // does not, though each segment is shorter); what it selects counts as 4 packets.
+    let shape = Shape {
+        payload: 3000,
+        ..PLAIN
+    };
+    let frame = segment(("198.18.0.1", 40000), ("198.18.0.2", 80), shape);
+    let ctx = gso_context(4, 750);
+    let compile = |e| tcptrack::filter::compile(e, pcap::Linktype::ETHERNET).expect("compiles");
+    for (expr, selected) in [("greater 2000", true), ("less 1000", false)] {
+        let mut k = Kernel::load(1024, true, false).expect("load (root)");
+        k.set_filter(&compile(expr)).expect("set");
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = k
+            .tc()
+            .expect("tc program")
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.return_value, u32::MAX);
+        let c = k.counters().expect("counters");
+        assert_eq!(
+            (
+                c[counter::PACKETS as usize],
+                c[counter::FILTERED_OUT as usize]
+            ),
+            (u64::from(selected), u64::from(!selected)),
+            "`{expr}`: decided once"
+        );
+        let packets: u64 = k
+            .flows(0)
+            .expect("flows")
+            .iter()
+            .map(|e| {
+                e.expect("entry")
+                    .1
+                    .iter()
+                    .map(|v| v.dir[0].packets)
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(packets, if selected { 4 } else { 0 }, "`{expr}`");
+    }
+}
