@@ -18,11 +18,13 @@ use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, A4, B4};
 use tcptrack_tests::{json_records, tcptrack, Record};
 
 /// Sends SIZE bytes to ADDR:PORT, 8 KiB a millisecond (about 8 MB/s, which a capture through
-/// libpcap keeps up with), waits for the server's one-byte answer, holds the connection SECONDS
-/// longer, then closes.
+/// libpcap keeps up with), and waits for the server's one-byte answer, which comes once it got
+/// everything: every segment is acknowledged then, and the socket's count of segments sent
+/// again (`tcpi_total_retrans`) final. Writes that count into the file TOLD and holds the
+/// connection until it is killed.
 const SENDER: &str = r"
-import socket, sys, time
-addr, port, size, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+import os, socket, struct, sys, time
+addr, port, size, told = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 c = socket.create_connection((addr, port))
 chunk = b'x' * 8192
 left = size
@@ -31,8 +33,11 @@ while left > 0:
     left -= min(left, len(chunk))
     time.sleep(0.001)
 c.recv(1)
-time.sleep(hold)
-c.close()
+info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+with open(told + '.tmp', 'w') as f:
+    f.write(str(struct.unpack_from('I', info, 100)[0]))
+os.rename(told + '.tmp', told)
+time.sleep(3600)
 ";
 
 /// Accepts one connection on ADDR:PORT, reads SIZE bytes, answers one byte, reads to the end.
@@ -85,8 +90,9 @@ fn to_port(recs: &[Record], port: u16) -> Option<&Record> {
     recs.iter().find(|r| r.server == server)
 }
 
-/// The receiver in host b, then the sender in host a, of `size` bytes to port 5301.
-fn send(hosts: &HostPair, size: &str) -> (Background, Background) {
+/// The receiver in host b, then the sender in host a, of `size` bytes to port 5301 ([`SENDER`],
+/// which writes its socket's final count of segments sent again into `told`).
+fn send(hosts: &HostPair, size: &str, told: &Path) -> (Background, Background) {
     let receiver = Background::spawn({
         let mut c = HostPair::cmd(&hosts.b, "python3");
         c.args(["-c", RECEIVER, B4, "5301", size]);
@@ -97,7 +103,7 @@ fn send(hosts: &HostPair, size: &str) -> (Background, Background) {
     });
     let sender = Background::spawn({
         let mut c = HostPair::cmd(&hosts.a, "python3");
-        c.args(["-c", SENDER, B4, "5301", size, "4"]);
+        c.args(["-c", SENDER, B4, "5301", size]).arg(told);
         c
     });
     (receiver, sender)
@@ -148,14 +154,21 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
         &dir.path().join("kernel.err"),
     );
     let size = "8000000";
-    let (_receiver, sender) = send(&hosts, size);
-    // While the sender holds the connection (4 s after its answer), the socket is read again
-    // (every 2 s) once everything was sent: its count reaches the kernel path's output.
-    wait_refresh(&kernel_out, "the transfer", |recs| {
-        to_port(recs, port).is_some_and(|r| r.client_payload_bytes >= 8_000_000)
+    let told = dir.path().join("socket-retransmissions");
+    let (_receiver, sender) = send(&hosts, size, &told);
+    // Once everything is acknowledged the socket's count is final (the sender writes it), and
+    // the sender holds the connection until the kernel path shows that count (tcptrack reads
+    // the socket every 2 s), however long that takes.
+    let mut final_count = None;
+    wait_until("the sender's answer", Duration::from_secs(120), || {
+        final_count = std::fs::read_to_string(&told)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        final_count.is_some()
     });
-    std::thread::sleep(Duration::from_millis(2_500));
-    let socket = last_refresh(&kernel_out);
+    let socket = wait_refresh(&kernel_out, "the socket's final count", |recs| {
+        to_port(recs, port).and_then(|r| r.client_retransmits) == final_count
+    });
     drop(sender);
     let tcpdump_log = recorder.finish(&hosts);
     drop(kernel);
@@ -304,17 +317,23 @@ while True:
 time.sleep(600)
 ";
 
-/// Sends 1000 bytes every 100 ms for 3 s to 198.18.1.2:5600, prints what `ss -tni` says of the
-/// connection, and holds it 2.5 s more (tcptrack reads the socket every 2 s).
+/// Sends 1000 bytes every 100 ms for 3 s to 198.18.1.2:5600 and waits until all of it is
+/// acknowledged (`tcpi_unacked`): nothing is left to time, so the socket's round trip stays as
+/// it is. Then writes what `ss -tni` says of the connection into the file named by its
+/// argument, and holds the connection until it is killed.
 const PACED: &str = r"
-import socket, subprocess, time
+import os, socket, struct, subprocess, sys, time
 c = socket.create_connection(('198.18.1.2', 5600))
 for _ in range(30):
     c.sendall(b'x' * 1000)
     time.sleep(0.1)
+while struct.unpack_from('I', c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]:
+    time.sleep(0.01)
 ss = subprocess.run(['ss', '-tni', 'dst', '198.18.1.2'], capture_output=True, text=True)
-print(ss.stdout, flush=True)
-time.sleep(2.5)
+with open(sys.argv[1] + '.tmp', 'w') as f:
+    f.write(ss.stdout)
+os.rename(sys.argv[1] + '.tmp', sys.argv[1])
+time.sleep(3600)
 ";
 
 /// Whether `rtt_us` is within 10% of 50 ms.
@@ -400,21 +419,36 @@ fn the_round_trip_through_20_ms_one_way_and_30_the_other_is_50_ms_from_socket_an
     wait_until("the server", Duration::from_secs(10), || {
         HostPair::listening(&hosts.b, 5600)
     });
-    let client = run(
-        HostPair::cmd(&hosts.a, "python3").args(["-c", PACED]),
-        "the client",
+    let said_ss = dir.path().join("ss.txt");
+    let _client = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", PACED]).arg(&said_ss);
+        c
+    });
+    let mut client = String::new();
+    wait_until(
+        "the client's data, acknowledged",
+        Duration::from_secs(120),
+        || {
+            client = std::fs::read_to_string(&said_ss).unwrap_or_default();
+            !client.is_empty()
+        },
     );
     let ss_rtt = ss_us(field(&client, "rtt:"));
-    let live_recs = last_refresh(&out);
-    drop(live);
-    let from_file = tcptrack(["-T", rec.to_str().expect("path"), "--output", "json"]);
-    let recs = json_records(&from_file.stdout);
     let server = "198.18.1.2:5600";
     let rtt_of = |recs: &[Record]| {
         recs.iter()
             .find(|r| r.server == server)
             .and_then(|r| r.rtt_us)
     };
+    // The socket's round trip no longer moves: tcptrack's next read of it (every 2 s) is ss's,
+    // to the microsecond, while the client holds the connection.
+    let live_recs = wait_refresh(&out, "the socket's round trip, as ss says", |recs| {
+        rtt_of(recs) == Some(ss_rtt)
+    });
+    drop(live);
+    let from_file = tcptrack(["-T", rec.to_str().expect("path"), "--output", "json"]);
+    let recs = json_records(&from_file.stdout);
     let (live_rtt, file_rtt) = (rtt_of(&live_recs), rtt_of(&recs));
     println!(
         "round trip: ss {ss_rtt} µs, live (the socket's) {live_rtt:?}, -T (the packets') \
@@ -442,6 +476,20 @@ fn ss(ns: &str, local: &str, remote: &str) -> String {
     format!("{}\n{}", lines[at], lines.get(at + 1).unwrap_or(&""))
 }
 
+/// `ss -tnpi`'s lines of the established connections in `ns`, the header left out.
+fn ss_established(ns: &str) -> String {
+    run(
+        HostPair::cmd(ns, "ss").args(["-Htnpi", "state", "established"]),
+        "ss",
+    )
+}
+
+/// The kernel's smoothed round trip in `ss -ti`'s line of a connection (`rtt:0.047/0.023`: in
+/// ms, to the microsecond), in microseconds.
+fn ss_rtt_us(line: &str) -> u64 {
+    ss_us(field(line, "rtt:"))
+}
+
 /// The value after `key` in `text`, up to the next `/`, `,`, `)` or space.
 fn field<'t>(text: &'t str, key: &str) -> &'t str {
     let from = text.find(key).map_or("", |i| &text[i + key.len()..]);
@@ -450,13 +498,19 @@ fn field<'t>(text: &'t str, key: &str) -> &'t str {
 }
 
 /// Holds a connection to ADDR:PORT open until killed, sending a little every half second (an
-/// idle connection older than tcptrack shows no packet, so no row).
+/// idle connection older than tcptrack shows no packet, so no row) until the file STOP exists;
+/// then, once all it sent is acknowledged (`tcpi_unacked`), its round trip no longer moves, and
+/// it says so in the file STOP.PID.
 const HOLDER: &str = r"
-import socket, sys, time
+import os, socket, struct, sys, time
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-while True:
+while not os.path.exists(sys.argv[3]):
     c.sendall(b'hello' * 100)
     time.sleep(0.5)
+while struct.unpack_from('I', c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]:
+    time.sleep(0.01)
+open('%s.%d' % (sys.argv[3], os.getpid()), 'w').close()
+time.sleep(3600)
 ";
 
 #[test]
@@ -475,14 +529,17 @@ fn the_round_trip_and_the_process_of_this_host_s_sockets_are_those_ss_shows() {
     wait_until("the server", Duration::from_secs(10), || {
         HostPair::listening(&hosts.b, 5400)
     });
+    let stop = dir.path().join("stop");
     let hold = || {
         let mut c = HostPair::cmd(&hosts.a, "python3");
-        c.args(["-c", HOLDER, B4, "5400"]);
+        c.args(["-c", HOLDER, B4, "5400"]).arg(&stop);
         Background::spawn(c)
     };
     // One connection older than tcptrack, one younger.
     let older = hold();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the older connection", Duration::from_secs(20), || {
+        !ss_established(&hosts.a).is_empty()
+    });
     let out = dir.path().join("out.json");
     let tt = start_said(
         headless(&hosts.a, &["-i", &hosts.a_if, "--interval", "0.5"]),
@@ -490,9 +547,36 @@ fn the_round_trip_and_the_process_of_this_host_s_sockets_are_those_ss_shows() {
         &dir.path().join("err"),
     );
     let younger = hold();
-    let recs = wait_refresh(&out, "both connections with their process", |recs| {
+    wait_refresh(&out, "both connections with their process", |recs| {
         recs.iter().filter(|r| r.process.is_some()).count() == 2
     });
+    // The holders stop sending: once their data is acknowledged, each socket's round trip no
+    // longer moves, and tcptrack's next read of it (every 2 s) is what ss reads.
+    std::fs::write(&stop, b"").expect("stop file");
+    wait_until("the holders to be quiet", Duration::from_secs(20), || {
+        [&older, &younger].iter().all(|h| {
+            let quiet = format!("{}.{}", stop.display(), h.0.id());
+            std::path::Path::new(&quiet).exists()
+        })
+    });
+    let mut recs = Vec::new();
+    let mut lines = String::new();
+    let same = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "tcptrack's round trips to be ss's",
+            Duration::from_secs(20),
+            || {
+                recs = last_refresh(&out);
+                lines = ss_established(&hosts.a);
+                recs.len() == 2
+                    && recs.iter().all(|r| {
+                        let line = ss(&hosts.a, &r.client, &r.server);
+                        r.rtt_us == Some(ss_rtt_us(&line))
+                    })
+            },
+        );
+    }));
+    assert!(same.is_ok(), "the last refresh {recs:#?}\nss:\n{lines}");
     drop(tt);
     for holder in [&older, &younger] {
         let pid = holder.0.id();
@@ -508,13 +592,7 @@ fn the_round_trip_and_the_process_of_this_host_s_sockets_are_those_ss_shows() {
             r.process.as_deref(),
             "{line}"
         );
-        // rtt:0.047/0.023: the kernel's smoothed round trip in ms, to the microsecond.
-        let ss_rtt = (field(&line, "rtt:").parse::<f64>().expect("rtt") * 1000.0).round();
-        let ours = r.rtt_us.expect("the socket's round trip");
-        assert!(
-            (ours as f64 - ss_rtt).abs() <= ss_rtt * 0.25 + 5.0,
-            "ours {ours} µs, ss {ss_rtt} µs\n{line}"
-        );
+        assert_eq!(r.rtt_us, Some(ss_rtt_us(&line)), "{line}");
         assert!(r.client.starts_with(A4), "{r:?}");
     }
 }
