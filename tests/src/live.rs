@@ -10,10 +10,16 @@ use crate::netns::{tcptrack_links, wait_until, Background, HostPair};
 use crate::run::{json_records, Record};
 use crate::tcptrack_bin;
 
+/// Longest tcptrack may take to start live: the kernel's verifier checks its programs first, CPU
+/// work that takes about a second here and many times that on a slow or busy machine (a program
+/// the verifier struggled with took 27 s to be refused on this 2-core machine with a VM
+/// running). A condition's bound: a start that comes sooner ends the wait sooner.
+pub const START_LIMIT: Duration = Duration::from_secs(120);
+
 /// tcptrack in kernel mode on host a's interface, writing JSON at every refresh into `out`
 /// (and its stderr into `errors`, when given), once its two programs are attached (beside any
 /// that were before). It refreshes every 0.2 s unless `extra` sets `--interval`. Fails at once
-/// when tcptrack exits before it is attached.
+/// when tcptrack exits before it is attached, or (with `errors`) says it took the libpcap path.
 pub fn start_headless(
     hosts: &HostPair,
     out: &Path,
@@ -27,18 +33,23 @@ pub fn start_headless(
             std::fs::File::create(e).expect("stderr file").into()
         }));
     let mut bg = Background(cmd.spawn().expect("start tcptrack"));
-    wait_until(
-        "tcptrack's programs to be attached",
-        Duration::from_secs(20),
-        || {
-            let exited = bg.0.try_wait().ok().flatten();
-            assert!(
-                exited.is_none(),
-                "tcptrack exited before attaching: {exited:?}"
-            );
-            tcptrack_links().len() == before + 2
-        },
-    );
+    wait_until("tcptrack's programs to be attached", START_LIMIT, || {
+        let exited = bg.0.try_wait().ok().flatten();
+        assert!(
+            exited.is_none(),
+            "tcptrack exited before attaching: {exited:?}"
+        );
+        // Where its stderr is kept, a start on the libpcap path fails at once, with why.
+        let said = errors.map(|e| std::fs::read_to_string(e).unwrap_or_default());
+        assert!(
+            !said
+                .as_ref()
+                .is_some_and(|s| s.contains("tcptrack: libpcap on")),
+            "tcptrack took the libpcap path: {}",
+            said.unwrap_or_default()
+        );
+        tcptrack_links().len() == before + 2
+    });
     bg
 }
 
@@ -62,7 +73,7 @@ pub fn start_said(mut cmd: Command, out: &Path, errors: &Path) -> Background {
     cmd.stdout(std::fs::File::create(out).expect("output file"))
         .stderr(std::fs::File::create(errors).expect("stderr file"));
     let mut bg = Background(cmd.spawn().expect("start tcptrack"));
-    wait_until("the path line", Duration::from_secs(20), || {
+    wait_until("the path line", START_LIMIT, || {
         let exited = bg.0.try_wait().ok().flatten();
         let said = std::fs::read_to_string(errors).unwrap_or_default();
         assert!(exited.is_none(), "tcptrack exited ({exited:?}): {said}");
@@ -99,16 +110,53 @@ pub fn wait_detached(how: &str) {
     );
 }
 
-/// The last refresh written into `out` (the records sharing the last `time`).
+/// The last refresh written into `out` (the records sharing the last `time`). Reads the file's
+/// end only, as far back as that refresh goes: a live output grows by a refresh every interval
+/// (megabytes a second with thousands of connections), and reading it whole each time would
+/// make a wait slower the longer the test has run.
 pub fn last_refresh(out: &Path) -> Vec<Record> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    // A refresh may be half written: keep whole lines only.
-    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
-    let all = json_records(whole);
-    let Some(last) = all.last().map(|r| r.time.clone()) else {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut file) = std::fs::File::open(out) else {
         return Vec::new();
     };
-    all.into_iter().filter(|r| r.time == last).collect()
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut tail: u64 = 1 << 16;
+    loop {
+        let from = len.saturating_sub(tail);
+        let mut bytes = Vec::new();
+        let read = file.seek(std::io::SeekFrom::Start(from)).is_ok()
+            && file
+                .by_ref()
+                .take(len - from)
+                .read_to_end(&mut bytes)
+                .is_ok();
+        if !read {
+            return Vec::new();
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        // Whole lines only: the first may be cut by where the read began, the last half
+        // written.
+        let start = if from == 0 {
+            0
+        } else {
+            text.find('\n').map_or(text.len(), |i| i + 1)
+        };
+        let end = text.rfind('\n').map_or(0, |i| i + 1);
+        let recs = json_records(text.get(start..end.max(start)).unwrap_or_default());
+        let Some(last) = recs.last().map(|r| r.time.clone()) else {
+            if from == 0 {
+                return Vec::new();
+            }
+            tail *= 4;
+            continue;
+        };
+        // The refresh began within what was read when an older record precedes it (the records
+        // of one refresh are written together), or when the whole file was read.
+        if from == 0 || recs.iter().any(|r| r.time != last) {
+            return recs.into_iter().filter(|r| r.time == last).collect();
+        }
+        tail *= 4;
+    }
 }
 
 /// Waits until the last refresh written into `out` satisfies `done`, and returns it; on
