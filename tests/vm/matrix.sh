@@ -181,7 +181,10 @@ step "1. counts and states against a recording" 240
 ip netns exec a tcpdump -i veth-a -s 262144 -w "$OUT/live.pcap" -U 2>"$OUT/tcpdump.err" &
 dump=$!
 wait_for 300 test -s "$OUT/tcpdump.err"
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+t0=$(ms)
 start counts
+echo "no filter: the path line came $(( $(ms) - t0 )) ms after the start" >>"$REPORT"
 case $(uname -r) in
     5.*|6.[0-5].*) path="tcptrack: kernel on veth-a (TC through netlink)" ;;
     *) path="tcptrack: kernel on veth-a" ;;
@@ -206,7 +209,6 @@ step "2. a filter in the kernel" 420
 #    on every kernel. How long its path line took is reported (the verifier's part of it was
 #    20 s and more before).
 FILTER="(tcp[2:2] = 5003 or tcp[0:2] = 5003) and greater 60"
-ms() { echo $(( $(date +%s%N) / 1000000 )); }
 t0=$(ms)
 start filter "$FILTER"
 echo "filter: the path line came $(( $(ms) - t0 )) ms after the start" >>"$REPORT"
