@@ -190,17 +190,21 @@ impl Kernel {
         self.map_borrowed_fd(name).map(|fd| fd.as_raw_fd())
     }
 
+    /// The descriptor of map `name` (of the types the object has that bpf(2) is called on
+    /// directly: the flow maps, the counters, the filter's program arrays).
     fn map_borrowed_fd(
         &self,
         name: &'static str,
     ) -> Result<std::os::fd::BorrowedFd<'_>, KernelError> {
         use std::os::fd::AsFd as _;
-        let map = self.ebpf.map(name).ok_or(KernelError::Missing(name))?;
-        let data = match map {
-            aya::maps::Map::ProgramArray(d) | aya::maps::Map::PerCpuArray(d) => d,
-            _ => return Err(KernelError::Missing(name)),
-        };
-        Ok(data.fd().as_fd())
+        match self.ebpf.map(name) {
+            Some(
+                aya::maps::Map::ProgramArray(d)
+                | aya::maps::Map::PerCpuArray(d)
+                | aya::maps::Map::PerCpuHashMap(d),
+            ) => Ok(d.fd().as_fd()),
+            _ => Err(KernelError::Missing(name)),
+        }
     }
 
     /// How the TC programs are hooked on this kernel.
@@ -268,11 +272,7 @@ impl Kernel {
 
     /// The file descriptor of the flow map of `epoch`, for the batch calls.
     fn flows_fd(&self, epoch: u32) -> Result<std::os::fd::BorrowedFd<'_>, KernelError> {
-        use std::os::fd::AsFd as _;
-        match self.ebpf.map(MAP_FLOWS[usize::from(epoch != 0)]) {
-            Some(aya::maps::Map::PerCpuHashMap(data)) => Ok(data.fd().as_fd()),
-            _ => Err(KernelError::Missing("flow map")),
-        }
+        self.map_borrowed_fd(MAP_FLOWS[usize::from(epoch != 0)])
     }
 
     fn flows_mut(
