@@ -23,6 +23,18 @@ pub const PROGRAM_PROBE: &str = "probe_count";
 /// Name of a TC program that puts VLAN tag 7 in `skb->vlan_tci`, then runs the filter: the
 /// tests' way to a tag taken out of the frame (never attached by tcptrack).
 pub const PROGRAM_PROBE_VLAN: &str = "probe_vlan_7";
+/// Name of a TC program that counts as [`PROGRAM_TC`] does, with every header read by the
+/// helper that reaches paged data: the tests compare the two (never attached by tcptrack).
+pub const PROGRAM_PROBE_COPIED: &str = "probe_copied";
+/// The ablation's programs: [`PROGRAM_TC`] stopped after each of its stages (parse, key,
+/// clock, lookup, update), for the benchmarks (never attached by tcptrack).
+pub const PROGRAM_STAGES: [&str; 5] = [
+    "stage_parse",
+    "stage_key",
+    "stage_clock",
+    "stage_lookup",
+    "stage_update",
+];
 
 /// Per-CPU counters of the kernel programs (`[u64; counter::SLOTS]` per CPU).
 pub const MAP_COUNTERS: &str = "COUNTERS";
@@ -123,6 +135,12 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// 58,000 events of 72 bytes (with the ring's header), a burst of 100,000 new connections a
 /// second (a SYN and a SYN/ACK each) for 290 ms with the reader away.
 pub const EVENTS_BYTES: u32 = 1 << 22;
+/// The programs wake the events' reader only when the ring holds this much (an eighth of it,
+/// about 7,000 events); otherwise the reader reads it on its own clock, at least every
+/// [`EVENTS_READ_EVERY_MS`]. A wakeup per event costs the packet more than all the rest.
+pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
+/// How often, at most, userspace leaves the event ring unread (milliseconds).
+pub const EVENTS_READ_EVERY_MS: u64 = 100;
 
 /// Indexes into [`MAP_COUNTERS`].
 pub mod counter {

@@ -9,7 +9,9 @@ use etherparse::{
     IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, VlanId,
 };
 use tcptrack::ebpf::Kernel;
-use tcptrack_common::{counter, event, ConnKey, FlowEvent, FAMILY_IPV4, FAMILY_IPV6};
+use tcptrack_common::{
+    counter, event, ConnKey, FlowEvent, FAMILY_IPV4, FAMILY_IPV6, PROGRAM_PROBE_COPIED,
+};
 
 /// `TC_ACT_UNSPEC` (-1, which tcx calls `TCX_NEXT`) and `XDP_PASS`: every packet goes on, to
 /// the next program of the chain too.
@@ -389,4 +391,80 @@ fn reserved_entries_keep_their_place_in_a_full_map() {
         assert_eq!(drained(&mut k, 0), (64, 64), "batch {batch}");
         assert_eq!(k.uses_batch(), batch, "this kernel has batch operations");
     }
+}
+
+/// A connection's counts, its CPUs' summed: payload, wire bytes and packets each way, and the
+/// flags each way (the clocks left out: they differ between two runs).
+type Summed = (ConnKey, [(u64, u64, u64); 2], [u8; 2]);
+
+/// Every connection of a drain, in key order.
+fn summed(k: &mut Kernel) -> Vec<Summed> {
+    let mut out = Vec::new();
+    k.drain(0, &mut out).expect("drain");
+    let mut v: Vec<_> = out
+        .iter()
+        .map(|(key, per_cpu)| {
+            let mut dir = [(0, 0, 0); 2];
+            let mut flags = [0u8; 2];
+            for value in per_cpu {
+                for d in 0..2 {
+                    dir[d].0 += value.dir[d].payload_bytes;
+                    dir[d].1 += value.dir[d].wire_bytes;
+                    dir[d].2 += value.dir[d].packets;
+                    flags[d] |= value.flags[d];
+                }
+            }
+            (*key, dir, flags)
+        })
+        .collect();
+    v.sort_by_key(|(key, ..)| (key.addr, key.port, key.family));
+    v
+}
+
+#[test]
+fn headers_read_in_place_and_by_the_helper_count_alike() {
+    // Headers beyond a packet's linear data are read with bpf_skb_load_bytes; a test run's
+    // packet is linear, so a program that reads every header that way stands for that path.
+    let mut frames = vec![
+        v4(true, "S", 100, 0, 0, false),
+        v4(false, "SA", 500, 101, 0, true),
+        v4(true, "A", 101, 501, 1000, false),
+        v4(true, "FA", 1101, 801, 10, false),
+        v4(false, "R", 801, 0, 0, true),
+        v6_with_extension(700),
+        v4(true, "A", 1, 1, 500, false)[..40].to_vec(),
+        vec![0xff; 64],
+    ];
+    frames.extend((0..50).map(conn_frame));
+    let mut direct = Kernel::load(1024, false, false).expect("load (root)");
+    let mut copied = Kernel::load(1024, false, false).expect("load (root)");
+    let mut direct_events = direct.take_events().expect("ring buffer");
+    let mut copied_events = copied.take_events().expect("ring buffer");
+    for f in &frames {
+        run_tc(&mut direct, f);
+        let r = copied
+            .classifier(PROGRAM_PROBE_COPIED)
+            .expect("the helper's twin")
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.return_value, TCX_NEXT);
+    }
+    let counters = |k: &Kernel| k.counters().expect("counters");
+    assert_eq!(counters(&direct), counters(&copied));
+    assert_eq!(counters(&direct)[counter::TCP as usize], 56);
+    let (a, b) = (summed(&mut direct), summed(&mut copied));
+    assert_eq!(a.len(), 52, "two connections and the 50 of conn_frame");
+    assert_eq!(a, b);
+    let control = |rb: &mut aya::maps::RingBuf<aya::maps::MapData>| {
+        events(rb)
+            .iter()
+            .map(|e| (e.key, e.dir, e.flags, e.seq, e.ack, e.segment_len))
+            .collect::<Vec<_>>()
+    };
+    let ev = control(&mut direct_events);
+    assert_eq!(ev.len(), 4, "SYN, SYN/ACK, FIN, RST");
+    assert_eq!(ev, control(&mut copied_events));
 }

@@ -444,8 +444,11 @@ fn open_kernel(
     })
 }
 
-/// How often the kernel poller looks whether tcptrack is ending, between two polls.
-const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the kernel poller reads the event ring and looks whether tcptrack is ending,
+/// between two polls: the programs wake it only when the ring fills (see
+/// `tcptrack_common::EVENTS_WAKEUP_BYTES`).
+const STOP_CHECK: std::time::Duration =
+    std::time::Duration::from_millis(tcptrack_common::EVENTS_READ_EVERY_MS);
 
 /// How long before each refresh the kernel path polls (at most a quarter of the interval): room
 /// for the flip's grace, the drain and the hand-over.

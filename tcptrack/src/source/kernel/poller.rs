@@ -6,8 +6,10 @@
 //! connections cost, and an idle connection costs nothing (the table knows its last packet).
 //! Before the flip, the connections active in the previous interval get their entries in the
 //! next map already, so that a flood of new tuples filling the map cannot crowd them out.
-//! Control events are read as they arrive (the poller thread waits on the ring's descriptor),
-//! so that a burst of them does not wait a whole interval in a ring that can fill.
+//! Control events are read between polls, at least every `EVENTS_READ_EVERY_MS` and at once
+//! when the programs find the ring filling (they wake the poller thread, which waits on the
+//! ring's descriptor, only then: a wakeup per event would cost each packet more than its
+//! counting), so that a burst of them does not wait a whole interval in a ring that can fill.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
