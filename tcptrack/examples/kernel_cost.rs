@@ -1,32 +1,72 @@
-//! Kernel cost per packet, from BPF_PROG_TEST_RUN (the kernel's own timing): the TC counting
-//! program on a packet of an existing connection and on packets of new connections, beside a
-//! TC program that does nothing; and the same existing connection's packet through a filter
-//! of five primitives that selects it (libpcap's program, translated), beside the counting
-//! program loaded the same way (`TCPTRACK_BENCH_FILTER` names another filter). Prints one JSON
-//! object. `cargo xtask bench` runs it.
+//! Kernel cost per packet, from BPF_PROG_TEST_RUN (the kernel's own timing), each program
+//! against a TC program that does nothing, in alternating rounds (the median of the rounds'
+//! differences), so that whatever else the machine does falls on both alike:
+//! - the ablation: the TC counting program stopped after each of its stages (`stage_*`: parse,
+//!   key, clock, lookup, update) and whole (`tcptrack_tc`, with events), on a packet of an
+//!   existing IPv4 connection;
+//! - the whole program on an existing IPv6 connection;
+//! - new connections (an ACK, and a SYN with its event), one run of a packet each;
+//! - 65,536 connections in the map, a packet of each in turn, one run each;
+//! - the existing connection's packet through a filter of five primitives that selects it
+//!   (libpcap's program, translated), beside the counting program loaded the same way
+//!   (`TCPTRACK_BENCH_FILTER` names another filter).
+//!
+//! Prints one JSON object. `cargo xtask bench` runs it. Arguments: repeats of one packet per
+//! round (default 1,000,000), runs per round of the one-run cases (default 4,000), rounds
+//! (default 5).
+
+use std::collections::BTreeMap;
 
 use aya::programs::SchedClassifier;
-use aya::{EbpfLoader, TestRun, TestRunOptions};
+use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
-use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY, PROGRAM_TC};
+use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY, PROGRAM_STAGES, PROGRAM_TC};
 
-/// Five primitives, all true of [`frame`]'s packets.
+/// Five primitives, all true of [`v4`]'s packets.
 const FILTER: &str =
     "tcp and port 443 and host 198.19.0.1 and greater 100 and not net 198.20.0.0/16";
 
-/// Alternating rounds of the filter's measurement.
-const ROUNDS: u32 = 21;
+/// The ablation's stages, in order (see `tcptrack-ebpf/src/count.rs`): [`PROGRAM_STAGES`], then
+/// the whole program.
+const STAGES: [&str; 6] = ["parse", "key", "clock", "lookup", "update", "events"];
+
+fn stage_program(i: usize) -> &'static str {
+    PROGRAM_STAGES.get(i).copied().unwrap_or(PROGRAM_TC)
+}
+
+/// Connections in the map for the many-connections case.
+const MANY: u32 = 65_536;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn frame(client_port: u16, third_octet: u8) -> Vec<u8> {
+/// A 1000-byte segment from client `n` (its port and address vary with `n`) to 198.19.0.1:443.
+fn v4(n: u32, syn: bool) -> Vec<u8> {
+    let [_, a, b, c] = n.to_be_bytes();
+    let port = 1024 + u16::try_from(n % 60_000).unwrap_or(0);
     let mut v = Vec::new();
+    let ip = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 18 ^ (a & 1), b, c], [198, 19, 0, 1], 64)
+        .tcp(port, 443, 1, 1024);
+    let payload: &[u8] = if syn { &[] } else { &[0u8; 1000] };
+    if syn { ip.syn() } else { ip.ack(1) }
+        .write(&mut v, payload)
+        .expect("build frame");
+    v
+}
+
+fn v6() -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut client = [0u8; 16];
+    client[0] = 0xfd;
+    client[15] = 1;
+    let mut server = client;
+    server[15] = 2;
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 18, third_octet, 1], [198, 19, 0, 1], 64)
-        .tcp(client_port, 443, 1, 1024)
+        .ipv6(client, server, 64)
+        .tcp(40_000, 443, 1, 1024)
         .ack(1)
         .write(&mut v, &[0u8; 1000])
         .expect("build frame");
@@ -45,57 +85,135 @@ fn repeated(prog: &mut SchedClassifier, data: &[u8], repeat: u32) -> f64 {
     r.duration.as_secs_f64() * 1e9
 }
 
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .expect("program")
+        .try_into()
+        .expect("TC program");
+    if prog.fd().is_err() {
+        prog.load().expect("load program");
+    }
+    prog
+}
+
+/// Mean ns of one run each of `frames` through `name`.
+fn each(ebpf: &mut Ebpf, name: &str, frames: &[Vec<u8>]) -> f64 {
+    let prog = program(ebpf, name);
+    let sum: f64 = frames.iter().map(|f| repeated(prog, f, 1)).sum();
+    sum / f64::from(u32::try_from(frames.len()).unwrap_or(u32::MAX).max(1))
+}
+
+/// A program's figure and the empty program's, measured in alternating rounds.
+struct Paired {
+    ns: f64,
+    empty_ns: f64,
+    above: f64,
+}
+
+impl Paired {
+    fn new(ours: Vec<f64>, empty: Vec<f64>) -> Self {
+        let above = ours.iter().zip(&empty).map(|(a, b)| a - b).collect();
+        Self {
+            ns: median(ours),
+            empty_ns: median(empty),
+            above: median(above),
+        }
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"ns\":{:.1},\"empty_ns\":{:.1},\"above_ns\":{:.1}}}",
+            self.ns, self.empty_ns, self.above
+        )
+    }
+}
+
+fn arg(args: &[String], i: usize, default: u32) -> u32 {
+    args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let repeat: u32 = args
-        .get(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let fresh: u16 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let (repeat, per_round, rounds) = (
+        arg(&args, 1, 1_000_000),
+        arg(&args, 2, 4_000),
+        arg(&args, 3, 5).max(1),
+    );
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(MAP_FLOWS[0], 262_144)
         .map_max_entries(MAP_FLOWS[1], 1)
         .load(tcptrack::ebpf::OBJECT)
         .expect("load the eBPF object (root)");
-    let existing = frame(40_000, 0);
-    let mut run = |name: &str, frames: &mut dyn Iterator<Item = Vec<u8>>, repeat: u32| -> f64 {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .expect("program")
-            .try_into()
-            .expect("TC program");
-        if prog.fd().is_err() {
-            prog.load().expect("load program");
-        }
-        let (mut sum, mut n) = (0.0, 0u32);
-        for f in frames {
-            sum += repeated(prog, &f, repeat);
-            n += 1;
-        }
-        sum / f64::from(n.max(1))
+    let (existing, existing_v6) = (v4(0, false), v6());
+    // The first run makes the entries; the repeats count into them.
+    for frame in [&existing, &existing_v6] {
+        repeated(program(&mut ebpf, PROGRAM_TC), frame, 1);
+    }
+    // Clients 1..=MANY for the map of many; new connections after them, one per run.
+    let many: Vec<Vec<u8>> = (1..=MANY).map(|n| v4(n, false)).collect();
+    each(&mut ebpf, PROGRAM_TC, &many);
+    let mut next_client = MANY + 1;
+    let mut fresh = |syn: bool| -> Vec<Vec<u8>> {
+        let frames = (next_client..next_client + per_round)
+            .map(|n| v4(n, syn))
+            .collect();
+        next_client += per_round;
+        frames
     };
-    let empty_ns = run(
-        PROGRAM_EMPTY,
-        &mut std::iter::once(existing.clone()),
-        repeat,
-    );
-    // The first run makes the entry; the repeats count into it.
-    let existing_ns = run(PROGRAM_TC, &mut std::iter::once(existing.clone()), repeat);
-    // Each frame a connection the map has not seen: one run each.
-    let new_ns = run(
-        PROGRAM_TC,
-        &mut (0..fresh).map(|i| {
-            frame(
-                1024 + (i % 60_000),
-                u8::try_from(i / 60_000 + 1).unwrap_or(255),
-            )
-        }),
-        1,
-    );
-    let empty_single_ns = run(PROGRAM_EMPTY, &mut (0..fresh).map(|_| existing.clone()), 1);
-    // Through tcptrack's own loader: without a filter, and with one that selects the packet,
-    // in alternating rounds (the median of each, and of the rounds' differences), so that
-    // whatever else the machine does falls on both alike.
+
+    let mut stage_ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut cases: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut push = |case: &'static str, ours: f64, empty: f64| {
+        let c = cases.entry(case).or_default();
+        c.0.push(ours);
+        c.1.push(empty);
+    };
+    let mut empty_repeated = Vec::new();
+    for _ in 0..rounds {
+        let empty = repeated(program(&mut ebpf, PROGRAM_EMPTY), &existing, repeat);
+        empty_repeated.push(empty);
+        for (i, stage) in STAGES.into_iter().enumerate() {
+            let ns = repeated(program(&mut ebpf, stage_program(i)), &existing, repeat);
+            stage_ns.entry(stage).or_default().push(ns);
+        }
+        let ns = repeated(program(&mut ebpf, PROGRAM_TC), &existing_v6, repeat);
+        let empty_v6 = repeated(program(&mut ebpf, PROGRAM_EMPTY), &existing_v6, repeat);
+        push("existing_v6", ns, empty_v6);
+        for (case, syn) in [("new_ack", false), ("new_syn", true)] {
+            let frames = fresh(syn);
+            let ns = each(&mut ebpf, PROGRAM_TC, &frames);
+            push(case, ns, each(&mut ebpf, PROGRAM_EMPTY, &frames));
+        }
+        let ns = each(&mut ebpf, PROGRAM_TC, &many);
+        push("many", ns, each(&mut ebpf, PROGRAM_EMPTY, &many));
+    }
+    let mut fields = vec![
+        format!("\"repeat\":{repeat}"),
+        format!("\"runs_per_round\":{per_round}"),
+        format!("\"rounds\":{rounds}"),
+        format!("\"many_connections\":{MANY}"),
+    ];
+    let stages: Vec<String> = STAGES
+        .iter()
+        .map(|stage| {
+            let ns = stage_ns.remove(stage).unwrap_or_default();
+            let p = Paired::new(ns, empty_repeated.clone());
+            format!("{{\"stage\":\"{stage}\",\"cost\":{}}}", p.json())
+        })
+        .collect();
+    fields.push(format!("\"stages\":[{}]", stages.join(",")));
+    for (case, (ours, empty)) in cases {
+        fields.push(format!("\"{case}\":{}", Paired::new(ours, empty).json()));
+    }
+
+    fields.extend(filter_cost(&existing, repeat, rounds));
+    println!("{{{}}}", fields.join(","));
+}
+
+/// The existing connection's packet through tcptrack's own loader, without a filter and with
+/// one that selects the packet, in alternating rounds: the JSON fields.
+fn filter_cost(existing: &[u8], repeat: u32, rounds: u32) -> [String; 2] {
     let load = |filter: Option<&str>| {
         let mut k = tcptrack::ebpf::Kernel::load(1024, filter.is_some(), false)
             .expect("load the programs (root)");
@@ -108,18 +226,27 @@ fn main() {
     };
     let chosen = std::env::var("TCPTRACK_BENCH_FILTER").unwrap_or_else(|_| FILTER.to_owned());
     let (mut plain, mut filtered) = (load(None), load(Some(&chosen)));
-    let per_round = (repeat / ROUNDS).max(1);
-    let (mut without, mut with, mut added) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let a = repeated(plain.tc().expect("TC program"), &existing, per_round);
-        let b = repeated(filtered.tc().expect("TC program"), &existing, per_round);
-        without.push(a);
-        with.push(b);
-        added.push(b - a);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        without.push(repeated(plain.tc().expect("TC program"), existing, repeat));
+        with.push(repeated(filtered.tc().expect("TC program"), existing, repeat));
     }
-    let (unfiltered_ns, filtered_ns, filter_added_ns) =
-        (median(without), median(with), median(added));
-    println!(
-        "{{\"repeat\":{repeat},\"new_connections\":{fresh},\"empty_ns\":{empty_ns:.1},\"existing_ns\":{existing_ns:.1},\"new_ns\":{new_ns:.1},\"empty_single_ns\":{empty_single_ns:.1},\"unfiltered_ns\":{unfiltered_ns:.1},\"filtered_ns\":{filtered_ns:.1},\"filter_added_ns\":{filter_added_ns:.1},\"filter\":\"{chosen}\"}}"
-    );
+    [
+        format!("\"filtered\":{}", Paired::new(with, without).json()),
+        format!("\"filter\":{}", json_string(&chosen)),
+    ]
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

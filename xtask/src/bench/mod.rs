@@ -69,11 +69,19 @@ impl Profile {
         }
     }
 
-    /// Runs of one packet each through the kernel programs (new connections).
+    /// Runs of one packet each through the kernel programs (new connections), per round.
     pub const fn kernel_new_connections(self) -> u32 {
         match self {
-            Self::Quick => 5_000,
-            Self::Full => 20_000,
+            Self::Quick => 1_000,
+            Self::Full => 4_000,
+        }
+    }
+
+    /// Rounds alternating each kernel program with the empty one.
+    pub const fn kernel_rounds(self) -> u32 {
+        match self {
+            Self::Quick => 5,
+            Self::Full => 9,
         }
     }
 

@@ -167,10 +167,69 @@ pub struct KernelCost {
     pub filter_added: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
-    /// Runs of one packet each, for the new-connection figures.
+    /// Runs of one packet each, for the new-connection figures (per round, where there are
+    /// rounds).
     pub new_connections: u32,
-    /// Repeats of one packet, for the existing-connection figures.
+    /// Repeats of one packet, for the existing-connection figures (per round, where there are
+    /// rounds).
     pub repeat: u32,
+    /// Rounds alternating each program with the empty one (older results: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u32>,
+    /// The ablation: the TC program stopped after each of its stages, in order, the last one
+    /// the whole program (existing IPv4 connection, repeats).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageCost>,
+    /// The whole program on an existing IPv6 connection (repeats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_v6: Option<Paired>,
+    /// New connections, one run each: a packet with data, and a SYN (with its event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_ack: Option<Paired>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_syn: Option<Paired>,
+    /// `many_connections` in the map, a packet of each in turn, one run each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub many: Option<Paired>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub many_connections: Option<u32>,
+}
+
+/// A program's ns per packet and the empty program's, measured in alternating rounds: the
+/// medians of each, and the median of the rounds' differences.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Paired {
+    pub ns: f64,
+    pub empty_ns: f64,
+    pub above_ns: f64,
+}
+
+/// One stage of the ablation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageCost {
+    pub stage: String,
+    pub cost: Paired,
+}
+
+/// What the kernel cost's targets allow above the empty program (ns), and what they measure.
+const KERNEL_TARGETS: [(&str, f64); 4] = [
+    ("an existing IPv4 connection", 60.0),
+    ("an existing IPv6 connection", 75.0),
+    ("a new connection", 250.0),
+    ("65,536 connections in the map", 90.0),
+];
+
+impl KernelCost {
+    /// The measured figure above the empty program of each of [`KERNEL_TARGETS`] (newer
+    /// results only).
+    fn against_targets(&self) -> Option<[f64; 4]> {
+        Some([
+            self.stages.last()?.cost.above_ns,
+            self.existing_v6?.above_ns,
+            self.new_ack?.above_ns,
+            self.many?.above_ns,
+        ])
+    }
 }
 
 /// Receiver throughput of an iperf3 run, and the CPU of the monitor watching it.
@@ -343,6 +402,88 @@ impl Report {
                  {with:.0} (+{added:.0}: the median of the rounds' differences) |"
             )?;
         }
+        Self::ablation_md(f, k)
+    }
+
+    /// The newer results' sections: where the nanoseconds go, and the other cases.
+    fn ablation_md(f: &mut fmt::Formatter<'_>, k: &KernelCost) -> fmt::Result {
+        let Some(rounds) = k.rounds.filter(|_| !k.stages.is_empty()) else {
+            return Ok(());
+        };
+        writeln!(
+            f,
+            "\n### Where a packet's nanoseconds go: the TC program stopped after each stage \
+             (existing IPv4 connection, {} repeats, median of {rounds} rounds alternating with \
+             the empty program)\n",
+            k.repeat
+        )?;
+        writeln!(
+            f,
+            "| stage (each includes those above) | ns | empty | above empty | this stage |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        let mut before = 0.0;
+        for s in &k.stages {
+            let c = s.cost;
+            writeln!(
+                f,
+                "| {} | {:.0} | {:.0} | {:.0} | {:+.0} |",
+                s.stage,
+                c.ns,
+                c.empty_ns,
+                c.above_ns,
+                c.above_ns - before
+            )?;
+            before = c.above_ns;
+        }
+        writeln!(
+            f,
+            "\n### Against the targets (ns above the empty program)\n"
+        )?;
+        writeln!(f, "| case | ns | empty | above empty | target |")?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        let many = thousands(u64::from(k.many_connections.unwrap_or(0)));
+        let cases = [
+            (
+                format!("existing IPv4 connection ({} repeats)", k.repeat),
+                k.stages.last().map(|s| s.cost),
+            ),
+            (
+                format!("existing IPv6 connection ({} repeats)", k.repeat),
+                k.existing_v6,
+            ),
+            (
+                format!(
+                    "new connection, a packet with data ({} runs of one packet a round)",
+                    k.new_connections
+                ),
+                k.new_ack,
+            ),
+            (
+                format!(
+                    "new connection, a SYN and its event ({} runs a round)",
+                    k.new_connections
+                ),
+                k.new_syn,
+            ),
+            (
+                format!("{many} connections in the map, a packet of each in turn (one run each)"),
+                k.many,
+            ),
+        ];
+        let limits = [Some(60.0), Some(75.0), Some(250.0), None, Some(90.0)];
+        for ((name, cost), limit) in cases.iter().zip(limits) {
+            let Some(c) = cost else { continue };
+            let target = limit.map_or_else(
+                || "-".to_owned(),
+                |l| format!("{l:.0} ({})", met(c.above_ns <= l)),
+            );
+            writeln!(
+                f,
+                "| {name} | {:.0} | {:.0} | {:.0} | {target} |",
+                c.ns, c.empty_ns, c.above_ns
+            )?;
+        }
         Ok(())
     }
 
@@ -404,6 +545,19 @@ impl Report {
         }
         if let Some(s) = &self.scale {
             out.extend(s.targets());
+        }
+        if let Some(above) = self
+            .kernel_cost_ns
+            .as_ref()
+            .and_then(KernelCost::against_targets)
+        {
+            for ((what, limit), ns) in KERNEL_TARGETS.iter().zip(above) {
+                out.push(format!(
+                    "{what} at most {limit:.0} ns above the empty program in the kernel \
+                     (measured {ns:.0}: {})",
+                    met(ns <= *limit)
+                ));
+            }
         }
         out
     }

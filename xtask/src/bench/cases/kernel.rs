@@ -1,20 +1,23 @@
 //! Kernel cost per packet, from `examples/kernel_cost` (BPF_PROG_TEST_RUN: the programs are
-//! loaded and run on test packets, not attached anywhere).
+//! loaded and run on test packets, not attached anywhere): the ablation of the TC program's
+//! stages, an existing IPv4 and IPv6 connection, new connections, a map of 65,536, and the
+//! kernel filter, each against the empty program in alternating rounds.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
 
 use super::super::measure::median_by;
-use super::super::report::KernelCost;
+use super::super::report::{KernelCost, Paired, StageCost};
 use super::super::Bench;
 use crate::step;
 
 /// One run of `examples/kernel_cost`: its JSON.
-fn kernel_cost(bin: &Path, repeat: u32, fresh: u32) -> Result<serde_json::Value> {
+fn kernel_cost(bin: &Path, repeat: u32, per_round: u32, rounds: u32) -> Result<Value> {
     let out = Command::new(bin)
-        .args([repeat.to_string(), fresh.to_string()])
+        .args([repeat, per_round, rounds].map(|n| n.to_string()))
         .output()
         .context("run kernel_cost")?;
     if !out.status.success() {
@@ -26,33 +29,82 @@ fn kernel_cost(bin: &Path, repeat: u32, fresh: u32) -> Result<serde_json::Value>
     serde_json::from_slice(&out.stdout).context("kernel_cost output")
 }
 
+/// The median over `runs` of the figure `pick` finds in each.
+fn median(runs: &[Value], pick: impl Fn(&Value) -> Option<f64>) -> f64 {
+    median_by(runs.iter().filter_map(pick).collect(), f64::total_cmp).unwrap_or(f64::NAN)
+}
+
+/// The median over `runs` of each figure of the pair at `path`.
+fn paired(runs: &[Value], path: &[&str]) -> Paired {
+    let at = |field: &'static str| {
+        median(runs, |r| {
+            path.iter()
+                .try_fold(r, |v, p| v.get(p))
+                .and_then(|v| v[field].as_f64())
+        })
+    };
+    Paired {
+        ns: at("ns"),
+        empty_ns: at("empty_ns"),
+        above_ns: at("above_ns"),
+    }
+}
+
 /// Each figure is the median, over the profile's runs, of that figure.
 pub fn measure(b: &Bench) -> Result<KernelCost> {
     step("kernel cost per packet (BPF_PROG_TEST_RUN)");
-    let (repeat, fresh) = (
+    let (repeat, per_round, rounds) = (
         b.profile.kernel_repeat(),
         b.profile.kernel_new_connections(),
+        b.profile.kernel_rounds(),
     );
     let runs = (0..b.profile.runs())
-        .map(|_| kernel_cost(&b.kernel_cost, repeat, fresh))
+        .map(|_| kernel_cost(&b.kernel_cost, repeat, per_round, rounds))
         .collect::<Result<Vec<_>>>()?;
-    let median = |field: &str| -> f64 {
-        let v: Vec<f64> = runs.iter().filter_map(|r| r[field].as_f64()).collect();
-        median_by(v, f64::total_cmp).unwrap_or(f64::NAN)
-    };
+    let first = runs.first().context("no run")?;
+    let names: Vec<String> = first["stages"]
+        .as_array()
+        .context("stages")?
+        .iter()
+        .filter_map(|s| s["stage"].as_str().map(str::to_owned))
+        .collect();
+    let stages: Vec<StageCost> = names
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| {
+            let pick =
+                |field: &'static str| median(&runs, |r| r["stages"][i]["cost"][field].as_f64());
+            StageCost {
+                stage: stage.clone(),
+                cost: Paired {
+                    ns: pick("ns"),
+                    empty_ns: pick("empty_ns"),
+                    above_ns: pick("above_ns"),
+                },
+            }
+        })
+        .collect();
+    let whole = stages.last().map(|s| s.cost).context("no stage")?;
+    let (new_ack, filtered) = (paired(&runs, &["new_ack"]), paired(&runs, &["filtered"]));
     Ok(KernelCost {
-        empty: median("empty_ns"),
-        empty_single_run: median("empty_single_ns"),
-        existing_connection: median("existing_ns"),
-        new_connection: median("new_ns"),
-        unfiltered: Some(median("unfiltered_ns")),
-        filtered: Some(median("filtered_ns")),
-        filter_added: Some(median("filter_added_ns")),
-        filter: runs
-            .first()
-            .and_then(|r| r["filter"].as_str())
-            .map(str::to_owned),
-        new_connections: fresh,
+        empty: whole.empty_ns,
+        empty_single_run: new_ack.empty_ns,
+        existing_connection: whole.ns,
+        new_connection: new_ack.ns,
+        unfiltered: Some(filtered.empty_ns),
+        filtered: Some(filtered.ns),
+        filter_added: Some(filtered.above_ns),
+        filter: first["filter"].as_str().map(str::to_owned),
+        new_connections: per_round,
         repeat,
+        rounds: Some(rounds),
+        stages,
+        existing_v6: Some(paired(&runs, &["existing_v6"])),
+        new_ack: Some(new_ack),
+        new_syn: Some(paired(&runs, &["new_syn"])),
+        many: Some(paired(&runs, &["many"])),
+        many_connections: first["many_connections"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }
