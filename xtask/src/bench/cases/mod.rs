@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use tcptrack_tests::netns::{promiscuity, wait_until};
+use tcptrack_tests::netns::{promiscuity, wait_until, HostPair};
 
 use super::measure::{make_fifo, run_to_end, wait_for, Screen, Usage, READY};
 
@@ -192,4 +192,21 @@ pub fn start_monitor(
         }
     }
     Ok(screen)
+}
+
+/// Sets kernel `settings` (`name=value`) in namespace `ns`.
+pub fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
+    let out = HostPair::cmd(ns, "sysctl")
+        .args(["-q", "-w"])
+        .args(settings)
+        .output()
+        .context("run sysctl")?;
+    if !out.status.success() {
+        bail!(
+            "sysctl -w {} in {ns}: {}",
+            settings.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use tcptrack_tests::netns::{wait_until, Background, HostPair, A4};
 
 use super::super::super::measure::{wait_for, READY};
 use super::super::super::Load;
+use super::super::sysctl;
 
 /// Listens on host a's address at the ports given, never accepting.
 const LISTENER: &str = include_str!("listener.py");
@@ -105,23 +106,6 @@ fn shares(connections: u32) -> Vec<u32> {
     let holders = connections.div_ceil(PER_HOLDER).max(1);
     let (each, more) = (connections / holders, connections % holders);
     (0..holders).map(|i| each + u32::from(i < more)).collect()
-}
-
-/// Sets kernel `settings` (`name=value`) in namespace `ns`.
-fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
-    let out = HostPair::cmd(ns, "sysctl")
-        .args(["-q", "-w"])
-        .args(settings)
-        .output()
-        .context("run sysctl")?;
-    if !out.status.success() {
-        bail!(
-            "sysctl -w {} in {ns}: {}",
-            settings.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Established TCP connections in namespace `ns`.
