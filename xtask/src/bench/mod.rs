@@ -93,6 +93,22 @@ impl Profile {
         }
     }
 
+    /// How long each load of the live kernel cost case is measured.
+    pub const fn kernel_live_span(self) -> Duration {
+        match self {
+            Self::Quick => Duration::from_secs(3),
+            Self::Full => Duration::from_secs(10),
+        }
+    }
+
+    /// Runs of the small-packet load without tcptrack, and as many with it, alternating.
+    pub const fn kernel_live_rounds(self) -> usize {
+        match self {
+            Self::Quick => 2,
+            Self::Full => 5,
+        }
+    }
+
     /// The loads of the scale case, each held while every monitor in turn watches it.
     pub const fn scale_loads(self) -> &'static [Load] {
         const QUICK: [Load; 3] = [Load::idle(1_000), Load::idle(10_000), Load::active(2_000)];
@@ -166,6 +182,9 @@ pub enum Case {
     Memory,
     /// Kernel cost per packet (BPF_PROG_TEST_RUN)
     Kernel,
+    /// Kernel cost per packet on live packets (bpf_stats), beside an empty program on the same
+    /// hooks, and what it takes from a small-packet load
+    KernelLive,
     /// iperf3 across a veth pair under each monitor
     Live,
     /// CPU of an idle live screen
@@ -207,6 +226,8 @@ pub struct Bench {
     pub bare: PathBuf,
     /// `examples/kernel_cost`.
     pub kernel_cost: PathBuf,
+    /// `examples/tcx_empty`.
+    pub tcx_empty: PathBuf,
     /// A folder for the captures and the classic's FIFO.
     pub work: PathBuf,
     /// Generated only when a case that reads them runs.
@@ -237,6 +258,7 @@ pub fn run(profile: Profile, only: &[Case]) -> Result<()> {
         )?,
         memory: run_if(runs(Case::Memory), &bench, cases::memory::measure)?,
         kernel_cost_ns: run_if(runs(Case::Kernel), &bench, cases::kernel::measure)?,
+        kernel_live: run_if(runs(Case::KernelLive), &bench, cases::kernel_live::measure)?,
         live: run_if(runs(Case::Live), &bench, cases::live::measure)?.unwrap_or_default(),
         idle_screen: run_if(runs(Case::Idle), &bench, cases::idle::measure)?,
         scale: run_if(runs(Case::Scale), &bench, cases::scale::measure)?,
@@ -269,6 +291,8 @@ fn prepare(profile: Profile, captures: bool) -> Result<Bench> {
             "pcap_read_loop",
             "--example",
             "kernel_cost",
+            "--example",
+            "tcx_empty",
         ],
     )?;
     let root = root();
@@ -279,6 +303,7 @@ fn prepare(profile: Profile, captures: bool) -> Result<Bench> {
         ours: root.join("target/release/tcptrack"),
         bare: root.join("target/release/examples/pcap_read_loop"),
         kernel_cost: root.join("target/release/examples/kernel_cost"),
+        tcx_empty: root.join("target/release/examples/tcx_empty"),
         captures: captures.then(|| generate(profile, &work)).transpose()?,
         work,
     })

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::measure::Usage;
+use super::measure::{median_by, Usage};
 use scale::thousands;
 
 /// `met` or `NOT met`.
@@ -33,6 +33,8 @@ pub struct Report {
     pub idle_screen: Option<IdleScreen>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_cost_ns: Option<KernelCost>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_live: Option<KernelLive>,
     /// Per monitor, unmonitored first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub live: Vec<LiveCase>,
@@ -232,6 +234,111 @@ impl KernelCost {
     }
 }
 
+/// What tcptrack's kernel programs cost on live packets: the kernel's own statistics of each
+/// program (`kernel.bpf_stats_enabled`), tcptrack's and an empty program's on the same tcx
+/// hooks of one veth, under each load; and what tcptrack takes from a small-packet load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelLive {
+    /// Per load, established first.
+    pub loads: Vec<LiveLoadCost>,
+    /// How long each load (and each run of `small_packets`) was measured.
+    pub seconds: u64,
+    pub small_packets: SmallPackets,
+}
+
+/// The programs' cost under one load: nanoseconds per run, Δrun_time_ns ÷ Δrun_cnt over the
+/// window, of tcptrack's TC program and of the empty program beside it (both attached to
+/// ingress and egress: one run per packet each). The empty program's figure is mostly what
+/// the kernel's timing of a run costs itself (two clock reads), which tcptrack's includes too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveLoadCost {
+    /// `tcptrack_ns` - `empty_ns`: what tcptrack's program adds per packet.
+    pub added_ns: f64,
+    /// Connections made per second (the churn), `None` for connections held open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_second: Option<f64>,
+    pub empty_ns: f64,
+    /// Runs of the empty program in the window (packets through the hooks).
+    pub empty_runs: u64,
+    /// Which load (`established`, `churn`), as the report names it.
+    pub load: String,
+    /// The CPU of tcptrack's process (its userspace and system calls; its programs' runs are
+    /// charged to whoever sent or received the packet), percent of one core.
+    pub monitor_cpu_percent: f64,
+    /// Packets per second through the hooks: the empty program's runs over the window.
+    pub packets_per_second: f64,
+    /// tcptrack's ns per run over the empty program's.
+    pub ratio: f64,
+    pub tcptrack_ns: f64,
+    pub tcptrack_runs: u64,
+}
+
+impl LiveLoadCost {
+    /// Nanoseconds per run of both programs from their Δrun_time_ns and Δrun_cnt (tcptrack's,
+    /// the empty one's).
+    pub fn new(load: &str, tcptrack: (u64, u64), empty: (u64, u64)) -> Self {
+        let per_run = |(ns, runs): (u64, u64)| {
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let (ns, runs) = (ns as f64, runs as f64);
+            if runs > 0.0 {
+                ns / runs
+            } else {
+                f64::NAN
+            }
+        };
+        let (tcptrack_ns, empty_ns) = (per_run(tcptrack), per_run(empty));
+        Self {
+            added_ns: tcptrack_ns - empty_ns,
+            connections_per_second: None,
+            empty_ns,
+            empty_runs: empty.1,
+            load: load.to_owned(),
+            monitor_cpu_percent: f64::NAN,
+            packets_per_second: f64::NAN,
+            ratio: tcptrack_ns / empty_ns,
+            tcptrack_ns,
+            tcptrack_runs: tcptrack.1,
+        }
+    }
+}
+
+/// The established load (connections sending 64-byte segments) in alternating runs without
+/// and with tcptrack on the veth (statistics off): each run's figures in the order they ran,
+/// their medians, and with ÷ without.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SmallPackets {
+    pub connections: u32,
+    /// Packets per second through the veth (both ways: segments and ACKs).
+    pub packets_per_second: WithAndWithout,
+    /// 64-byte segments per second, from the bytes the receivers read.
+    pub segments_per_second: WithAndWithout,
+}
+
+/// One figure of runs without and with tcptrack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WithAndWithout {
+    pub median_with: f64,
+    pub median_without: f64,
+    /// `median_with` ÷ `median_without`.
+    pub ratio: f64,
+    pub with: Vec<f64>,
+    pub without: Vec<f64>,
+}
+
+impl WithAndWithout {
+    pub fn new(without: Vec<f64>, with: Vec<f64>) -> Self {
+        let median = |v: &[f64]| median_by(v.to_vec(), f64::total_cmp).unwrap_or(f64::NAN);
+        let (median_without, median_with) = (median(&without), median(&with));
+        Self {
+            median_with,
+            median_without,
+            ratio: median_with / median_without,
+            with,
+            without,
+        }
+    }
+}
+
 /// Receiver throughput of an iperf3 run, and the CPU of the monitor watching it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveCase {
@@ -250,6 +357,17 @@ pub struct IdleScreen {
     pub seconds: u64,
     /// Percent of one core.
     pub tcptrack_cpu_percent: f64,
+}
+
+/// `x` rounded to a whole number (0 for what is not a finite, positive number).
+fn whole(x: f64) -> u64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "rounded, and clamped at 0 by the cast"
+    )]
+    let n = x.round() as u64;
+    n
 }
 
 /// Packets per second of `cpu_s` CPU seconds.
@@ -487,6 +605,98 @@ impl Report {
         Ok(())
     }
 
+    fn kernel_live_md(f: &mut fmt::Formatter<'_>, k: &KernelLive) -> fmt::Result {
+        let seconds = k.seconds;
+        writeln!(
+            f,
+            "## Kernel cost on live packets (kernel.bpf_stats_enabled=1; tcx, ingress and egress \
+             of a veth; {seconds} s per load)\n"
+        )?;
+        writeln!(
+            f,
+            "| load | packets/s through the hooks | tcptrack_tc, ns per run | tcptrack_empty, ns \
+             per run | ratio | difference, ns | tcptrack's process, % of a core |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|")?;
+        for l in &k.loads {
+            let load = match l.connections_per_second {
+                Some(c) => format!(
+                    "{}: {} connections/s (connect, 64 bytes, RST)",
+                    l.load,
+                    thousands(whole(c))
+                ),
+                None => format!(
+                    "{}: {} connections held open, 64-byte segments",
+                    l.load,
+                    thousands(u64::from(k.small_packets.connections))
+                ),
+            };
+            writeln!(
+                f,
+                "| {load} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.1} |",
+                thousands(whole(l.packets_per_second)),
+                l.tcptrack_ns,
+                l.empty_ns,
+                l.ratio,
+                l.added_ns,
+                l.monitor_cpu_percent
+            )?;
+        }
+        writeln!(
+            f,
+            "\nns per run: Δrun_time_ns ÷ Δrun_cnt over the window, each program run once per \
+             packet on its hook. The empty program's figure is mostly the kernel's own timing of \
+             a run, which tcptrack's includes too: the difference is what tcptrack adds per \
+             packet."
+        )?;
+        Self::small_packets_md(f, k)
+    }
+
+    /// The part of [`Self::kernel_live_md`] on the small-packet load without and with tcptrack.
+    fn small_packets_md(f: &mut fmt::Formatter<'_>, k: &KernelLive) -> fmt::Result {
+        let seconds = k.seconds;
+        let p = &k.small_packets;
+        let runs = p.segments_per_second.with.len();
+        writeln!(
+            f,
+            "\nThe established load without and with tcptrack (kernel path, statistics off), \
+             {runs} run(s) each, alternating, {seconds} s each, median (the upper of an even \
+             count):\n"
+        )?;
+        writeln!(f, "| | 64-byte segments/s | packets/s through the veth |")?;
+        writeln!(f, "|---|---:|---:|")?;
+        let (seg, pkt) = (&p.segments_per_second, &p.packets_per_second);
+        writeln!(
+            f,
+            "| without tcptrack | {} | {} |",
+            thousands(whole(seg.median_without)),
+            thousands(whole(pkt.median_without))
+        )?;
+        writeln!(
+            f,
+            "| with tcptrack | {} | {} |",
+            thousands(whole(seg.median_with)),
+            thousands(whole(pkt.median_with))
+        )?;
+        writeln!(
+            f,
+            "| with ÷ without | {:.3} | {:.3} |",
+            seg.ratio, pkt.ratio
+        )?;
+        let each = |v: &[f64]| -> String {
+            v.iter()
+                .map(|x| thousands(whole(*x)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            f,
+            "\nSegments/s in each run, without: {}; with: {}.",
+            each(&seg.without),
+            each(&seg.with)
+        )
+    }
+
     fn live_md(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -591,6 +801,10 @@ impl fmt::Display for Report {
         if let Some(k) = &self.kernel_cost_ns {
             gap(f)?;
             Self::kernel_md(f, k)?;
+        }
+        if let Some(k) = &self.kernel_live {
+            gap(f)?;
+            Self::kernel_live_md(f, k)?;
         }
         if !self.live.is_empty() {
             gap(f)?;

@@ -3,6 +3,7 @@
 
 pub mod idle;
 pub mod kernel;
+pub mod kernel_live;
 pub mod live;
 pub mod memory;
 pub mod scale;

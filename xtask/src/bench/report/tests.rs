@@ -6,7 +6,9 @@
 //! (`--only scale`), spliced into both files. The throughput targets were reworded (1.5x the
 //! bare loop, met or not) and `concurrent` added when the case grew a second capture.
 
-use super::{pps, Cost, Memory, Report, Throughput};
+use super::{
+    pps, Cost, KernelLive, LiveLoadCost, Memory, Report, SmallPackets, Throughput, WithAndWithout,
+};
 
 const MD: &str = include_str!("quick.md");
 const JSON: &str = include_str!("quick.json");
@@ -60,6 +62,7 @@ fn a_run_of_some_cases_holds_only_their_sections() {
     let only = Report {
         idle_screen: None,
         kernel_cost_ns: None,
+        kernel_live: None,
         live: Vec::new(),
         memory: None,
         throughput: None,
@@ -80,5 +83,80 @@ fn a_run_of_some_cases_holds_only_their_sections() {
         "{json}"
     );
     let back: Report = serde_json::from_str(&json).expect("read back");
+    assert_eq!(back, only);
+}
+
+/// The live kernel cost of a quick run, its figures rounded.
+fn kernel_live() -> KernelLive {
+    let mut established = LiveLoadCost::new("established", (6_450_000, 10_000), (740_000, 10_000));
+    established.packets_per_second = 177_853.7;
+    established.monitor_cpu_percent = 0.0;
+    let mut churn = LiveLoadCost::new("churn", (27_000_000, 10_000), (750_000, 10_000));
+    churn.packets_per_second = 74_587.4;
+    churn.monitor_cpu_percent = 19.46;
+    churn.connections_per_second = Some(12_430.1);
+    KernelLive {
+        loads: vec![established, churn],
+        seconds: 3,
+        small_packets: SmallPackets {
+            connections: 200,
+            packets_per_second: WithAndWithout::new(
+                vec![273_086.8, 207_535.7],
+                vec![227_468.7, 196_585.7],
+            ),
+            segments_per_second: WithAndWithout::new(
+                vec![193_151.9, 140_065.3],
+                vec![167_527.4, 144_526.0],
+            ),
+        },
+    }
+}
+
+#[test]
+fn the_live_kernel_cost_is_per_run_beside_the_empty_program() {
+    let k = kernel_live();
+    let [established, churn] = &k.loads[..] else {
+        panic!("two loads");
+    };
+    assert_eq!(
+        (
+            established.tcptrack_ns,
+            established.empty_ns,
+            established.added_ns
+        ),
+        (645.0, 74.0, 571.0)
+    );
+    assert!((churn.ratio - 36.0).abs() < 1e-9, "{churn:?}");
+    let seg = &k.small_packets.segments_per_second;
+    // The upper median of two runs.
+    assert_eq!(
+        (seg.median_without, seg.median_with),
+        (193_151.9, 167_527.4)
+    );
+    assert!((seg.ratio - 167_527.4 / 193_151.9).abs() < 1e-12);
+    let only = Report {
+        idle_screen: None,
+        kernel_cost_ns: None,
+        kernel_live: Some(k),
+        live: Vec::new(),
+        memory: None,
+        scale: None,
+        throughput: None,
+        throughput_many: None,
+        ..report()
+    };
+    let md = only.to_string();
+    assert!(md.starts_with("## Kernel cost on live packets"), "{md}");
+    for row in [
+        "| established: 200 connections held open, 64-byte segments | 177,854 | 645 | 74 | 8.72 | 571 | 0.0 |",
+        "| churn: 12,430 connections/s (connect, 64 bytes, RST) | 74,587 | 2700 | 75 | 36.00 | 2625 | 19.5 |",
+        "| without tcptrack | 193,152 | 273,087 |",
+        "| with tcptrack | 167,527 | 227,469 |",
+        "| with ÷ without | 0.867 | 0.833 |",
+    ] {
+        assert!(md.contains(row), "no `{row}` in:\n{md}");
+    }
+    assert!(!md.contains("Targets"), "{md}");
+    let back: Report = serde_json::from_str(&only.json().expect("serialise")).expect("read back");
     assert_eq!(back, only);
 }
