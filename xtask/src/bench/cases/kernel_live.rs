@@ -385,19 +385,29 @@ impl Chain {
 
     /// The programs and their statistics now.
     fn read(&mut self) -> Result<Programs> {
-        self.input
+        let asked = self
+            .input
             .write_all(b"\n")
-            .and_then(|()| self.input.flush())
-            .context("ask tcx_empty")?;
+            .and_then(|()| self.input.flush());
+        if let Err(e) = asked {
+            bail!("tcx_empty ended ({e}): {}", self.said());
+        }
         self.line()
+    }
+
+    /// What it wrote on its standard error.
+    fn said(&self) -> String {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
     }
 
     fn line(&mut self) -> Result<Programs> {
         let mut line = String::new();
         self.output.read_line(&mut line).context("read tcx_empty")?;
         if line.is_empty() {
-            let said = fs::read_to_string(&self.log).unwrap_or_default();
-            bail!("tcx_empty ended: {}", said.trim());
+            bail!("tcx_empty ended: {}", self.said());
         }
         let v: serde_json::Value = serde_json::from_str(&line).context("tcx_empty's line")?;
         programs(&v).with_context(|| format!("tcx_empty's line: {line}"))
