@@ -663,7 +663,11 @@ mod fast_paths {
     }
 
     /// What the list must be: every connection shown, sorted.
-    fn reference(t: &ConnectionTable, sort: SortMode, now: Timestamp) -> Vec<&Connection> {
+    fn reference(
+        t: &ConnectionTable,
+        sort: SortMode,
+        now: Timestamp,
+    ) -> Vec<&Connection> {
         let rate = t.config().rate;
         let mut v: Vec<&Connection> = t.connections().collect();
         match sort {
