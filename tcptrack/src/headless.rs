@@ -81,11 +81,9 @@ impl<W: Write> Sink for Headless<W> {
             // A capture is written once, at its end.
             return Ok(());
         }
-        // First seen first, as the table keeps them (no sort of every connection at every
-        // interval); nothing to look at when nothing is written.
-        if self.format != OutputFormat::None {
-            self.write(m, m.table.by_first_seen())?;
-        }
+        let mut conns: Vec<_> = m.table.connections().collect();
+        conns.sort_by_key(|c| c.id());
+        self.write(m, conns)?;
         // Losses are never silent: one line on stderr whenever they grow.
         if m.dropped != self.reported_dropped {
             self.reported_dropped = m.dropped;

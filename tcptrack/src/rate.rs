@@ -127,13 +127,6 @@ impl RateWindow {
     }
 
     /// Bytes per second each way (client, server) over the last completed window before `now`.
-    /// Whether nothing was added in the window `now` looks at, nor since: [`RateWindow::rates`]
-    /// is 0 at `now` and later, until something is added.
-    #[must_use]
-    pub fn is_quiet(&self, cfg: RateConfig, now: Timestamp) -> bool {
-        self.newest < cfg.bucket_of(now).saturating_sub(u64::from(cfg.buckets))
-    }
-
     #[must_use]
     pub fn rates(&self, cfg: RateConfig, now: Timestamp) -> [u64; 2] {
         let n = u64::from(cfg.buckets);
@@ -141,10 +134,6 @@ impl RateWindow {
         let slots = self.slots.get();
         let current = cfg.bucket_of(now);
         let first = current.saturating_sub(n);
-        if self.newest < first {
-            // Nothing since the window began.
-            return [0; 2];
-        }
         let mut sum = [0u128; 2];
         for b in first..current {
             // A slot holds bucket `b` only if `b` is among the newest written.

@@ -210,25 +210,6 @@ impl ViewState {
                 .collect();
         }
         let rate = table.config().rate;
-        // Unsorted or by rate, the table tells the order without a sort of every connection
-        // (see `window_fast`).
-        if table.finished().is_empty() {
-            match self.sort {
-                SortMode::Unsorted => return table.by_first_seen().collect(),
-                SortMode::Rate => {
-                    let mut v = by_speed(table, now);
-                    let moving: hashbrown::HashSet<u64> = v.iter().map(|c| c.id()).collect();
-                    v.extend(
-                        table
-                            .listed()
-                            .filter(|(id, _)| !moving.contains(id))
-                            .map(|(_, slot)| table.at(slot)),
-                    );
-                    return v;
-                }
-                _ => {}
-            }
-        }
         let mut v: Vec<&Connection> = listed().collect();
         match self.sort {
             SortMode::Unsorted => v.sort_unstable_by_key(|c| c.id()),
@@ -306,58 +287,6 @@ impl ViewState {
             .or_else(|| table.finished().iter().find(|c| c.id() == id))
     }
 
-    /// The window's connections and how many are listed, where the table tells them without
-    /// looking at every connection (its own first-seen order, its list of those that carried
-    /// payload lately): unpaused, no finished connections kept (only a capture read whole keeps
-    /// them), unsorted or by rate. So a refresh of a big, mostly idle table costs what its
-    /// active connections and the window cost. Moves the window to the selection.
-    fn window_fast<'t>(
-        &mut self,
-        table: &'t ConnectionTable,
-        now: Timestamp,
-        page: usize,
-    ) -> Option<(Vec<&'t Connection>, usize)> {
-        if self.frozen.is_some() || !table.finished().is_empty() {
-            return None;
-        }
-        let total = table.len();
-        let window = match self.sort {
-            SortMode::Unsorted => {
-                self.follow_selection(total, page);
-                table
-                    .listed()
-                    .skip(self.scroll)
-                    .take(page)
-                    .map(|(_, slot)| table.at(slot))
-                    .collect()
-            }
-            SortMode::Rate => {
-                // Those with a speed first, fastest first; then the others, first seen first.
-                let moving = by_speed(table, now);
-                self.follow_selection(total, page);
-                let mut window: Vec<&Connection> = moving
-                    .iter()
-                    .skip(self.scroll)
-                    .take(page)
-                    .copied()
-                    .collect();
-                let ids: hashbrown::HashSet<u64> = moving.iter().map(|c| c.id()).collect();
-                let rest = page - window.len();
-                window.extend(
-                    table
-                        .listed()
-                        .filter(|(id, _)| !ids.contains(id))
-                        .skip(self.scroll.saturating_sub(moving.len()))
-                        .take(rest)
-                        .map(|(_, slot)| table.at(slot)),
-                );
-                window
-            }
-            _ => return None,
-        };
-        Some((window, total))
-    }
-
     /// Makes a screenful of `page` rows.
     #[must_use]
     pub fn screen(
@@ -368,25 +297,12 @@ impl ViewState {
         locals: &Locals,
     ) -> Screen {
         let rate = table.config().rate;
-        let (window, total, sum) = if let Some((window, total)) = self.window_fast(table, now, page)
-        {
-            (window, total, table.speeds(now))
-        } else {
-            let ordered = self.ordered(table, now, locals);
-            let total = ordered.len();
-            self.follow_selection(total, page);
-            let sum = ordered.iter().fold([0u64; 2], |[a, b], c| {
-                let [x, y] = c.speeds(rate, now);
-                [a.saturating_add(x), b.saturating_add(y)]
-            });
-            let window = ordered.into_iter().skip(self.scroll).take(page).collect();
-            (window, total, sum)
-        };
+        let ordered = self.ordered(table, now, locals);
+        let total = ordered.len();
+        self.follow_selection(total, page);
+        let window = ordered.iter().enumerate().skip(self.scroll).take(page);
         let rows: Vec<RowView> = window
-            .into_iter()
-            .enumerate()
-            .map(|(k, c)| {
-                let i = self.scroll + k;
+            .map(|(i, c)| {
                 let idle = c.idle(now);
                 RowView {
                     client: c.client().to_string(),
@@ -403,11 +319,17 @@ impl ViewState {
                 }
             })
             .collect();
+        let sum = |i: usize| {
+            ordered
+                .iter()
+                .map(|c| c.speeds(rate, now)[i])
+                .fold(0, u64::saturating_add)
+        };
         let totals = match self.columns {
-            Columns::Classic => vec![format::rate(sum[0].saturating_add(sum[1]), self.units)],
+            Columns::Classic => vec![format::rate(sum(0).saturating_add(sum(1)), self.units)],
             Columns::Speeds => vec![
-                format::rate(sum[0], self.units),
-                format::rate(sum[1], self.units),
+                format::rate(sum(0), self.units),
+                format::rate(sum(1), self.units),
             ],
             Columns::Rtt | Columns::Process => vec![String::new(), String::new()],
         };
@@ -422,18 +344,6 @@ impl ViewState {
             sort: self.sort,
         }
     }
-}
-
-/// The connections shown with a speed, fastest first (first seen first among equals).
-fn by_speed(table: &ConnectionTable, now: Timestamp) -> Vec<&Connection> {
-    let rate = table.config().rate;
-    let mut v: Vec<(u64, &Connection)> = table
-        .lately_moving()
-        .map(|c| (c.speed(rate, now), c))
-        .filter(|&(speed, _)| speed > 0)
-        .collect();
-    v.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.id().cmp(&b.1.id())));
-    v.into_iter().map(|(_, c)| c).collect()
 }
 
 #[cfg(test)]
@@ -590,139 +500,5 @@ mod tests {
             ("SYN_SENT", "0s", true, ["2.92 KB/s".to_owned()].as_slice())
         );
         assert!(!s.rows[2].active);
-    }
-}
-
-#[cfg(test)]
-mod fast_paths {
-    //! The list and totals the table tells without looking at every connection (unsorted, by
-    //! rate) against a sort of every connection shown, on a table whose slots were reused,
-    //! with one-way flows (some answered), connections gone and connections idle for long.
-
-    use std::time::Duration;
-
-    use super::*;
-    use crate::flow::{FlowUpdate, TcpFlags};
-    use crate::table::TableConfig;
-
-    fn pkt(src: &str, dst: &str, ms: u64, flags: u8, len: u32) -> FlowUpdate {
-        FlowUpdate::test_packet(src, dst, ms, flags, 0, 0, len)
-    }
-
-    fn client(i: u32) -> String {
-        format!("198.18.{}.{}:{}", i / 200, i % 200 + 1, 1024 + i)
-    }
-
-    const SERVER: &str = "198.19.0.1:443";
-
-    /// 400 connections over 60 s of made-up traffic.
-    fn table() -> (ConnectionTable, Duration) {
-        let mut t = ConnectionTable::new(TableConfig {
-            closed_linger: Duration::from_secs(2),
-            ..TableConfig::default()
-        });
-        for i in 0..400u32 {
-            let (c, at) = (client(i), u64::from(i) * 100);
-            match i % 5 {
-                // One-way flows: half of them answered later.
-                0 => {
-                    t.apply(&pkt(&c, SERVER, at, TcpFlags::ACK, 10));
-                    if i % 10 == 0 {
-                        t.apply(&pkt(SERVER, &c, at + 5, TcpFlags::ACK, 20));
-                    }
-                }
-                _ => {
-                    t.apply(&pkt(&c, SERVER, at, TcpFlags::SYN, 0));
-                    t.apply(&pkt(SERVER, &c, at + 1, TcpFlags::SYN | TcpFlags::ACK, 0));
-                    t.apply(&pkt(&c, SERVER, at + 2, TcpFlags::ACK, 0));
-                    // Some carry payload now and then, some never.
-                    if i % 5 != 1 {
-                        t.apply(&pkt(&c, SERVER, at + 3, TcpFlags::ACK, i * 7));
-                    }
-                    // Some end, and leave: their slots go to later connections.
-                    if i % 7 == 0 {
-                        t.apply(&pkt(&c, SERVER, at + 4, TcpFlags::RST, 0));
-                    }
-                }
-            }
-            t.expire(Duration::from_millis(at));
-        }
-        // The last seconds: some of the early ones busy again.
-        for i in (0..400u32).step_by(13) {
-            t.apply(&pkt(
-                &client(i),
-                SERVER,
-                39_000 + u64::from(i),
-                TcpFlags::ACK,
-                5_000 + i,
-            ));
-        }
-        let now = Duration::from_millis(40_500);
-        t.expire(now);
-        (t, now)
-    }
-
-    /// What the list must be: every connection shown, sorted.
-    fn reference(
-        t: &ConnectionTable,
-        sort: SortMode,
-        now: Timestamp,
-    ) -> Vec<&Connection> {
-        let rate = t.config().rate;
-        let mut v: Vec<&Connection> = t.connections().collect();
-        match sort {
-            SortMode::Unsorted => v.sort_by_key(|c| c.id()),
-            _ => v.sort_by(|a, b| {
-                b.speed(rate, now)
-                    .cmp(&a.speed(rate, now))
-                    .then(a.id().cmp(&b.id()))
-            }),
-        }
-        v
-    }
-
-    #[test]
-    fn the_list_and_totals_are_a_full_sorts() {
-        let (t, now) = table();
-        let listed = t.connections().count();
-        assert!(listed > 250 && listed < 400, "{listed}");
-        let rate = t.config().rate;
-        let moving = t.connections().filter(|c| c.speed(rate, now) > 0).count();
-        assert!(moving > 10, "{moving} with a speed");
-        let sum = t.connections().fold([0, 0], |[a, b], c| {
-            let [x, y] = c.speeds(rate, now);
-            [a + x, b + y]
-        });
-        assert_eq!(t.speeds(now), sum);
-        assert!(sum[0] > 0);
-        let locals = Locals::default();
-        for sort in [SortMode::Unsorted, SortMode::Rate] {
-            let want: Vec<u64> = reference(&t, sort, now).iter().map(|c| c.id()).collect();
-            let mut v = ViewState {
-                sort,
-                columns: Columns::Speeds,
-                ..ViewState::default()
-            };
-            let got: Vec<u64> = v.ordered(&t, now, &locals).iter().map(|c| c.id()).collect();
-            assert_eq!(got, want, "{sort:?}");
-            for selected in [0, 5, moving - 1, moving, moving + 3, listed / 2, listed - 1] {
-                v.selected = selected;
-                let s = v.screen(&t, now, 20, &locals);
-                assert_eq!(s.total, listed);
-                let rows: Vec<String> = s.rows.iter().map(|r| r.client.clone()).collect();
-                let first = s.first - 1;
-                let expected: Vec<String> = reference(&t, sort, now)[first..]
-                    .iter()
-                    .take(20)
-                    .map(|c| c.client().to_string())
-                    .collect();
-                assert_eq!(rows, expected, "{sort:?}, row {selected}");
-                assert!(s.rows.iter().any(|r| r.selected));
-                assert_eq!(
-                    s.totals,
-                    vec![format::rate(sum[0], v.units), format::rate(sum[1], v.units)]
-                );
-            }
-        }
     }
 }

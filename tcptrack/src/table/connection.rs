@@ -272,13 +272,6 @@ impl Connection {
         self.rate.rate(cfg, now)
     }
 
-    /// Whether nothing was added to the speed's window that `now` looks at, nor since: its
-    /// speed is 0 until it carries more.
-    #[must_use]
-    pub fn is_quiet(&self, cfg: RateConfig, now: Timestamp) -> bool {
-        self.rate.is_quiet(cfg, now)
-    }
-
     /// Payload bytes per second sent by the client, then by the server, over the last completed
     /// window before `now`.
     #[must_use]

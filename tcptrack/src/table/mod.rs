@@ -16,8 +16,7 @@ mod tally;
 pub use connection::{Connection, Counters, State};
 pub use tally::{Ended, Ending, PortTally, Tally};
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -92,16 +91,6 @@ pub struct ConnectionTable {
     unanswered: VecDeque<(u32, u64)>,
     unanswered_live: usize,
     finished: Vec<Connection>,
-    /// Every connection's id and slot, first seen first (ids only grow: a new one is pushed at
-    /// the end). Entries of connections gone stay until they outnumber the others; an entry is
-    /// live while its slot holds a connection of its id.
-    order: Vec<(u64, u32)>,
-    /// The id and slot of each connection that carried payload since its speed's window last
-    /// found it quiet (each once: its slot's tag is marked `MOVING` while it is here).
-    moving: Vec<(u64, u32)>,
-    /// When connections may time out, soonest first: (deadline in ns, id, slot); see
-    /// `expiry`.
-    deadlines: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Connections that left the table since the last [`ConnectionTable::take_ended`] (with
     /// `report_ended`).
     ended: Vec<Ended>,
@@ -157,9 +146,6 @@ impl ConnectionTable {
             unanswered: VecDeque::new(),
             unanswered_live: 0,
             finished: Vec::new(),
-            order: Vec::new(),
-            moving: Vec::new(),
-            deadlines: BinaryHeap::new(),
             ended: Vec::new(),
             stats: TableStats::default(),
             tally: Tally::default(),
@@ -204,65 +190,6 @@ impl ConnectionTable {
             .iter()
             .map(|(_, c)| c)
             .filter(|c| !c.is_unanswered())
-    }
-
-    /// Connections being shown, first seen first (without sorting: the table keeps them in
-    /// that order).
-    pub fn by_first_seen(&self) -> impl Iterator<Item = &Connection> {
-        self.listed().map(|(_, slot)| &self.conns[slot])
-    }
-
-    /// The id and slot of each connection shown, first seen first, looking at no connection
-    /// (only at the slots' tags): what a big table's list costs at every refresh.
-    pub(crate) fn listed(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
-        self.order
-            .iter()
-            .map(|&(id, slot)| (id, slot as usize))
-            .filter(|&(id, slot)| self.conns.holds(slot, id, slots::LISTED))
-    }
-
-    /// The connection in `slot` (one [`ConnectionTable::listed`] named).
-    pub(crate) fn at(&self, slot: usize) -> &Connection {
-        &self.conns[slot]
-    }
-
-    /// The connections shown that carried payload lately: every one with a speed is among
-    /// them (and some whose speed is 0 by now), in no order.
-    pub fn lately_moving(&self) -> impl Iterator<Item = &Connection> {
-        self.moving
-            .iter()
-            .filter(|&&(id, slot)| {
-                self.conns
-                    .holds(slot as usize, id, slots::LISTED | slots::MOVING)
-            })
-            .map(|&(_, slot)| &self.conns[slot as usize])
-    }
-
-    /// Payload bytes per second of every connection shown, client's then server's, summed
-    /// (from [`ConnectionTable::lately_moving`]).
-    #[must_use]
-    pub fn speeds(&self, now: Timestamp) -> [u64; 2] {
-        self.lately_moving().fold([0u64; 2], |[a, b], c| {
-            let [x, y] = c.speeds(self.cfg.rate, now);
-            [a.saturating_add(x), b.saturating_add(y)]
-        })
-    }
-
-    /// Forgets, of the connections that carried payload lately, those with nothing in their
-    /// speed's window at `now` (nor since): their speed stays 0 until they carry more.
-    fn settle(&mut self, now: Timestamp) {
-        let (conns, rate) = (&mut self.conns, self.cfg.rate);
-        self.moving.retain(|&(id, slot)| {
-            let slot = slot as usize;
-            if !conns.holds(slot, id, slots::MOVING) {
-                return false;
-            }
-            let quiet = conns.get(slot).is_some_and(|c| c.is_quiet(rate, now));
-            if quiet {
-                conns.mark(slot, slots::MOVING, false);
-            }
-            !quiet
-        });
     }
 
     /// Number of connections being shown.
@@ -364,12 +291,9 @@ impl ConnectionTable {
     /// Puts `conn` in the table; `None` if it cannot be held.
     fn insert(&mut self, conn: Connection) -> Option<usize> {
         let hash = hash32(&self.hasher, &conn.key());
-        let id = conn.id();
         // More than 4 billion connections cannot be held anyway: the newest is refused.
         let slot = self.conns.insert(conn)?;
         let slot32 = u32::try_from(slot).ok()?;
-        self.order.push((id, slot32));
-        self.queue_deadline(slot);
         // Growing the index rehashes from the kept hashes, not from the connections (which
         // would be a cache miss each).
         self.index
@@ -388,11 +312,6 @@ impl ConnectionTable {
             entry.remove();
         }
         let conn = self.conns.remove(slot);
-        if self.order.len() > 2 * self.conns.len() + 64 {
-            let conns = &self.conns;
-            self.order
-                .retain(|&(id, slot)| conns.get(slot as usize).is_some_and(|c| c.id() == id));
-        }
         if conn.is_unanswered() {
             self.unanswered_live -= 1;
             return;
@@ -474,12 +393,6 @@ impl ConnectionTable {
     /// Counts the update and moves the state machine of the connection at `slot`. The answer to
     /// a one-way flow makes it a connection picked up mid-stream; its other packets only count.
     fn account(&mut self, slot: usize, u: &FlowUpdate, at: u64, per_packet: bool) {
-        if u.payload_bytes > 0 && !self.conns.marked(slot, slots::MOVING) {
-            self.conns.mark(slot, slots::MOVING, true);
-            let id = self.conns[slot].id();
-            self.moving
-                .push((id, u32::try_from(slot).unwrap_or(u32::MAX)));
-        }
         let c = &mut self.conns[slot];
         if c.is_unanswered() && c.side_of(u.src) == Side::Server {
             if !u.flags.plain() {
@@ -494,21 +407,16 @@ impl ConnectionTable {
             c.answered(listener);
             self.unanswered_live -= 1;
             c.advance(u, at, self.cfg.rate, per_packet);
-            self.conns.mark(slot, slots::LISTED, true);
             let local = self.is_local(self.conns[slot].server());
             let c = &mut self.conns[slot];
             c.set_local_server(local);
             // Listed from now on, with everything it sent while one-way.
             self.tally.open(c);
-            self.queue_deadline(slot);
             return;
         }
         let (before, listed) = (c.state(), !c.is_unanswered());
         let side = c.side_of(u.src);
         c.advance(u, at, self.cfg.rate, per_packet);
-        if self.conns[slot].state() != before {
-            self.queue_deadline(slot);
-        }
         if listed {
             let (none, sent) = (Counters::default(), Counters::of(u));
             let by_side = match side {
