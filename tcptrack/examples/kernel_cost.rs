@@ -229,7 +229,11 @@ fn filter_cost(existing: &[u8], repeat: u32, rounds: u32) -> [String; 2] {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         without.push(repeated(plain.tc().expect("TC program"), existing, repeat));
-        with.push(repeated(filtered.tc().expect("TC program"), existing, repeat));
+        with.push(repeated(
+            filtered.tc().expect("TC program"),
+            existing,
+            repeat,
+        ));
     }
     [
         format!("\"filtered\":{}", Paired::new(with, without).json()),
