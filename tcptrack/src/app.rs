@@ -34,6 +34,13 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     let mut table_cfg = cfg.table.clone();
     // A capture read whole reports every connection it had, also those that ended.
     table_cfg.keep_finished = started.kind == SourceKind::Capture;
+    // What lists the connections at every refresh walks the table's order.
+    table_cfg.listing = screen
+        || (started.kind == SourceKind::Live
+            && matches!(
+                cfg.output,
+                Some(OutputFormat::Json | OutputFormat::Csv | OutputFormat::Table)
+            ));
     let mut m = Monitor::new(
         ConnectionTable::new(table_cfg),
         started.label.clone(),

@@ -81,9 +81,10 @@ impl<W: Write> Sink for Headless<W> {
             // A capture is written once, at its end.
             return Ok(());
         }
-        let mut conns: Vec<_> = m.table.connections().collect();
-        conns.sort_by_key(|c| c.id());
-        self.write(m, conns)?;
+        if self.format != OutputFormat::None {
+            // First seen first, as the table keeps them (walked, not sorted).
+            self.write(m, m.table.all_by_first_seen())?;
+        }
         // Losses are never silent: one line on stderr whenever they grow.
         if m.dropped != self.reported_dropped {
             self.reported_dropped = m.dropped;

@@ -126,6 +126,14 @@ impl RateWindow {
         }
     }
 
+    /// Whether the speed is zero at `now` and stays so until bytes are added: every bucket
+    /// written is older than the window before `now` (or nothing was ever written).
+    #[must_use]
+    pub fn is_quiet(&self, cfg: RateConfig, now: Timestamp) -> bool {
+        let first = cfg.bucket_of(now).saturating_sub(u64::from(cfg.buckets));
+        self.newest < first || self.slots.get().iter().all(|s| *s == [0; 2])
+    }
+
     /// Bytes per second each way (client, server) over the last completed window before `now`.
     #[must_use]
     pub fn rates(&self, cfg: RateConfig, now: Timestamp) -> [u64; 2] {
@@ -134,6 +142,10 @@ impl RateWindow {
         let slots = self.slots.get();
         let current = cfg.bucket_of(now);
         let first = current.saturating_sub(n);
+        if self.newest < first {
+            // Nothing in the window: no division (most connections of a busy table are idle).
+            return [0; 2];
+        }
         let mut sum = [0u128; 2];
         for b in first..current {
             // A slot holds bucket `b` only if `b` is among the newest written.

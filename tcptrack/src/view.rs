@@ -287,6 +287,72 @@ impl ViewState {
             .or_else(|| table.finished().iter().find(|c| c.id() == id))
     }
 
+    /// The listed connections' count, the window's connections (`page` from the scroll
+    /// position, after the selection is followed), and the speeds summed each way over every
+    /// listed connection. The default order and the order by rate are walked from the table's
+    /// order and its list of moving connections (a table kept for listing): a refresh then
+    /// costs the window and what moves, not every connection listed. Other orders, a pause, and
+    /// a capture's finished connections order every connection.
+    fn window<'t>(
+        &mut self,
+        table: &'t ConnectionTable,
+        now: Timestamp,
+        page: usize,
+        locals: &Locals,
+    ) -> (usize, Vec<&'t Connection>, [u64; 2]) {
+        let rate = table.config().rate;
+        let sum = |conns: &mut dyn Iterator<Item = &Connection>| {
+            conns.fold([0u64; 2], |[a, b], c| {
+                let [x, y] = c.speeds(rate, now);
+                [a.saturating_add(x), b.saturating_add(y)]
+            })
+        };
+        let walkable = self.frozen.is_none() && table.finished().is_empty();
+        match (walkable, self.sort, table.moving()) {
+            (true, SortMode::Unsorted, Some(mut moving)) => {
+                let total = table.len();
+                self.follow_selection(total, page);
+                let window = table.in_order_from(self.scroll).take(page).collect();
+                (total, window, sum(&mut moving))
+            }
+            (true, SortMode::Rate, Some(moving)) => {
+                // Those with a speed, fastest first; then every other one, first seen first.
+                let mut fast: Vec<(u64, u64, &Connection)> = moving
+                    .map(|c| (c.speed(rate, now), c.id(), c))
+                    .filter(|&(speed, _, _)| speed > 0)
+                    .collect();
+                fast.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let total = table.len();
+                self.follow_selection(total, page);
+                let ids: hashbrown::HashSet<u64> = fast.iter().map(|&(_, id, _)| id).collect();
+                let mut window: Vec<&Connection> = fast
+                    .iter()
+                    .skip(self.scroll)
+                    .take(page)
+                    .map(|&(_, _, c)| c)
+                    .collect();
+                let rest = page - window.len();
+                window.extend(
+                    table
+                        .in_order_without(&ids)
+                        .skip(self.scroll.saturating_sub(fast.len()))
+                        .take(rest)
+                        .map(|(_, slot)| table.at(slot)),
+                );
+                let sums = sum(&mut fast.iter().map(|&(_, _, c)| c));
+                (total, window, sums)
+            }
+            _ => {
+                let ordered = self.ordered(table, now, locals);
+                let total = ordered.len();
+                self.follow_selection(total, page);
+                let sums = sum(&mut ordered.iter().copied());
+                let window = ordered.into_iter().skip(self.scroll).take(page).collect();
+                (total, window, sums)
+            }
+        }
+    }
+
     /// Makes a screenful of `page` rows.
     #[must_use]
     pub fn screen(
@@ -297,11 +363,10 @@ impl ViewState {
         locals: &Locals,
     ) -> Screen {
         let rate = table.config().rate;
-        let ordered = self.ordered(table, now, locals);
-        let total = ordered.len();
-        self.follow_selection(total, page);
-        let window = ordered.iter().enumerate().skip(self.scroll).take(page);
+        let (total, window, sums) = self.window(table, now, page, locals);
         let rows: Vec<RowView> = window
+            .iter()
+            .enumerate()
             .map(|(i, c)| {
                 let idle = c.idle(now);
                 RowView {
@@ -315,16 +380,11 @@ impl ViewState {
                         &Extra::new(c, locals.of(c)),
                         self.units,
                     ),
-                    selected: i == self.selected,
+                    selected: self.scroll + i == self.selected,
                 }
             })
             .collect();
-        let sum = |i: usize| {
-            ordered
-                .iter()
-                .map(|c| c.speeds(rate, now)[i])
-                .fold(0, u64::saturating_add)
-        };
+        let sum = |i: usize| sums[i];
         let totals = match self.columns {
             Columns::Classic => vec![format::rate(sum(0).saturating_add(sum(1)), self.units)],
             Columns::Speeds => vec![

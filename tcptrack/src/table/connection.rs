@@ -165,6 +165,10 @@ const UNANSWERED: u8 = 1;
 const LOCAL_SERVER: u8 = 2;
 const FIN_SENT: u8 = 4;
 const FIN_ACKED: u8 = 16;
+/// In the table's list of connections whose speed may not be zero (see `ConnectionTable`).
+const MOVING: u8 = 64;
+/// In the table's list of connections that may time out.
+const EXPIRING: u8 = 128;
 
 impl Connection {
     /// Whether every mark of `marks` is set.
@@ -178,6 +182,30 @@ impl Connection {
         } else {
             self.marks &= !marks;
         }
+    }
+
+    /// Whether the table's list of connections whose speed may not be zero holds this one.
+    pub(super) const fn is_moving(&self) -> bool {
+        self.has(MOVING)
+    }
+
+    pub(super) const fn set_moving(&mut self, on: bool) {
+        self.mark(MOVING, on);
+    }
+
+    /// Whether the table's list of connections that may time out holds this one.
+    pub(super) const fn is_expiring(&self) -> bool {
+        self.has(EXPIRING)
+    }
+
+    pub(super) const fn set_expiring(&mut self, on: bool) {
+        self.mark(EXPIRING, on);
+    }
+
+    /// Whether its speed is zero at `now` and stays so until it carries payload again.
+    #[must_use]
+    pub fn is_quiet(&self, rate: RateConfig, now: Timestamp) -> bool {
+        self.rate.is_quiet(rate, now)
     }
 
     /// A connection first seen at `at` (ns), `client` to `server`, in `state`.

@@ -10,6 +10,7 @@
 mod connection;
 pub mod diag;
 mod expiry;
+mod order;
 mod slots;
 mod tally;
 
@@ -27,6 +28,7 @@ use crate::flow::{FlowKey, FlowUpdate, Polled, Timestamp};
 use crate::listening::ListeningSockets;
 use crate::rate::RateConfig;
 use connection::Side;
+use order::Order;
 use slots::Slots;
 
 /// How the table decides, and when it forgets.
@@ -51,6 +53,11 @@ pub struct TableConfig {
     /// Hand out the connections that leave the table, as they do (see
     /// [`ConnectionTable::take_ended`]): for the flow log.
     pub report_ended: bool,
+    /// Keep the connections first seen first, and a list of those whose speed may not be zero
+    /// (see [`ConnectionTable::moving`]): for what lists the connections at every refresh (the
+    /// screen, a live output), which then walks them instead of sorting them, and sums speeds
+    /// over what moves. 12 bytes a connection, which a capture read whole does not spend.
+    pub listing: bool,
 }
 
 impl Default for TableConfig {
@@ -65,6 +72,7 @@ impl Default for TableConfig {
             max_unanswered: 65_536,
             keep_finished: false,
             report_ended: false,
+            listing: false,
         }
     }
 }
@@ -85,6 +93,15 @@ pub struct ConnectionTable {
     cfg: TableConfig,
     conns: Slots,
     index: HashTable<Slot>,
+    /// The connections first seen first (with `listing`).
+    order: Order,
+    /// Slots and ids of the connections that carried payload within a speed window (with
+    /// `listing`; stale entries are dropped by [`ConnectionTable::expire`]).
+    moving: Vec<(u32, u64)>,
+    /// Slots of the connections whose state may time out, each marked so (an entry whose slot
+    /// holds no marked connection is stale, dropped by [`ConnectionTable::expire`]): an
+    /// established connection without `--idle-timeout` costs nothing there.
+    expiring: Vec<u32>,
     hasher: DefaultHashBuilder,
     next_id: u64,
     /// Slab keys and ids of one-way flows, oldest first (stale entries are skipped).
@@ -141,6 +158,9 @@ impl ConnectionTable {
             cfg,
             conns: Slots::default(),
             index: HashTable::new(),
+            order: Order::default(),
+            moving: Vec::new(),
+            expiring: Vec::new(),
             hasher: DefaultHashBuilder::default(),
             next_id: 0,
             unanswered: VecDeque::new(),
@@ -222,9 +242,57 @@ impl ConnectionTable {
     /// `keep_finished`) and those still in it.
     #[must_use]
     pub fn all_by_first_seen(&self) -> Vec<&Connection> {
+        if self.cfg.listing && self.finished.is_empty() {
+            return self.in_order().collect();
+        }
         let mut all: Vec<&Connection> = self.finished.iter().chain(self.connections()).collect();
         all.sort_by_key(|c| c.id());
         all
+    }
+
+    /// Connections being shown, first seen first (walked, not sorted; with `listing`, none
+    /// without).
+    pub fn in_order(&self) -> impl Iterator<Item = &Connection> {
+        self.in_order_from(0)
+    }
+
+    /// Connections being shown, first seen first, from the `skip`-th on: those skipped are not
+    /// touched.
+    pub fn in_order_from(&self, skip: usize) -> impl Iterator<Item = &Connection> {
+        self.order
+            .listed_slots()
+            .skip(skip)
+            .map(|slot| &self.conns[slot])
+    }
+
+    /// Connections being shown, first seen first, but those of `ids` left out: they are
+    /// known by their ids, not touched.
+    pub fn in_order_without<'a>(
+        &'a self,
+        ids: &'a hashbrown::HashSet<u64>,
+    ) -> impl Iterator<Item = (u64, usize)> + 'a {
+        self.order
+            .listed_entries()
+            .filter(move |(id, _)| !ids.contains(id))
+    }
+
+    /// The connection shown at `slot` (from [`ConnectionTable::in_order_without`]).
+    #[must_use]
+    pub fn at(&self, slot: usize) -> &Connection {
+        &self.conns[slot]
+    }
+
+    /// With `listing`: the connections whose speed may not be zero (every connection with
+    /// a speed above zero is among them), in no order; `None` without it.
+    #[must_use]
+    pub fn moving(&self) -> Option<impl Iterator<Item = &Connection>> {
+        self.cfg.listing.then(|| {
+            self.moving.iter().filter_map(|&(slot, id)| {
+                self.conns
+                    .get(slot as usize)
+                    .filter(|c| c.id() == id && !c.is_unanswered())
+            })
+        })
     }
 
     /// Takes in one packet a source saw (a capture, libpcap).
@@ -291,9 +359,17 @@ impl ConnectionTable {
     /// Puts `conn` in the table; `None` if it cannot be held.
     fn insert(&mut self, conn: Connection) -> Option<usize> {
         let hash = hash32(&self.hasher, &conn.key());
-        // More than 4 billion connections cannot be held anyway: the newest is refused.
+        // More than 2 billion connections cannot be held anyway: the newest is refused.
+        let (id, listed) = (conn.id(), !conn.is_unanswered());
         let slot = self.conns.insert(conn)?;
+        if slot >= Order::SLOTS {
+            self.conns.remove(slot);
+            return None;
+        }
         let slot32 = u32::try_from(slot).ok()?;
+        if self.cfg.listing {
+            self.order.push(id, slot, listed);
+        }
         // Growing the index rehashes from the kept hashes, not from the connections (which
         // would be a cache miss each).
         self.index
@@ -312,6 +388,7 @@ impl ConnectionTable {
             entry.remove();
         }
         let conn = self.conns.remove(slot);
+        self.order.remove(conn.id());
         if conn.is_unanswered() {
             self.unanswered_live -= 1;
             return;
@@ -352,6 +429,7 @@ impl ConnectionTable {
         conn.set_local_server(self.is_local(u.dst));
         let slot = self.insert(conn)?;
         self.tally.open(&self.conns[slot]);
+        self.watch(slot);
         Some(slot)
     }
 
@@ -367,6 +445,7 @@ impl ConnectionTable {
         while self.unanswered_live > self.cfg.max_unanswered {
             self.evict_oldest_unanswered();
         }
+        self.watch(slot);
         Some(slot)
     }
 
@@ -387,6 +466,30 @@ impl ConnectionTable {
             let conns = &self.conns;
             self.unanswered
                 .retain(|&(slot, id)| still_unanswered(conns, slot, id));
+        }
+    }
+
+    /// Puts the connection at `slot` in the list of those that may time out, if its state may
+    /// and it is not there yet.
+    fn watch(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if !c.is_expiring() && expiry::limit(&self.cfg, c).is_some() {
+            c.set_expiring(true);
+            self.expiring.push(u32::try_from(slot).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Puts the connection at `slot`, which just carried `payload` bytes, in the list of those
+    /// whose speed may not be zero (with `listing`), if it is not there yet.
+    fn watch_moving(&mut self, slot: usize, payload: u64) {
+        if !self.cfg.listing || payload == 0 {
+            return;
+        }
+        let c = &mut self.conns[slot];
+        if !c.is_moving() {
+            c.set_moving(true);
+            self.moving
+                .push((u32::try_from(slot).unwrap_or(u32::MAX), c.id()));
         }
     }
 
@@ -412,11 +515,16 @@ impl ConnectionTable {
             c.set_local_server(local);
             // Listed from now on, with everything it sent while one-way.
             self.tally.open(c);
+            self.order.listed(c.id());
+            self.watch(slot);
+            self.watch_moving(slot, u.payload_bytes);
             return;
         }
         let (before, listed) = (c.state(), !c.is_unanswered());
         let side = c.side_of(u.src);
         c.advance(u, at, self.cfg.rate, per_packet);
+        self.watch(slot);
+        self.watch_moving(slot, u.payload_bytes);
         if listed {
             let (none, sent) = (Counters::default(), Counters::of(u));
             let by_side = match side {

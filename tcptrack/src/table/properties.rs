@@ -126,6 +126,7 @@ fn config() -> impl Strategy<Value = TableConfig> {
                 max_unanswered: unanswered,
                 keep_finished: true,
                 report_ended: false,
+                listing: fast,
             },
         )
 }
@@ -386,6 +387,78 @@ fn packet_of(event: &Event, ms: u64) -> Option<FlowUpdate> {
     ))
 }
 
+/// The ids of every connection held (one-way flows too) whose time is up at `now`, as a scan
+/// of all of them finds them.
+fn due(table: &ConnectionTable, now: Timestamp) -> Vec<u64> {
+    let now = ns(now);
+    let mut due: Vec<u64> = table
+        .conns
+        .iter()
+        .filter(|(_, c)| {
+            expiry::limit(&table.cfg, c)
+                .is_some_and(|l| now.saturating_sub(c.last_seen_ns()) > ns(l))
+        })
+        .map(|(_, c)| c.id())
+        .collect();
+    due.sort_unstable();
+    due
+}
+
+/// The screen, in the default order and by rate, at every scroll position, holds the rows and
+/// totals an order of every connection gives (the screen walks the table's order and its list
+/// of moving connections instead).
+fn check_view(table: &ConnectionTable, now: Timestamp) -> Result<(), TestCaseError> {
+    use crate::monitor::locals::Locals;
+    use crate::view::{SortMode, ViewState};
+    let rate = table.config().rate;
+    let mut all: Vec<&Connection> = table.finished().iter().chain(table.connections()).collect();
+    let sums = all.iter().fold([0u64; 2], |[a, b], c| {
+        let [x, y] = c.speeds(rate, now);
+        [a + x, b + y]
+    });
+    for sort in [SortMode::Unsorted, SortMode::Rate] {
+        match sort {
+            SortMode::Rate => all.sort_by(|a, b| {
+                b.speed(rate, now)
+                    .cmp(&a.speed(rate, now))
+                    .then(a.id().cmp(&b.id()))
+            }),
+            _ => all.sort_by_key(|c| c.id()),
+        }
+        let page = 2;
+        for scroll in 0..=all.len() {
+            let mut v = ViewState::default();
+            v.sort = sort;
+            v.scroll = scroll;
+            v.selected = scroll;
+            v.columns = crate::view::Columns::Speeds;
+            let screen = v.screen(table, now, page, &Locals::default());
+            let want: Vec<(String, String)> = all
+                .iter()
+                .skip(v.scroll)
+                .take(page)
+                .map(|c| (c.client().to_string(), c.server().to_string()))
+                .collect();
+            let got: Vec<(String, String)> = screen
+                .rows
+                .iter()
+                .map(|r| (r.client.clone(), r.server.clone()))
+                .collect();
+            prop_assert_eq!(got, want, "{:?} from {}", sort, v.scroll);
+            prop_assert_eq!(screen.total, all.len());
+            let units = crate::format::Units::Bytes;
+            prop_assert_eq!(
+                screen.totals,
+                vec![
+                    crate::format::rate(sums[0], units),
+                    crate::format::rate(sums[1], units)
+                ]
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run(cfg: TableConfig, events: &[Event]) -> Result<(), TestCaseError> {
     let mut table = ConnectionTable::new(cfg.clone());
     let mut model = Model::new(cfg);
@@ -399,11 +472,27 @@ fn run(cfg: TableConfig, events: &[Event]) -> Result<(), TestCaseError> {
             table.apply(&u);
             check_moves(&before, &table, &u)?;
         } else {
-            table.expire(Duration::from_millis(ms));
-            model.expire(Duration::from_millis(ms), &table);
+            let now = Duration::from_millis(ms);
+            let due = due(&table, now);
+            table.expire(now);
+            model.expire(now, &table);
             let after = shown(&table);
             prop_assert!(after.iter().all(|(id, s)| before.get(id) == Some(s)));
+            // Exactly those whose time was up left (the table looks only at its lists).
+            let left: Vec<u64> = before
+                .keys()
+                .filter(|id| !after.contains_key(id))
+                .copied()
+                .collect();
+            let due_shown: Vec<u64> = due
+                .iter()
+                .filter(|id| before.contains_key(id))
+                .copied()
+                .collect();
+            prop_assert_eq!(left, due_shown);
+            prop_assert!(table.conns.iter().all(|(_, c)| !due.contains(&c.id())));
         }
+        check_view(&table, Duration::from_millis(ms))?;
         for (key, e) in &model.entries {
             let is_shown = matches!(e, Entry::Shown);
             prop_assert_eq!(table.get(key).is_some(), is_shown, "{:?}", key);
@@ -431,5 +520,30 @@ proptest! {
         events in proptest::collection::vec(event(), 1..150),
     ) {
         run(cfg, &events)?;
+    }
+
+    /// As above, without the finished connections (the screen of a live table walks its
+    /// order only then).
+    #[test]
+    fn a_live_table_screen_is_its_order(
+        cfg in config(),
+        events in proptest::collection::vec(event(), 1..150),
+    ) {
+        let cfg = TableConfig { keep_finished: false, ..cfg };
+        let mut table = ConnectionTable::new(cfg);
+        let mut ms = 0;
+        for event in &events {
+            let (Event::Packet { gap_ms, .. } | Event::Expire { gap_ms }) = *event;
+            ms += gap_ms;
+            let now = Duration::from_millis(ms);
+            if let Some(u) = packet_of(event, ms) {
+                table.apply(&u);
+            } else {
+                let due = due(&table, now);
+                table.expire(now);
+                prop_assert!(table.conns.iter().all(|(_, c)| !due.contains(&c.id())));
+            }
+            check_view(&table, now)?;
+        }
     }
 }
