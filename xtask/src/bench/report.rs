@@ -24,7 +24,7 @@ const fn met(yes: bool) -> &'static str {
         "NOT met"
     }
 }
-pub use scale::{MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
+pub use scale::{HeadlessCost, MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
 
 /// One benchmark run; a case not run is `None` (or, for `live`, empty).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,8 @@
 //! monitor starts first, then the connections are opened (it sees every handshake), then, once
 //! its screen lists them all, its CPU over a window, its peak memory, what it listed at the
 //! end, and for tcptrack's kernel path what it could not count. On the largest idle load,
-//! tcptrack's kernel path once more with `--metrics`, scraped every second.
+//! tcptrack's kernel path once more with `--metrics`, scraped every second, and once headless
+//! (`--output none`) over a longer window.
 
 mod load;
 mod scrape;
@@ -16,7 +17,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use tcptrack_tests::netns::HostPair;
 
 use super::super::measure::{percent, Screen};
-use super::super::report::{MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
+use super::super::report::{
+    HeadlessCost, MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS,
+};
 use super::super::{Bench, Load, Profile};
 use super::{start_monitor, watchers, Monitor};
 use crate::step;
@@ -54,6 +57,9 @@ pub fn measure(b: &Bench) -> Result<Scale> {
         .iter()
         .filter(|r| !r.active)
         .max_by_key(|r| r.connections);
+    let headless = largest_idle
+        .map(|r| headless(&b.ours, r.connections, window * HEADLESS_WINDOWS))
+        .transpose()?;
     let metrics = largest_idle
         .map(|r| scraped(&b.ours, r, window))
         .transpose()?;
@@ -62,6 +68,70 @@ pub fn measure(b: &Bench) -> Result<Scale> {
         rows,
         seconds: window.as_secs(),
         metrics,
+        headless,
+    })
+}
+
+/// The headless window is this many of the screens': its figure is a fraction of theirs, and
+/// /proc counts CPU in 10 ms ticks.
+const HEADLESS_WINDOWS: u32 = 4;
+
+/// `connections` idle connections under tcptrack's kernel path headless (`--output none`,
+/// with `--metrics` to tell when it lists them all: scraped every second until it does, not
+/// during the window), on a fresh pair of hosts.
+fn headless(ours: &Path, connections: u32, window: Duration) -> Result<HeadlessCost> {
+    let what = format!("{connections} idle connections");
+    let name = "tcptrack (kernel) --output none";
+    let hosts = HostPair::new();
+    let [(_, kernel), ..] = watchers(ours, &hosts.a_if);
+    let monitor = Monitor {
+        args: format!("--output none --metrics {METRICS} {}", kernel.args),
+        ..kernel
+    };
+    // Its path line (`tcptrack: kernel on ...`) is on stderr, in the pane, once attached.
+    let screen = start_monitor(&hosts.a, &hosts.a_if, &monitor, SIZE)?;
+    let load = Load {
+        connections,
+        active: false,
+    };
+    let mut held = Held::open(&hosts, load).with_context(|| format!("open them under {name}"))?;
+    let start = Instant::now();
+    let mut listed = scrape::listed_in(&hosts.a)?;
+    while listed < connections && start.elapsed() < LISTING {
+        std::thread::sleep(Duration::from_secs(1));
+        listed = scrape::listed_in(&hosts.a)?;
+    }
+    step(&format!(
+        "{what}, {name}: {listed} listed {:.1} s after all were established",
+        start.elapsed().as_secs_f64()
+    ));
+    let (before, _) = screen.usage()?;
+    // The measurement window itself, as in `measure_window`.
+    std::thread::sleep(window);
+    if screen.ended() {
+        bail!("{name} ended during its window:\n{}", screen.text());
+    }
+    let (after, peak_rss_kib) = screen.usage()?;
+    let listed = scrape::listed_in(&hosts.a)?;
+    held.check()
+        .with_context(|| format!("while {name} was measured"))?;
+    screen.stop();
+    drop(held);
+    let cost = MonitorCost {
+        cpu_percent: percent(after.saturating_sub(before), window),
+        listed,
+        peak_rss_kib,
+    };
+    step(&format!(
+        "{what}, {name}: {:.2}% of a core over {} s, peak {} KiB, {listed} listed",
+        cost.cpu_percent,
+        window.as_secs(),
+        cost.peak_rss_kib
+    ));
+    Ok(HeadlessCost {
+        connections,
+        seconds: window.as_secs(),
+        cost,
     })
 }
 

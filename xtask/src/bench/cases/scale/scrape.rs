@@ -71,8 +71,46 @@ impl Scraper {
     }
 }
 
+/// The connections listed, by one scrape of [`METRICS`] in network namespace `ns`: the sum of
+/// the `tcptrack_connections` gauge over its states.
+pub fn listed_in(ns: &str) -> Result<u32> {
+    let path = format!("/var/run/netns/{ns}");
+    let netns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+    std::thread::spawn(move || {
+        // SAFETY: as in `Scraper::start`.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let body = get().context("scrape /metrics")?;
+        listed(&body)
+    })
+    .join()
+    .map_err(|_| anyhow!("the scrape panicked"))?
+}
+
+/// The sum of the `tcptrack_connections{state=...}` lines of a scrape's `body`.
+fn listed(body: &str) -> Result<u32> {
+    let mut sum = 0u32;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("tcptrack_connections{state=") {
+            let (_, n) = rest
+                .rsplit_once(' ')
+                .context("a gauge line without a value")?;
+            sum += n
+                .parse::<u32>()
+                .with_context(|| format!("the value of {line}"))?;
+        }
+    }
+    Ok(sum)
+}
+
 /// One GET of `/metrics`: the size of its body.
 fn scrape() -> Result<u64> {
+    Ok(u64::try_from(get()?.len())?)
+}
+
+/// One GET of `/metrics`: its body.
+fn get() -> Result<String> {
     let mut s = TcpStream::connect(METRICS)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\nConnection: close\r\n\r\n")?;
@@ -85,5 +123,17 @@ fn scrape() -> Result<u64> {
     if !head.starts_with("HTTP/1.1 200") || !body.ends_with("# EOF\n") {
         bail!("not a whole answer: {head}");
     }
-    Ok(u64::try_from(body.len())?)
+    Ok(body.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_sums_the_connections_gauge_over_its_states() {
+        let body = "# TYPE tcptrack_connections gauge\ntcptrack_connections{state=\"ESTABLISHED\"} 59998\ntcptrack_connections{state=\"SYN_SENT\"} 2\ntcptrack_connections_opened_total 60001\n# EOF\n";
+        assert_eq!(listed(body).ok(), Some(60_000));
+        assert!(listed("tcptrack_connections{state=\"CLOSED\"} x\n").is_err());
+    }
 }
