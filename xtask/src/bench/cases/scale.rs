@@ -74,7 +74,7 @@ pub fn measure(b: &Bench) -> Result<Scale> {
 
 /// The headless window is this many of the screens': its figure is a fraction of theirs, and
 /// /proc counts CPU in 10 ms ticks.
-const HEADLESS_WINDOWS: u32 = 4;
+const HEADLESS_WINDOWS: u32 = 2;
 
 /// `connections` idle connections under tcptrack's kernel path headless (`--output none`,
 /// with `--metrics` to tell when it lists them all: scraped every second until it does, not
