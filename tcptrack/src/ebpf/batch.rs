@@ -56,9 +56,30 @@ const fn check_value<V>() {
     assert!(std::mem::size_of::<V>().is_multiple_of(8));
 }
 
+/// The keys and values one batch call fills, kept from one drain to the next: made anew, they
+/// were most of an idle poll's cost (a megabyte zeroed, its pages faulted in and given back).
+#[derive(Debug, Default)]
+pub struct Buffers<K, V> {
+    keys: Vec<K>,
+    values: Vec<V>,
+}
+
+impl<K: Pod + Default, V: Pod + Default> Buffers<K, V> {
+    /// Room for `chunk` keys and their values on `cpus` CPUs (made once, kept).
+    fn room(&mut self, chunk: usize, cpus: usize) -> (&mut [K], &mut [V]) {
+        if self.keys.len() < chunk {
+            self.keys.resize(chunk, K::default());
+        }
+        if self.values.len() < chunk * cpus {
+            self.values.resize(chunk * cpus, V::default());
+        }
+        (&mut self.keys[..chunk], &mut self.values[..chunk * cpus])
+    }
+}
+
 /// Takes every entry out of the per-CPU hash map `map` (keys `K`, values `V` on each of `cpus`
-/// CPUs), appending `(key, per-CPU values)` to `out`. `K` and `V` must be the map's own key and
-/// value types (`Pod`: any bytes the kernel writes are a valid value).
+/// CPUs), appending `(key, per-CPU values)` to `out`, through `buffers`. `K` and `V` must be
+/// the map's own key and value types (`Pod`: any bytes the kernel writes are a valid value).
 ///
 /// # Errors
 /// The kernel refused (see [`unsupported`]: the caller then goes key by key), or another
@@ -66,6 +87,7 @@ const fn check_value<V>() {
 pub fn take_all<K: Pod + Default, V: Pod + Default>(
     map: BorrowedFd<'_>,
     cpus: usize,
+    buffers: &mut Buffers<K, V>,
     out: &mut Vec<(K, Vec<V>)>,
 ) -> io::Result<()> {
     const { check_value::<V>() };
@@ -74,8 +96,8 @@ pub fn take_all<K: Pod + Default, V: Pod + Default>(
     let mut next: u32 = 0;
     let mut first = true;
     loop {
-        let mut keys = vec![K::default(); chunk];
-        let mut values = vec![V::default(); chunk * cpus];
+        // Only the first `n` entries the kernel says it wrote are read back.
+        let (keys, values) = buffers.room(chunk, cpus);
         let mut attr = BatchAttr {
             in_batch: if first {
                 0

@@ -47,6 +47,8 @@ pub struct Kernel {
     /// The filter programs translated for TC and XDP, while they run (their program arrays
     /// hold them too).
     filters: Vec<std::os::fd::OwnedFd>,
+    /// What the flow maps' batch reads fill, kept between drains.
+    drained: batch::Buffers<ConnKey, FlowValue>,
 }
 
 impl Drop for Kernel {
@@ -107,6 +109,7 @@ impl Kernel {
                 PROGRAM_XDP
             }),
             filters: Vec::new(),
+            drained: batch::Buffers::default(),
         };
         let refused = |program| move |source| KernelError::Refused { program, source };
         let mut names = vec![(PROGRAM_TC, "TC")];
@@ -324,7 +327,11 @@ impl Kernel {
     ) -> Result<(), KernelError> {
         let cpus = self.cpus;
         if self.batch {
-            match batch::take_all(self.flows_fd(epoch)?, cpus, out) {
+            // Taken out for the call (the descriptor borrows the maps), put back after.
+            let mut drained = std::mem::take(&mut self.drained);
+            let taken = batch::take_all(self.flows_fd(epoch)?, cpus, &mut drained, out);
+            self.drained = drained;
+            match taken {
                 Ok(()) => return Ok(()),
                 Err(e) if batch::unsupported(&e) => self.batch = false,
                 Err(e) => return Err(KernelError::Batch(e)),
