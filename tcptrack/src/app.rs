@@ -27,6 +27,9 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         .map_err(Error::Runtime)?;
     let listener = cfg.metrics.map(|c| metrics::bind(c.addr)).transpose()?;
     let flow_log = cfg.flow_log.as_ref().map(FlowLog::open).transpose()?;
+    // Under the screen, its status line says what the flow log could not write.
+    let flow_log = flow_log.map(|f| if screen { f.quiet() } else { f });
+    let flow_log_lost = flow_log.as_ref().map(FlowLog::lost);
     // Headless, a capture is always read whole; `--replay` paces the screen only.
     let replay = if screen { cfg.replay } else { None };
     let (started, feed) = source::start(cfg, replay)?;
@@ -49,6 +52,7 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     // Why the live path is libpcap's: beside the path on the status line.
     m.notice = started.fallback.as_ref().map(ToString::to_string);
     m.processes = started.processes.clone();
+    m.flow_log_lost = flow_log_lost;
     m.refresh_origin = started.refresh_origin;
     // Records carry the RTT, retransmissions and process of this host's sockets; the screen
     // asks for them while it shows them.

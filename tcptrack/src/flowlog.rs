@@ -6,10 +6,18 @@
 //! connection still listed, marked `"how":"open_at_exit"` (or `closed`/`reset` if it had ended
 //! and was still lingering). A connection leaves the table once, so it has one record, never
 //! two. SIGHUP reopens PATH (after logrotate moved it away); `-` writes on standard output.
+//!
+//! A file that cannot be written (its file system full, a quota, an I/O error) does not end
+//! tcptrack: the records that could not be written are counted
+//! (`tcptrack_flow_log_records_lost_total`, and on the status line), said once on stderr when
+//! it starts and once when writing resumes, which it does by itself at the next record that
+//! fits. Only whole lines stay in the file: a line cut by the failure is taken back out.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -93,25 +101,79 @@ enum Out {
     Stdout,
     File {
         path: PathBuf,
-        file: BufWriter<File>,
+        file: File,
+        /// Why the last write failed, while writes fail.
+        failing: Option<String>,
     },
 }
 
 /// The flow log as a sink of the monitor.
 pub struct FlowLog {
     out: Out,
+    /// Records that could not be written, since the start.
+    lost: Arc<AtomicU64>,
+    /// Records lost when the current failure began (what is said when writing resumes).
+    lost_before: u64,
+    /// Say on stderr when writing fails and when it resumes (not under the screen, whose
+    /// status line says it).
+    say: bool,
 }
 
-fn open(path: &PathBuf) -> Result<BufWriter<File>, Error> {
+fn open(path: &PathBuf) -> Result<File, Error> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map(BufWriter::new)
         .map_err(|source| Error::FlowLog {
             path: path.clone(),
             source,
         })
+}
+
+/// Appends `text` to `file`, whose lines end at `ends` (offsets in `text`): all of it, or, on
+/// an error, the lines written whole before it (a line cut short is taken back out). Returns
+/// how many lines are in the file, and the error.
+fn append(file: &mut File, text: &[u8], ends: &[usize]) -> (usize, Option<std::io::Error>) {
+    let start = file.metadata().map(|m| m.len());
+    let mut written = 0;
+    while written < text.len() {
+        match file.write(&text[written..]) {
+            Ok(0) => {
+                return cut(
+                    file,
+                    start,
+                    ends,
+                    written,
+                    std::io::ErrorKind::WriteZero.into(),
+                );
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return cut(file, start, ends, written, e),
+        }
+    }
+    (ends.len(), None)
+}
+
+/// After `written` bytes of a batch whose lines end at `ends` went into `file` (of length
+/// `start` before it) and then `error`: the file cut back to its last whole line.
+fn cut(
+    file: &File,
+    start: std::io::Result<u64>,
+    ends: &[usize],
+    written: usize,
+    error: std::io::Error,
+) -> (usize, Option<std::io::Error>) {
+    let whole = ends.partition_point(|&end| end <= written);
+    let keep = whole.checked_sub(1).map_or(0, |i| ends[i]);
+    if written > keep {
+        // Without the length it had, or if it cannot be cut, a cut line stays: the records
+        // after the last whole line are lost all the same.
+        if let Ok(start) = start {
+            let _ = file.set_len(start + keep as u64);
+        }
+    }
+    (whole, Some(error))
 }
 
 impl FlowLog {
@@ -125,17 +187,39 @@ impl FlowLog {
             FlowLogTarget::File(path) => Out::File {
                 file: open(path)?,
                 path: path.clone(),
+                failing: None,
             },
         };
-        Ok(Self { out })
+        Ok(Self {
+            out,
+            lost: Arc::default(),
+            lost_before: 0,
+            say: true,
+        })
     }
 
-    /// Writes `records`, one line each, and flushes them.
+    /// Leaves what the status line says to it: nothing on stderr about writes that fail.
+    #[must_use]
+    pub const fn quiet(mut self) -> Self {
+        self.say = false;
+        self
+    }
+
+    /// The count of records that could not be written, as it grows.
+    #[must_use]
+    pub fn lost(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.lost)
+    }
+
+    /// Writes `records`, one line each. Standard output that fails ends tcptrack as other
+    /// output does; a file does not (see the module's documentation).
     fn write(&mut self, records: impl IntoIterator<Item = FlowRecord>) -> Result<(), Error> {
         let mut text = Vec::new();
+        let mut ends = Vec::new();
         for r in records {
             serde_json::to_writer(&mut text, &r).map_err(std::io::Error::from)?;
             text.push(b'\n');
+            ends.push(text.len());
         }
         if text.is_empty() {
             return Ok(());
@@ -147,13 +231,38 @@ impl FlowLog {
                 stdout.write_all(&text)?;
                 stdout.flush()?;
             }
-            Out::File { path, file } => {
-                file.write_all(&text)
-                    .and_then(|()| file.flush())
-                    .map_err(|source| Error::FlowLog {
-                        path: path.clone(),
-                        source,
-                    })?
+            Out::File {
+                path,
+                file,
+                failing,
+            } => {
+                let (whole, error) = append(file, &text, &ends);
+                let lost = (ends.len() - whole) as u64;
+                let total = self.lost.fetch_add(lost, Ordering::Relaxed) + lost;
+                match (error, failing.is_some()) {
+                    (Some(e), false) => {
+                        let e = Error::FlowLog {
+                            path: path.clone(),
+                            source: e,
+                        };
+                        if self.say {
+                            eprintln!("tcptrack: {e}; monitoring goes on, and the records that cannot be written are counted (tcptrack_flow_log_records_lost_total) until it can be written again");
+                        }
+                        *failing = Some(e.to_string());
+                        self.lost_before = total - lost;
+                    }
+                    (None, true) => {
+                        if self.say {
+                            eprintln!(
+                                "tcptrack: the flow log {} is written again ({} records could not be written)",
+                                path.display(),
+                                total - self.lost_before
+                            );
+                        }
+                        *failing = None;
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())
@@ -179,10 +288,16 @@ impl Sink for FlowLog {
     }
 
     /// A rotated file is let go and PATH opened anew; standard output stays.
+    /// If PATH cannot be opened, the file open so far is kept (and said so).
     fn hangup(&mut self, _m: &Monitor) -> Result<Flow, Error> {
-        if let Out::File { path, file } = &mut self.out {
-            let _ = file.flush();
-            *file = open(path)?;
+        if let Out::File { path, file, .. } = &mut self.out {
+            match open(path) {
+                Ok(f) => *file = f,
+                Err(e) if self.say => {
+                    eprintln!("tcptrack: {e}; records go on to the file open until now");
+                }
+                Err(_) => {}
+            }
         }
         Ok(Flow::Continue)
     }

@@ -75,11 +75,11 @@ fn check_flow_log(dir: &Path) -> Vec<FlowRecord> {
     flows
 }
 
-/// Series of tcptrack_* a scrape has at most with `--metrics-ports 50`: 57 whatever the traffic
-/// (info 1, connections by state 6, opened 1, ended 4, payload 2, packets 2, health 5, the
+/// Series of tcptrack_* a scrape has at most with `--metrics-ports 50`: 58 whatever the traffic
+/// (info 1, connections by state 6, opened 1, ended 4, payload 2, packets 2, health 6, the
 /// refresh and kernel poll histograms' 16 buckets, sum and count 2 x 18), and 3 per port with a
 /// series (connections, payload by 2 senders), `other` included.
-const SERIES_BOUND: f64 = 57.0 + 3.0 * 51.0;
+const SERIES_BOUND: f64 = 58.0 + 3.0 * 51.0;
 
 /// Waits until Prometheus has the bytes each way and the connections opened and ended of
 /// [`RUNS`], exactly; then checks how they ended and the series per port and of tcptrack_info.
@@ -233,4 +233,138 @@ fn libpcap_counts_exactly_beside_json_output() {
     // The JSON output went on beside them.
     let json = std::fs::read_to_string(dir.path().join("out")).expect("output");
     assert!(json.contains(r#""server":"198.18.0.1:5301""#), "{json}");
+}
+
+/// A small tmpfs of its own, unmounted on drop.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tcptrack-test"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs: {status}");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Fills it with a file written until not one byte more fits; returns the file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("the filler");
+        for size in [4096, 1] {
+            let chunk = vec![0u8; size];
+            while matches!(f.write(&chunk), Ok(n) if n > 0) {}
+        }
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// `n` connections from host b to host a, each closed after 100 bytes each way.
+fn connections(hosts: &HostPair, n: usize) {
+    for _ in 0..n {
+        let got = HostPair::transfer_in((&hosts.b, &hosts.a), A4, 5303, (100, 100), false);
+        assert_eq!(got, (100, 100), "the whole exchange");
+    }
+}
+
+/// The flow log's file system fills up under traffic, then has room again: tcptrack goes on,
+/// says so once each way on stderr, counts every record it could not write, writes again by
+/// itself, and the file holds only whole records.
+#[test]
+fn a_full_flow_log_file_system_loses_only_what_does_not_fit() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fs = SmallFs::new();
+    let log = fs.path().join("flows.jsonl");
+    let mut cmd = HostPair::cmd(&hosts.a, &tcptrack_bin().display().to_string());
+    cmd.args(["-i", &hosts.a_if, "--interval", "0.2", "-r", "0"])
+        .args(["--output", "none", "--metrics", METRICS, "--flow-log"])
+        .arg(&log);
+    let tcptrack = start_said(cmd, &dir.path().join("out"), &dir.path().join("err"));
+    let url = format!("http://{METRICS}/metrics");
+    let lost = || {
+        let text = http_get(&hosts.a, &url).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("tcptrack_flow_log_records_lost_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // Each connection ends as one record, in the file or counted lost.
+    let accounted = |made: usize| {
+        wait_until(
+            &format!("{made} records written or counted lost"),
+            Duration::from_secs(30),
+            || lost().is_some_and(|n| lines() + usize::try_from(n).unwrap_or(0) >= made),
+        );
+    };
+    connections(&hosts, 10);
+    accounted(10);
+    assert_eq!((lines(), lost()), (10, Some(0)), "room for all at first");
+    let filler = fs.fill();
+    connections(&hosts, 20);
+    accounted(30);
+    let (written, missed) = (lines(), lost().unwrap_or(0));
+    assert!(
+        missed > 0,
+        "nothing lost on a full file system: {written} lines"
+    );
+    std::fs::remove_file(filler).expect("remove the filler");
+    connections(&hosts, 10);
+    accounted(40);
+    let (after, missed_after) = (lines(), lost().unwrap_or(0));
+    assert_eq!(missed_after, missed, "none lost once there was room again");
+    assert_eq!(after, written + 10, "the records after the room came back");
+    assert_eq!(
+        after + usize::try_from(missed).unwrap_or(0),
+        40,
+        "every connection once"
+    );
+    // Whole records only (a line the full file system cut was taken back out), one per
+    // connection.
+    let flows = flow_records(&std::fs::read_to_string(&log).expect("the flow log"));
+    let clients: std::collections::BTreeSet<&str> =
+        flows.iter().map(|f| f.client.as_str()).collect();
+    assert_eq!(clients.len(), flows.len(), "never two for one connection");
+    assert!(flows.iter().all(|f| f.payload_bytes == 200), "{flows:#?}");
+    let out = tcptrack.interrupt();
+    assert_eq!(out.status.code(), Some(0), "tcptrack went on");
+    let said = std::fs::read_to_string(dir.path().join("err")).expect("stderr");
+    let count = |what: &str| said.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        (
+            count("cannot write the flow log"),
+            count("is written again")
+        ),
+        (1, 1),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("({missed} records could not be written)")),
+        "{said}"
+    );
+    drop(fs);
+    wait_detached("SIGINT");
 }

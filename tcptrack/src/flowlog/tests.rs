@@ -171,3 +171,31 @@ fn hangup_reopens_the_path_after_a_rotation() {
     assert_eq!(port(rotated.records()), ["198.18.0.1:40000"]);
     assert_eq!(port(file.records()), ["198.18.0.1:40001"]);
 }
+
+#[test]
+fn a_line_cut_by_a_failed_write_is_taken_back_out() {
+    let f = TempFile::new("cut");
+    std::fs::write(&f.0, "{}\n").expect("write");
+    let mut file = open(&f.0).expect("open");
+    // Two lines ("aa", "bbb") of which the write got 5 bytes out before failing.
+    file.write_all(b"aa\nbb").expect("append");
+    let err = std::io::Error::from(std::io::ErrorKind::StorageFull);
+    let (whole, e) = cut(&file, Ok(3), &[3, 7], 5, err);
+    assert_eq!(
+        (whole, e.map(|e| e.kind())),
+        (1, Some(std::io::ErrorKind::StorageFull))
+    );
+    assert_eq!(std::fs::read_to_string(&f.0).expect("read"), "{}\naa\n");
+    // Nothing whole: back to where it was.
+    file.write_all(b"c").expect("append");
+    let err = std::io::Error::from(std::io::ErrorKind::StorageFull);
+    assert_eq!(cut(&file, Ok(6), &[4], 1, err).0, 0);
+    assert_eq!(std::fs::read_to_string(&f.0).expect("read"), "{}\naa\n");
+    // Everything written: nothing to take out.
+    let mut file = open(&f.0).expect("open");
+    assert_eq!(append(&mut file, b"dd\ne\n", &[3, 5]).0, 2);
+    assert_eq!(
+        std::fs::read_to_string(&f.0).expect("read"),
+        "{}\naa\ndd\ne\n"
+    );
+}

@@ -64,6 +64,7 @@ pub struct Metrics {
     one_way: Counter,
     evictions: Counter,
     dropped: Counter,
+    flow_log_lost: Counter,
     refresh: Histogram,
     kernel_poll: Histogram,
     ports: PortSeries,
@@ -106,6 +107,7 @@ impl Metrics {
             one_way: Counter::default(),
             evictions: Counter::default(),
             dropped: Counter::default(),
+            flow_log_lost: Counter::default(),
             refresh: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
             kernel_poll: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
             ports: PortSeries::new(ports),
@@ -204,6 +206,11 @@ impl Metrics {
             "Packets dropped before the table (a full channel, the capture's own drops)",
             self.dropped.clone(),
         );
+        r.register(
+            "tcptrack_flow_log_records_lost",
+            "Flow log records that could not be written (its file system full, an I/O error)",
+            self.flow_log_lost.clone(),
+        );
         r.register_with_unit(
             "tcptrack_refresh",
             "Time one refresh takes (the clock, expiry, the screen or output, metrics)",
@@ -253,6 +260,7 @@ impl Metrics {
         raise(&self.one_way, m.table.stats().unanswered_opened);
         raise(&self.evictions, m.table.stats().unanswered_evicted);
         raise(&self.dropped, m.dropped);
+        raise(&self.flow_log_lost, m.flow_log_lost());
     }
 }
 

@@ -102,6 +102,8 @@ pub struct Monitor {
     /// Records are written that carry what the local sockets tell (RTT, retransmissions and
     /// the process of this host's connections).
     pub locals_for_records: bool,
+    /// The flow log's records that could not be written, as its sink counts them.
+    pub flow_log_lost: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The screen shows it now (it says so as it draws).
     pub locals_on_screen: std::cell::Cell<bool>,
     /// When the local sockets were last read.
@@ -109,6 +111,14 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// The flow log's records that could not be written so far (0 without a flow log).
+    #[must_use]
+    pub fn flow_log_lost(&self) -> u64 {
+        self.flow_log_lost
+            .as_ref()
+            .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// A monitor of `kind`'s source, its table made with `table`.
     #[must_use]
     pub fn new(table: ConnectionTable, label: SourceLabel, kind: SourceKind) -> Self {
@@ -133,6 +143,7 @@ impl Monitor {
             refresh_origin: None,
             locals: locals::Locals::default(),
             locals_for_records: false,
+            flow_log_lost: None,
             locals_on_screen: std::cell::Cell::new(false),
             locals_read: None,
         };

@@ -256,6 +256,10 @@ impl App {
         if evicted > 0 {
             out.push_str(&format!(" | one-way flows forgotten {evicted}"));
         }
+        let flow_log_lost = m.flow_log_lost();
+        if flow_log_lost > 0 {
+            out.push_str(&format!(" | flow log lost {flow_log_lost}"));
+        }
         if let Some(n) = &m.notice {
             out.push_str(" | ");
             out.push_str(n);
