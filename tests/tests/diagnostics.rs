@@ -596,3 +596,78 @@ fn the_round_trip_and_the_process_of_this_host_s_sockets_are_those_ss_shows() {
         assert!(r.client.starts_with(A4), "{r:?}");
     }
 }
+
+/// Accepts one connection on ADDR:PORT and reads it to its end.
+const DRAIN: &str = r"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+c, _ = s.accept()
+while c.recv(65536):
+    pass
+c.close()
+";
+
+/// Connects to ADDR:PORT, sends 1000 bytes ten times 100 ms apart, waits until all is
+/// acknowledged, holds the connection 3 s more (its socket is read meanwhile), then closes it
+/// (TIME_WAIT: the reads leave it out from then on).
+const BRIEF: &str = r"
+import socket, struct, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+for _ in range(10):
+    c.sendall(b'x' * 1000)
+    time.sleep(0.1)
+while struct.unpack_from('I', c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]:
+    time.sleep(0.01)
+time.sleep(3)
+c.close()
+";
+
+/// What this host's socket told of a connection (its round trip, its retransmissions) stays
+/// in the connection's records after the socket is gone, until the connection is forgotten:
+/// here in a record written 8 s after the close, several reads of the sockets later.
+#[test]
+fn what_the_socket_told_stays_in_the_records_after_it_is_gone() {
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("live.json"), dir.path().join("live.err"));
+    let live = start_said(
+        headless(&hosts.a, &["-i", &hosts.a_if, "--interval", "0.5"]),
+        &out,
+        &err,
+    );
+    let _server = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.b, "python3");
+        c.args(["-c", DRAIN, B4, "5310"]);
+        c
+    });
+    wait_until("the server", Duration::from_secs(10), || {
+        HostPair::listening(&hosts.b, 5310)
+    });
+    let _client = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", BRIEF, B4, "5310"]);
+        c
+    });
+    let server = format!("{B4}:5310");
+    let of = |recs: &[Record]| recs.iter().find(|r| r.server == server).cloned();
+    let open = wait_refresh(&out, "the open connection's round trip", |recs| {
+        of(recs).is_some_and(|r| {
+            r.state == "ESTABLISHED" && r.client_payload_bytes == 10_000 && r.rtt_us.is_some()
+        })
+    });
+    let open = of(&open).expect("the connection");
+    assert_eq!(open.client_retransmits, Some(0), "{open:?}");
+    let late = wait_refresh(&out, "a record 8 s after the close", |recs| {
+        of(recs).is_some_and(|r| r.state == "CLOSED" && r.idle >= 8.0)
+    });
+    let late = of(&late).expect("the connection");
+    assert!(
+        late.rtt_us.is_some_and(|rtt| rtt > 0) && late.client_retransmits == Some(0),
+        "what the socket told is gone: {late:?}"
+    );
+    drop(live.interrupt());
+}

@@ -41,8 +41,10 @@ pub struct Local {
 pub struct Locals {
     /// By (local end, remote end).
     by_ends: HashMap<(SocketAddr, SocketAddr), Local>,
-    /// Those of the read before that were gone at the last read: a closed connection stays
-    /// listed a little after its socket is gone (`-r`), and its record is written then.
+    /// Sockets gone since (a closed connection's, in TIME_WAIT or closed: the reads leave them
+    /// out), as last read, while their connection is listed (see [`Locals::keep_gone`]): a
+    /// closed connection stays listed after its socket is gone (`-r`), and what was measured of
+    /// it stays with it, in its records and on the screen, until it is forgotten.
     gone: HashMap<(SocketAddr, SocketAddr), Local>,
     owners: HashMap<u32, Owner>,
     /// The sockets the kernel's probes saw open, by (local end, remote end), and when.
@@ -94,10 +96,26 @@ impl Locals {
                 (ends, local)
             })
             .collect();
-        self.gone = before
-            .into_iter()
-            .filter(|(ends, _)| !self.by_ends.contains_key(ends))
-            .collect();
+        // A socket back on the same ends (a new connection) is not gone; those gone since the
+        // last read join those gone before.
+        let by_ends = &self.by_ends;
+        self.gone.retain(|ends, _| !by_ends.contains_key(ends));
+        self.gone.extend(
+            before
+                .into_iter()
+                .filter(|(ends, _)| !by_ends.contains_key(ends)),
+        );
+    }
+
+    /// Forgets the sockets gone whose connection `listed` says is no longer listed.
+    pub fn keep_gone(&mut self, listed: impl Fn(SocketAddr, SocketAddr) -> bool) {
+        self.gone.retain(|&(a, b), _| listed(a, b));
+    }
+
+    /// How many sockets gone are kept for their connections.
+    #[must_use]
+    pub fn gone_len(&self) -> usize {
+        self.gone.len()
     }
 
     /// Takes in the sockets the kernel's probes saw connect or be accepted. With `look`, their
@@ -233,6 +251,42 @@ mod tests {
             // The probes know nothing of how it goes since.
             assert_eq!(l.of(c).and_then(|x| x.retransmits), None);
         }
+    }
+
+    fn socket(local: &str, remote: &str, rtt_us: u32, retransmits: u32) -> LocalSocket {
+        LocalSocket {
+            local: local.parse().expect("address"),
+            remote: remote.parse().expect("address"),
+            rtt_us,
+            retransmits,
+            inode: 0,
+        }
+    }
+
+    #[test]
+    fn what_a_socket_told_stays_with_its_connection_after_it_is_gone() {
+        let mut l = Locals::default();
+        let proc = Path::new("/nonexistent");
+        let key = FlowKey::new(CLIENT.parse().expect("a"), SERVER.parse().expect("b")).0;
+        let t = table(false);
+        let c = t.get(&key).expect("listed");
+        let told = |l: &Locals| l.of(c).map(|x| (x.rtt_us, x.retransmits));
+        l.take(vec![socket(CLIENT, SERVER, 52_052, 67)], proc);
+        assert_eq!(told(&l), Some((52_052, Some(67))));
+        // Gone (TIME_WAIT is not read), read after read: what it told stays.
+        for _ in 0..5 {
+            l.take(Vec::new(), proc);
+            l.keep_gone(|_, _| true);
+            assert_eq!(told(&l), Some((52_052, Some(67))));
+        }
+        // A new socket on the same ends is read instead, and is not gone.
+        l.take(vec![socket(CLIENT, SERVER, 100, 0)], proc);
+        assert_eq!((told(&l), l.gone_len()), (Some((100, Some(0))), 0));
+        // Once its connection is forgotten, so is it.
+        l.take(Vec::new(), proc);
+        assert_eq!(l.gone_len(), 1);
+        l.keep_gone(|_, _| false);
+        assert_eq!((told(&l), l.gone_len()), (None, 0));
     }
 
     #[test]

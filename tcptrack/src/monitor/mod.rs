@@ -298,6 +298,9 @@ impl Monitor {
             self.locals_read = Some(Instant::now());
             self.locals.refresh();
             self.keep_opened();
+            let table = &self.table;
+            self.locals
+                .keep_gone(|a, b| table.get(&crate::flow::FlowKey::new(a, b).0).is_some());
         }
     }
 
