@@ -36,6 +36,22 @@ impl WallClock {
         }
     }
 
+    /// How far `wall` is from what this mapping makes of `t` (a step of the wall clock since
+    /// the mapping was made, or its slow drift).
+    #[must_use]
+    pub fn off_by(self, t: Timestamp, wall: SystemTime) -> Duration {
+        let mapped = if t >= self.origin {
+            self.origin_wall.checked_add(t - self.origin)
+        } else {
+            self.origin_wall.checked_sub(self.origin - t)
+        };
+        mapped.map_or(Duration::MAX, |m| {
+            wall.duration_since(m)
+                .or_else(|_| m.duration_since(wall))
+                .unwrap_or(Duration::MAX)
+        })
+    }
+
     /// `t` as RFC 3339 UTC with nanoseconds; a time RFC 3339 cannot hold (a damaged capture's
     /// year 40000, say) as seconds since the Unix epoch instead, never a panic.
     pub(crate) fn rfc3339(self, t: Timestamp) -> String {
@@ -1023,5 +1039,23 @@ mod tests {
             live.rfc3339(Duration::from_secs(4)),
             "1970-01-01T00:01:34.000000000Z"
         );
+    }
+
+    #[test]
+    fn a_mapping_says_how_far_the_wall_clock_moved_from_it() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let live = WallClock::new(Duration::from_secs(10), epoch + Duration::from_secs(100));
+        let s = Duration::from_secs;
+        assert_eq!(live.off_by(s(15), epoch + s(105)), s(0));
+        // Stepped back an hour, forward a second; before the mapping's origin too.
+        assert_eq!(
+            live.off_by(s(15), epoch + s(105) - s(3600)).min(s(4000)),
+            s(3600)
+        );
+        assert_eq!(live.off_by(s(15), epoch + s(106)), s(1));
+        assert_eq!(live.off_by(s(4), epoch + s(94)), s(0));
+        // A time the mapping cannot place is as far as can be.
+        let origin = WallClock::new(s(0), epoch);
+        assert_eq!(origin.off_by(Duration::MAX, epoch), Duration::MAX);
     }
 }

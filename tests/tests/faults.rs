@@ -1,13 +1,16 @@
 //! Faults a daemon meets over months, live in network namespaces: the monitored link goes down
 //! and up under traffic, on the kernel path and on libpcap's; counting goes on, and nothing
-//! sent is missing from the connection's counts. (The flow log's full file system is in
-//! `metrics.rs`, beside the metrics that count what it lost.) Needs root (CI has it).
+//! sent is missing from the connection's counts. The wall clock steps an hour back and an hour
+//! forward (libfaketime): the records' times follow it, speeds, idle times and expiry (on the
+//! monotonic clock) do not move. (The flow log's full file system is in `metrics.rs`, beside
+//! the metrics that count what it lost.) Needs root (CI has it).
 
 use std::process::Command;
 use std::time::Duration;
 
 use tcptrack_tests::live::{headless, serial, start_said, wait_refresh};
-use tcptrack_tests::netns::{wait_until, Background, HostPair, B4};
+use tcptrack_tests::netns::{wait_until, Background, HostPair, LoneHost, B4};
+use tcptrack_tests::Record;
 
 /// Accepts one connection on ADDR:PORT, reads it to its end, and writes how many bytes it got
 /// into the file named by its third argument.
@@ -112,4 +115,105 @@ fn counting_goes_on_across_link_flaps_on_both_paths() {
             "{path}: only its path line: {said}"
         );
     }
+}
+
+/// Debian's libfaketime (package `libfaketime`): the wall clock a process reads, from a file it
+/// re-reads, the monotonic clock left alone.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Holds one connection on the loopback, sending 100 bytes every 100 ms, for 30 s.
+const TICKER: &str = r"
+import socket, time
+s = socket.socket()
+s.bind(('127.0.0.1', 5330))
+s.listen(1)
+c = socket.create_connection(('127.0.0.1', 5330))
+a, _ = s.accept()
+for _ in range(300):
+    c.sendall(b'x' * 100)
+    a.recv(65536)
+    time.sleep(0.1)
+";
+
+/// RFC 3339 UTC (`2026-12-07T07:12:48.461231594Z`) in seconds since the Unix epoch.
+fn epoch_seconds(t: &str) -> f64 {
+    let n = |r: std::ops::Range<usize>| -> i64 { t[r].parse().expect("a number") };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    let frac: f64 = t[19..t.len() - 1].parse::<f64>().unwrap_or(0.0);
+    secs as f64 + frac
+}
+
+/// Now on this machine's wall clock, in seconds since the Unix epoch.
+fn real_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+#[test]
+fn records_follow_the_wall_clock_when_it_steps_and_nothing_else_moves() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} (Debian's libfaketime; cargo xtask setup --tests installs it)"
+    );
+    let _one = serial();
+    let host = LoneHost::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let offset = dir.path().join("offset");
+    std::fs::write(&offset, "+0").expect("the offset");
+    let (out, err) = (dir.path().join("live.json"), dir.path().join("live.err"));
+    let mut cmd = headless(&host.ns, &["-i", "lo", "--idle-timeout", "5"]);
+    cmd.env("LD_PRELOAD", FAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let live = start_said(cmd, &out, &err);
+    let _ticker = Background::spawn({
+        let mut c = HostPair::cmd(&host.ns, "python3");
+        c.args(["-c", TICKER]);
+        c
+    });
+    let of = |recs: &[Record]| recs.iter().find(|r| r.server == "127.0.0.1:5330").cloned();
+    let moving = |r: &Record| r.state == "ESTABLISHED" && r.speed > 0 && r.idle < 1.0;
+    let first = wait_refresh(&out, "the connection moving", |recs| {
+        of(recs).is_some_and(|r| moving(&r))
+    });
+    let first = of(&first).expect("the connection");
+    let first_seen = epoch_seconds(&first.first_seen);
+    assert!(
+        (epoch_seconds(&first.time) - real_now()).abs() < 5.0,
+        "{first:?}"
+    );
+    for (step, hours) in [("-1h", -1.0), ("+1h", 1.0)] {
+        std::fs::write(&offset, step).expect("the offset");
+        let shift = hours * 3600.0;
+        let after = wait_refresh(
+            &out,
+            &format!("a record written on the clock {step}"),
+            |recs| {
+                recs.first()
+                    .is_some_and(|r| (epoch_seconds(&r.time) - (real_now() + shift)).abs() < 5.0)
+            },
+        );
+        let r = of(&after).expect("still listed");
+        // Its times moved with the wall clock, exactly; nothing measured on the monotonic clock
+        // did: it moves on, idle under a second, not expired by --idle-timeout 5.
+        let moved = epoch_seconds(&r.first_seen) - first_seen;
+        assert!(
+            (moved - shift).abs() < 0.5,
+            "{step}: first seen moved {moved} s: {r:?}"
+        );
+        assert!(moving(&r), "{step}: {r:?}");
+    }
+    let out = live.interrupt();
+    assert_eq!(out.status.code(), Some(0));
 }

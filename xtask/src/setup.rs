@@ -38,6 +38,8 @@ const TEST_PACKAGES: &[&str] = &[
     // diagnostics tests.
     "nftables",
     "ethtool",
+    // The wall clock stepped under a running tcptrack, in the fault tests.
+    "libfaketime",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

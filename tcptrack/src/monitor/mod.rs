@@ -34,6 +34,9 @@ const REORDER_TOLERANCE: Duration = Duration::from_millis(10);
 /// How often a live monitor re-reads its host's connected sockets, while they are wanted.
 const LOCALS_REFRESH: Duration = Duration::from_secs(2);
 
+/// How far the wall clock may move from the records' mapping before the records follow it.
+const WALL_STEP: Duration = Duration::from_millis(100);
+
 /// How often a live monitor re-reads the host's listening sockets.
 const LISTENING_REFRESH: Duration = Duration::from_secs(10);
 
@@ -104,6 +107,9 @@ pub struct Monitor {
     pub locals_for_records: bool,
     /// The flow log's records that could not be written, as its sink counts them.
     pub flow_log_lost: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Live, records follow the wall clock when it steps (off in tests whose clock is tokio's
+    /// paused one, which the wall clock does not follow).
+    pub follow_wall_clock: bool,
     /// The screen shows it now (it says so as it draws).
     pub locals_on_screen: std::cell::Cell<bool>,
     /// When the local sockets were last read.
@@ -144,6 +150,7 @@ impl Monitor {
             locals: locals::Locals::default(),
             locals_for_records: false,
             flow_log_lost: None,
+            follow_wall_clock: true,
             locals_on_screen: std::cell::Cell::new(false),
             locals_read: None,
         };
@@ -283,6 +290,16 @@ impl Monitor {
     pub fn tick(&mut self, hold: bool) {
         if let Some(now) = self.clock_now() {
             self.advance_to(now, hold);
+            if self.kind == SourceKind::Live && self.follow_wall_clock {
+                // Records follow the wall clock, also when it steps (NTP, an operator): times
+                // within the table run on the monotonic clock, and map to the wall clock as it
+                // reads now once it has moved away from the mapping (a connection's times stay
+                // the same from one record to the next otherwise).
+                let wall = SystemTime::now();
+                if self.wall.off_by(now, wall) > WALL_STEP {
+                    self.wall = WallClock::new(now, wall);
+                }
+            }
         }
         if self
             .listening_read

@@ -224,6 +224,8 @@ async fn a_signal_has_live_headless_output_write_the_last_interval() {
             SourceLabel::Live("test".into()),
             SourceKind::Live,
         );
+        // Paused, tokio's clock is not the wall clock.
+        m.follow_wall_clock = false;
         let start = tokio::time::Instant::now();
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let feeder = tokio::spawn(signal_at(signal, start, source_tx, done.clone()));
