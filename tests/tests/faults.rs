@@ -2,8 +2,9 @@
 //! and up under traffic, on the kernel path and on libpcap's; counting goes on, and nothing
 //! sent is missing from the connection's counts. The wall clock steps an hour back and an hour
 //! forward (libfaketime): the records' times follow it, speeds, idle times and expiry (on the
-//! monotonic clock) do not move. (The flow log's full file system is in `metrics.rs`, beside
-//! the metrics that count what it lost.) Needs root (CI has it).
+//! monotonic clock) do not move. SIGHUP a hundred times a second while thousands of connections
+//! a second end: the flow log has each once, whole. (The flow log's full file system is in
+//! `metrics.rs`, beside the metrics that count what it lost.) Needs root (CI has it).
 
 use std::process::Command;
 use std::time::Duration;
@@ -216,4 +217,111 @@ fn records_follow_the_wall_clock_when_it_steps_and_nothing_else_moves() {
     }
     let out = live.interrupt();
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// Accepts connections on ADDR:PORT and closes each at once, until killed.
+const CLOSER: &str = r"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(4096)
+while True:
+    c, _ = s.accept()
+    c.close()
+";
+
+/// Opens COUNT connections to ADDR:PORT one after the other, each closed once the server has
+/// closed it, and writes COUNT into the file named by its fourth argument when done.
+const CHURN: &str = r"
+import os, socket, sys
+addr, port, count, done = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+for _ in range(count):
+    c = socket.create_connection((addr, port))
+    c.recv(1)
+    c.close()
+with open(done + '.tmp', 'w') as f:
+    f.write(str(count))
+os.rename(done + '.tmp', done)
+";
+
+/// SIGHUP a hundred times a second while connections end by the hundreds a second: the flow
+/// log, reopened at every one, has every connection once, every line whole.
+#[test]
+fn sighup_a_hundred_times_a_second_splits_or_loses_no_record() {
+    const CONNECTIONS: usize = 10_000;
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("flows.jsonl");
+    let mut cmd = HostPair::cmd(
+        &hosts.a,
+        &tcptrack_tests::tcptrack_bin().display().to_string(),
+    );
+    cmd.args([
+        "-i",
+        &hosts.a_if,
+        "--interval",
+        "0.2",
+        "-r",
+        "0",
+        "--output",
+        "none",
+    ])
+    .arg("--flow-log")
+    .arg(&log);
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let live = start_said(cmd, &out, &err);
+    let _server = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.b, "python3");
+        c.args(["-c", CLOSER, B4, "5340"]);
+        c
+    });
+    wait_until("the server", Duration::from_secs(10), || {
+        HostPair::listening(&hosts.b, 5340)
+    });
+    let done = dir.path().join("done");
+    let _client = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", CHURN, B4, "5340", &CONNECTIONS.to_string()])
+            .arg(&done);
+        c
+    });
+    let mut hups = 0u32;
+    let start = std::time::Instant::now();
+    while !done.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the connections took too long"
+        );
+        live.signal(libc::SIGHUP);
+        hups += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_until("a record per connection", Duration::from_secs(30), || {
+        lines() >= CONNECTIONS
+    });
+    let flows = tcptrack_tests::flow_records(&std::fs::read_to_string(&log).expect("the log"));
+    // A client port comes back for later connections (the server closes first, so the
+    // client's end does not wait in TIME_WAIT): a connection is its client and its start.
+    let connections: std::collections::BTreeSet<(&str, &str)> = flows
+        .iter()
+        .map(|f| (f.client.as_str(), f.first_seen.as_str()))
+        .collect();
+    assert_eq!(
+        (flows.len(), connections.len()),
+        (CONNECTIONS, CONNECTIONS),
+        "every connection once, after {hups} SIGHUPs"
+    );
+    assert!(hups >= 100, "{hups} SIGHUPs");
+    let out = live.interrupt();
+    assert_eq!(out.status.code(), Some(0));
+    let said = std::fs::read_to_string(&err).expect("stderr");
+    assert_eq!(said.lines().count(), 1, "only its path line: {said}");
 }
