@@ -3,14 +3,15 @@
 //! sent is missing from the connection's counts. The wall clock steps an hour back and an hour
 //! forward (libfaketime): the records' times follow it, speeds, idle times and expiry (on the
 //! monotonic clock) do not move. SIGHUP a hundred times a second while thousands of connections
-//! a second end: the flow log has each once, whole. (The flow log's full file system is in
+//! a second end: the flow log has each once, whole. Stopped (SIGSTOP) under traffic and let go
+//! on: the kernel counted meanwhile, nothing is missing. (The flow log's full file system is in
 //! `metrics.rs`, beside the metrics that count what it lost.) Needs root (CI has it).
 
 use std::process::Command;
 use std::time::Duration;
 
 use tcptrack_tests::live::{headless, serial, start_said, wait_refresh};
-use tcptrack_tests::netns::{wait_until, Background, HostPair, LoneHost, B4};
+use tcptrack_tests::netns::{wait_until, Background, HostPair, LoneHost, A4, B4};
 use tcptrack_tests::Record;
 
 /// Accepts one connection on ADDR:PORT, reads it to its end, and writes how many bytes it got
@@ -324,4 +325,82 @@ fn sighup_a_hundred_times_a_second_splits_or_loses_no_record() {
     assert_eq!(out.status.code(), Some(0));
     let said = std::fs::read_to_string(&err).expect("stderr");
     assert_eq!(said.lines().count(), 1, "only its path line: {said}");
+}
+
+/// Connects to ADDR:PORT and sends 100 bytes every 10 ms, 800 times, then closes.
+const STREAM: &str = r"
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+for _ in range(800):
+    c.sendall(b'x' * 100)
+    time.sleep(0.01)
+c.close()
+";
+
+/// tcptrack stopped (SIGSTOP) for 5 s under traffic, then let go on (SIGCONT): the kernel kept
+/// counting meanwhile, so the connection's count is every byte the server got, and the
+/// connections opened and closed while it was stopped are each listed with their bytes.
+#[test]
+fn stopped_and_continued_the_kernel_counts_lose_nothing() {
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("live.json"), dir.path().join("live.err"));
+    let live = start_said(headless(&hosts.a, &["-i", &hosts.a_if]), &out, &err);
+    let got = dir.path().join("got");
+    let _server = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.b, "python3");
+        c.args(["-c", DRAIN, B4, "5350"]).arg(&got);
+        c
+    });
+    wait_until("the server", Duration::from_secs(10), || {
+        HostPair::listening(&hosts.b, 5350)
+    });
+    let _client = Background::spawn({
+        let mut c = HostPair::cmd(&hosts.a, "python3");
+        c.args(["-c", STREAM, B4, "5350"]);
+        c
+    });
+    let server = format!("{B4}:5350");
+    wait_refresh(&out, "the stream counted", |recs| {
+        recs.iter()
+            .any(|r| r.server == server && r.client_payload_bytes > 0)
+    });
+    live.signal(libc::SIGSTOP);
+    // Meanwhile, 20 short connections, 1,000 bytes each way.
+    for _ in 0..20 {
+        let got = HostPair::transfer_in((&hosts.b, &hosts.a), A4, 5351, (1_000, 1_000), false);
+        assert_eq!(got, (1_000, 1_000));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    live.signal(libc::SIGCONT);
+    wait_until("the server's whole read", Duration::from_secs(30), || {
+        got.exists()
+    });
+    assert_eq!(std::fs::read_to_string(&got).expect("count"), "80000");
+    let short = format!("{A4}:5351");
+    let end = wait_refresh(&out, "everything counted", |recs| {
+        recs.iter()
+            .any(|r| r.server == server && r.state == "CLOSED" && r.client_payload_bytes >= 80_000)
+            && recs.iter().filter(|r| r.server == short).count() >= 20
+    });
+    let stream = end.iter().find(|r| r.server == server).expect("the stream");
+    assert_eq!(stream.client_payload_bytes, 80_000, "{stream:?}");
+    let shorts: Vec<&Record> = end.iter().filter(|r| r.server == short).collect();
+    assert_eq!(shorts.len(), 20);
+    for r in shorts {
+        assert_eq!(
+            (
+                r.state.as_str(),
+                r.client_payload_bytes,
+                r.server_payload_bytes
+            ),
+            ("CLOSED", 1_000, 1_000),
+            "{r:?}"
+        );
+    }
+    let out = live.interrupt();
+    assert_eq!(out.status.code(), Some(0));
+    let said = std::fs::read_to_string(&err).expect("stderr");
+    assert_eq!(said.lines().count(), 1, "no loss to report: {said}");
 }
