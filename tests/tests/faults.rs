@@ -4,7 +4,8 @@
 //! forward (libfaketime): the records' times follow it, speeds, idle times and expiry (on the
 //! monotonic clock) do not move. SIGHUP a hundred times a second while thousands of connections
 //! a second end: the flow log has each once, whole. Stopped (SIGSTOP) under traffic and let go
-//! on: the kernel counted meanwhile, nothing is missing. (The flow log's full file system is in
+//! on: the kernel counted meanwhile, nothing is missing. The event ring overflowing (a SYN flood
+//! while stopped): the loss reported once, and counting exact again after. (The flow log's full file system is in
 //! `metrics.rs`, beside the metrics that count what it lost.) Needs root (CI has it).
 
 use std::process::Command;
@@ -403,4 +404,122 @@ fn stopped_and_continued_the_kernel_counts_lose_nothing() {
     assert_eq!(out.status.code(), Some(0));
     let said = std::fs::read_to_string(&err).expect("stderr");
     assert_eq!(said.lines().count(), 1, "no loss to report: {said}");
+}
+
+/// Sends COUNT SYNs from distinct spoofed tuples (198.19.x.y) from host b's interface IF to host
+/// a's port 9 (whose MAC is MAC): a flood of control events.
+const SYN_FLOOD: &str = r"
+import socket, struct, sys
+ifname, dst_mac, count = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+src_mac = s.getsockname()[4]
+for i in range(count):
+    src = bytes([198, 19, (i >> 8) & 255, i & 255])
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 0, 0, 64, 6, 0, src, bytes([198, 18, 0, 1]))
+    tcp = struct.pack('!HHIIBBHHH', 1024 + (i >> 16), 9, 1, 0, 0x50, 0x02, 1024, 0, 0)
+    s.send(dst_mac + src_mac + b'\x08\x00' + ip + tcp)
+";
+
+/// The event ring overflowing (70,000 SYNs while tcptrack is stopped, more than its 4 MiB
+/// hold), then a normal connection: the events lost are reported, in the metrics and on
+/// stderr alike, and grow no more; the connection after is counted exactly.
+#[test]
+fn after_the_event_ring_overflowed_counting_is_exact_again() {
+    const METRICS: &str = "127.0.0.1:9100";
+    let _one = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = HostPair::cmd(
+        &hosts.a,
+        &tcptrack_tests::tcptrack_bin().display().to_string(),
+    );
+    cmd.args(["-i", &hosts.a_if, "--interval", "0.5", "-r", "0"])
+        .args(["--output", "none", "--metrics", METRICS]);
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let live = start_said(cmd, &out, &err);
+    let url = format!("http://{METRICS}/metrics");
+    let metric = |name: &str| {
+        tcptrack_tests::prometheus::http_get(&hosts.a, &url)
+            .and_then(|t| tcptrack_tests::prometheus::sample::<u64>(&t, name))
+    };
+    let lost = || metric("tcptrack_kernel_events_lost_total");
+    wait_until("the metrics", Duration::from_secs(10), || lost().is_some());
+    live.signal(libc::SIGSTOP);
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", hosts.a_if))
+        .ok()
+        .or_else(|| {
+            let o = HostPair::cmd(&hosts.a, "cat")
+                .arg(format!("/sys/class/net/{}/address", hosts.a_if))
+                .output()
+                .ok()?;
+            Some(String::from_utf8_lossy(&o.stdout).into_owned())
+        })
+        .expect("host a's MAC");
+    let flood = HostPair::cmd(&hosts.b, "python3")
+        .args(["-c", SYN_FLOOD, &hosts.b_if, mac.trim(), "70000"])
+        .output()
+        .expect("run the flood");
+    assert!(
+        flood.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    live.signal(libc::SIGCONT);
+    // The losses, once the ring is read again: some, and then no more.
+    let mut seen = 0;
+    wait_until("the events lost reported", Duration::from_secs(30), || {
+        seen = lost().unwrap_or(0);
+        seen > 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let reported = lost().expect("the metrics");
+    let said = || std::fs::read_to_string(&err).unwrap_or_default();
+    wait_until("the losses line", Duration::from_secs(10), || {
+        said().contains(&format!("{reported} control events"))
+    });
+    // A normal connection after it: counted exactly.
+    let payload = |sender: &str| {
+        metric(&format!(
+            "tcptrack_payload_bytes_total{{sender=\"{sender}\"}}"
+        ))
+    };
+    let closed = || metric("tcptrack_connections_ended_total{how=\"closed\"}");
+    let before = (payload("client"), payload("server"), closed());
+    let got = HostPair::transfer_in((&hosts.b, &hosts.a), A4, 5360, (5_000, 7_000), false);
+    assert_eq!(got, (7_000, 5_000), "what the client and the server got");
+    let want = (
+        before.0.map(|b| b + 5_000),
+        before.1.map(|b| b + 7_000),
+        before.2.map(|b| b + 1),
+    );
+    let mut now = before;
+    let exact = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the connection counted", Duration::from_secs(20), || {
+            now = (payload("client"), payload("server"), closed());
+            now == want
+        });
+    }));
+    assert!(
+        exact.is_ok(),
+        "before {before:?}, now {now:?}, want {want:?}"
+    );
+    assert_eq!(
+        lost(),
+        Some(reported),
+        "events lost grew after the overflow"
+    );
+    let out = live.interrupt();
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<String> = said()
+        .lines()
+        .filter(|l| l.starts_with("tcptrack: kernel losses so far"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains(&format!("{reported} control events"))),
+        "{lines:?}"
+    );
 }
