@@ -421,6 +421,25 @@ for i in range(count):
     s.send(dst_mac + src_mac + b'\x08\x00' + ip + tcp)
 ";
 
+/// Sends `count` SYNs from host b to host a ([`SYN_FLOOD`]).
+fn syn_flood(hosts: &HostPair, count: u32) {
+    // Host a's interface is in its namespace: read its MAC there.
+    let mac = HostPair::cmd(&hosts.a, "cat")
+        .arg(format!("/sys/class/net/{}/address", hosts.a_if))
+        .output()
+        .expect("read host a's MAC");
+    let mac = String::from_utf8_lossy(&mac.stdout);
+    let flood = HostPair::cmd(&hosts.b, "python3")
+        .args(["-c", SYN_FLOOD, &hosts.b_if, mac.trim(), &count.to_string()])
+        .output()
+        .expect("run the flood");
+    assert!(
+        flood.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+}
+
 /// The event ring overflowing (70,000 SYNs while tcptrack is stopped, more than its 4 MiB
 /// hold), then a normal connection: the events lost are reported, in the metrics and on
 /// stderr alike, and grow no more; the connection after is counted exactly.
@@ -446,25 +465,7 @@ fn after_the_event_ring_overflowed_counting_is_exact_again() {
     let lost = || metric("tcptrack_kernel_events_lost_total");
     wait_until("the metrics", Duration::from_secs(10), || lost().is_some());
     live.signal(libc::SIGSTOP);
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", hosts.a_if))
-        .ok()
-        .or_else(|| {
-            let o = HostPair::cmd(&hosts.a, "cat")
-                .arg(format!("/sys/class/net/{}/address", hosts.a_if))
-                .output()
-                .ok()?;
-            Some(String::from_utf8_lossy(&o.stdout).into_owned())
-        })
-        .expect("host a's MAC");
-    let flood = HostPair::cmd(&hosts.b, "python3")
-        .args(["-c", SYN_FLOOD, &hosts.b_if, mac.trim(), "70000"])
-        .output()
-        .expect("run the flood");
-    assert!(
-        flood.status.success(),
-        "{}",
-        String::from_utf8_lossy(&flood.stderr)
-    );
+    syn_flood(&hosts, 70_000);
     live.signal(libc::SIGCONT);
     // The losses, once the ring is read again: some, and then no more.
     let mut seen = 0;
