@@ -73,6 +73,9 @@ enum Task {
         /// results/ to whole runs. Example: `cargo xtask bench --quick --only scale`
         #[arg(long, value_name = "CASE", value_enum, value_delimiter = ',')]
         only: Vec<bench::Case>,
+        /// How long the soak runs (`--only soak`; default 30, 3 with --quick)
+        #[arg(long, value_name = "N")]
+        minutes: Option<u32>,
     },
 }
 
@@ -99,13 +102,18 @@ fn main() -> Result<()> {
                 fuzz::run(seconds, &targets)
             }
         }
-        Task::Bench { quick, only } => bench::run(
+        Task::Bench {
+            quick,
+            only,
+            minutes,
+        } => bench::run(
             if quick {
                 bench::Profile::Quick
             } else {
                 bench::Profile::Full
             },
             &only,
+            minutes,
         ),
     }
 }

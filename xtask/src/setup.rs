@@ -40,6 +40,8 @@ const TEST_PACKAGES: &[&str] = &[
     "ethtool",
     // The wall clock stepped under a running tcptrack, in the fault tests.
     "libfaketime",
+    // The text of the soak's plot (`cargo xtask bench --only soak`).
+    "fonts-dejavu-core",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -193,6 +193,9 @@ pub enum Case {
     Idle,
     /// CPU and memory of each live monitor on many real connections, idle and active
     Scale,
+    /// tcptrack left running under steady load and churn, sampled every 10 s (30 minutes, or
+    /// `--minutes`); only when named
+    Soak,
 }
 
 impl Case {
@@ -245,11 +248,24 @@ impl Bench {
     }
 }
 
-/// Runs every case (or those of `only`, when it names any), prints the report and writes it.
-pub fn run(profile: Profile, only: &[Case]) -> Result<()> {
+/// Runs every case but the soak (or those of `only`, when it names any), prints the report and
+/// writes it. The soak runs only when named, for `minutes` (by default 30, or 3 with
+/// `--quick`), and has a report of its own.
+pub fn run(profile: Profile, only: &[Case], minutes: Option<u32>) -> Result<()> {
     setup::ensure(setup::Need::Tests)?;
     let runs = |case: Case| only.is_empty() || only.contains(&case);
     let bench = prepare(profile, runs(Case::Throughput) || runs(Case::Memory))?;
+    if only.contains(&Case::Soak) {
+        let minutes = minutes.unwrap_or(match profile {
+            Profile::Quick => 3,
+            Profile::Full => 30,
+        });
+        let soak = cases::soak::run(&bench.ours, minutes, &bench.work)?;
+        cases::soak::write(&soak, &root().join("results"), "soak")?;
+        if only == [Case::Soak] {
+            return Ok(());
+        }
+    }
     // Each case if it runs, in this order (fields are evaluated as written).
     let report = Report {
         throughput: run_if(runs(Case::Throughput), &bench, cases::throughput::measure)?,

@@ -7,6 +7,7 @@ pub mod kernel_live;
 pub mod live;
 pub mod memory;
 pub mod scale;
+pub mod soak;
 pub mod throughput;
 
 use std::fs::{self, File, OpenOptions};
