@@ -73,8 +73,9 @@ enum Task {
         /// results/ to whole runs. Example: `cargo xtask bench --quick --only scale`
         #[arg(long, value_name = "CASE", value_enum, value_delimiter = ',')]
         only: Vec<bench::Case>,
-        /// How long the soak runs (`--only soak`; default 30, 3 with --quick)
-        #[arg(long, value_name = "N")]
+        /// How long the soak runs (`--only soak`; default 30, 4 with --quick; at least 4: the
+        /// first 2 are its warm-up)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(4..))]
         minutes: Option<u32>,
     },
 }

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
 
 use crate::gen::{self, Shape};
@@ -249,7 +249,7 @@ impl Bench {
 }
 
 /// Runs every case but the soak (or those of `only`, when it names any), prints the report and
-/// writes it. The soak runs only when named, for `minutes` (by default 30, or 3 with
+/// writes it. The soak runs only when named, for `minutes` (by default 30, or 4 with
 /// `--quick`), and has a report of its own.
 pub fn run(profile: Profile, only: &[Case], minutes: Option<u32>) -> Result<()> {
     setup::ensure(setup::Need::Tests)?;
@@ -257,14 +257,25 @@ pub fn run(profile: Profile, only: &[Case], minutes: Option<u32>) -> Result<()> 
     let bench = prepare(profile, runs(Case::Throughput) || runs(Case::Memory))?;
     if only.contains(&Case::Soak) {
         let minutes = minutes.unwrap_or(match profile {
-            Profile::Quick => 3,
+            Profile::Quick => 4,
             Profile::Full => 30,
         });
         let soak = cases::soak::run(&bench.ours, minutes, &bench.work)?;
         cases::soak::write(&soak, &root().join("results"), "soak")?;
+        let unmet: Vec<String> = soak
+            .targets()
+            .into_iter()
+            .filter(|t| !t.met)
+            .map(|t| t.what)
+            .collect();
+        if !unmet.is_empty() {
+            bail!("the soak's targets not met: {}", unmet.join("; "));
+        }
         if only == [Case::Soak] {
             return Ok(());
         }
+    } else if minutes.is_some() {
+        bail!("--minutes is the soak's: add --only soak");
     }
     // Each case if it runs, in this order (fields are evaluated as written).
     let report = Report {

@@ -14,6 +14,7 @@ mod plot;
 mod report;
 mod sample;
 
+use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
@@ -29,7 +30,7 @@ use super::super::measure::READY;
 use super::{start_monitor, sysctl, watchers, Monitor};
 use crate::step;
 pub use report::Soak;
-use report::{Counted, Sample};
+use report::{Counted, FlowLog, Sample};
 use sample::{ticks_per_second, Process, Scrape, METRICS};
 
 /// The server, in host a.
@@ -76,7 +77,7 @@ pub fn run(ours: &Path, minutes: u32, work: &Path) -> Result<Soak> {
     let [(_, kernel), ..] = watchers(ours, &hosts.a_if);
     let monitor = Monitor {
         args: format!(
-            "--metrics {METRICS} --flow-log {} {}",
+            "--metrics {METRICS} --flow-log '{}' {}",
             flow_log.display(),
             kernel.args
         ),
@@ -86,13 +87,11 @@ pub fn run(ours: &Path, minutes: u32, work: &Path) -> Result<Soak> {
     let seconds = u64::from(minutes) * 60;
     let (load, load_counted, sampled) = loaded(&hosts, screen.pid, seconds)?;
     drop(load);
-    let last = settle(&hosts.a, load_counted.connections)?;
+    let (last, settled) = settle(&hosts.a, load_counted.connections)?;
     screen.keys(&["q"]);
     wait_until("tcptrack to quit", READY, || screen.ended());
-    let (flow_log_counted, bad) = count_flow_log(&flow_log)?;
     let soak = Soak {
-        flow_log: flow_log_counted,
-        flow_log_bad_lines: bad,
+        flow_log: read_flow_log(&flow_log)?,
         held: HELD,
         load: load_counted,
         losses: last.losses(),
@@ -100,8 +99,11 @@ pub fn run(ours: &Path, minutes: u32, work: &Path) -> Result<Soak> {
         metrics_mismatches: sampled.mismatches,
         minutes,
         rate: RATE,
+        retransmitted_segments: retransmitted(&hosts.a)? + retransmitted(&hosts.b)?,
         samples: sampled.samples,
+        scrape_failures: sampled.failures,
         scrapes: sampled.scrapes,
+        settled,
     };
     if soak.targets().iter().all(|t| t.met) {
         // 360,000 records in 30 minutes: kept only when something is to be looked into.
@@ -199,25 +201,48 @@ fn stderr_of(child: &mut std::process::Child) -> String {
 }
 
 /// Waits until tcptrack has listed every connection the load made (`made`) and forgotten
-/// them all (closed connections linger `-r` seconds): its last scrape.
-fn settle(ns: &str, made: u64) -> Result<Scrape> {
+/// them all (closed connections linger `-r` seconds), for at most 60 s: its last scrape, and
+/// whether it got there.
+fn settle(ns: &str, made: u64) -> Result<(Scrape, bool)> {
     in_netns(ns, move || {
         let start = Instant::now();
         loop {
             let s = Scrape::get()?;
-            if s.opened() >= made && s.listed() == 0 {
-                return Ok(s);
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!(
-                    "60 s after the load ended tcptrack lists {} connections, opened {} of {made}",
-                    s.listed(),
-                    s.opened()
-                );
+            let settled = s.opened() >= made && s.listed() == 0;
+            if settled || start.elapsed() > Duration::from_secs(60) {
+                if !settled {
+                    step(&format!(
+                        "soak: 60 s after the load ended tcptrack lists {} connections, opened {} of {made}",
+                        s.listed(),
+                        s.opened()
+                    ));
+                }
+                return Ok((s, settled));
             }
             std::thread::sleep(SCRAPE);
         }
     })
+}
+
+/// Segments the kernel of network namespace `ns` sent again (`RetransSegs` of its
+/// /proc/net/snmp; the namespace is the soak's own, so all of them are the soak's).
+fn retransmitted(ns: &str) -> Result<u64> {
+    let out = HostPair::cmd(ns, "cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .context("read /proc/net/snmp")?;
+    let snmp = String::from_utf8_lossy(&out.stdout);
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next(), tcp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        bail!("no Tcp lines in {ns}'s /proc/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("RetransSegs in {ns}'s /proc/net/snmp"))
 }
 
 /// `f` run on a thread of its own in network namespace `ns` (named by `ip netns`).
@@ -251,6 +276,8 @@ fn spawn_in_netns<T: Send + 'static>(
 struct Sampled {
     samples: Vec<Sample>,
     scrapes: u64,
+    /// Scrapes that failed.
+    failures: u64,
     /// Scrapes where opened was not ended plus listed, and the first few of them.
     mismatched: u64,
     mismatches: Vec<String>,
@@ -286,6 +313,7 @@ fn sample(pid: u32, stop: &AtomicBool) -> Result<Sampled> {
     let mut sampled = Sampled {
         samples: Vec::new(),
         scrapes: 0,
+        failures: 0,
         mismatched: 0,
         mismatches: Vec::new(),
     };
@@ -298,8 +326,12 @@ fn sample(pid: u32, stop: &AtomicBool) -> Result<Sampled> {
         if now < next_scrape {
             continue;
         }
-        next_scrape += SCRAPE;
-        let scrape = Scrape::get().context("a scrape of tcptrack's metrics")?;
+        // One a second from the start; one that was late does not make the next ones hurry.
+        next_scrape = (next_scrape + SCRAPE).max(now);
+        let Ok(scrape) = Scrape::get() else {
+            sampled.failures += 1;
+            continue;
+        };
         sampled.scrapes += 1;
         if scrape.opened() != scrape.ended() + scrape.listed() {
             sampled.mismatched += 1;
@@ -316,7 +348,7 @@ fn sample(pid: u32, stop: &AtomicBool) -> Result<Sampled> {
         if now < next_sample {
             continue;
         }
-        next_sample += EVERY;
+        next_sample = (next_sample + EVERY).max(now);
         let process = Process::read(pid).context("tcptrack's process")?;
         let (then, was, scraped) = &before;
         let elapsed = now.duration_since(*then).as_secs_f64();
@@ -345,24 +377,39 @@ fn sample(pid: u32, stop: &AtomicBool) -> Result<Sampled> {
     Ok(sampled)
 }
 
-/// The flow log's records (connections, payload each way summed), and how many of its lines
-/// were not a whole JSON record.
-fn count_flow_log(path: &Path) -> Result<(Counted, u64)> {
+/// What the flow log at `path` holds.
+fn read_flow_log(path: &Path) -> Result<FlowLog> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut counted = Counted::default();
-    let mut bad = 0;
+    let mut log = FlowLog::default();
+    let mut seen = HashSet::new();
     for line in BufReader::new(file).lines() {
         let line = line.with_context(|| format!("read {}", path.display()))?;
-        let record: Option<serde_json::Value> = serde_json::from_str(&line).ok();
-        let bytes = |side: &str| record.as_ref()?.get(side)?.as_u64();
-        match (bytes("client_payload_bytes"), bytes("server_payload_bytes")) {
-            (Some(client), Some(server)) => {
-                counted.connections += 1;
-                counted.client_bytes += client;
-                counted.server_bytes += server;
-            }
-            _ => bad += 1,
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) else {
+            log.bad_lines += 1;
+            continue;
+        };
+        let bytes = |side: &str| record.get(side)?.as_u64();
+        let text = |field: &str| record.get(field).and_then(|v| v.as_str());
+        let (Some(client), Some(server)) =
+            (bytes("client_payload_bytes"), bytes("server_payload_bytes"))
+        else {
+            log.bad_lines += 1;
+            continue;
+        };
+        let connection = (
+            text("client").unwrap_or("").to_owned(),
+            text("first_seen").unwrap_or("").to_owned(),
+        );
+        if !seen.insert(connection) {
+            log.repeated += 1;
+            continue;
         }
+        if text("how") != Some("closed") {
+            log.not_closed += 1;
+        }
+        log.counted.connections += 1;
+        log.counted.client_bytes += client;
+        log.counted.server_bytes += server;
     }
-    Ok((counted, bad))
+    Ok(log)
 }

@@ -28,11 +28,12 @@ async def exchange(reader, writer):
 
 
 async def close(reader, writer):
-    writer.close()
-    await writer.wait_closed()
-    # The server's FIN: it closes once it has read ours.
+    # Our FIN first; then the server's, once it has read ours (nothing more before it).
+    writer.write_eof()
     if await asyncio.wait_for(reader.read(1), TIMEOUT):
         raise RuntimeError("bytes after the answer")
+    writer.close()
+    await writer.wait_closed()
 
 
 async def hold(conn, slot, stop):
