@@ -209,19 +209,21 @@ pub fn wait_closed_exact(out: &Path, server: &str, payload: (u64, u64)) -> Vec<R
     )
 }
 
-/// Sends `count` TCP ACKs from distinct spoofed tuples (198.19.x.y, ports 1024..) to host a,
-/// from host b's interface through a packet socket. Host a has no route back to 198.19/16, so
-/// nothing answers.
+/// Sends COUNT TCP packets with FLAGS (as a number) from distinct spoofed tuples (198.19.x.y,
+/// ports 1024..) to host a's port 9, from host b's interface IF through a packet socket, to
+/// host a's MAC. Host a has no route back to 198.19/16, so nothing answers.
 pub const FLOOD: &str = r"
 import socket, struct, sys
-ifname, dst_mac, count = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), int(sys.argv[3])
+ifname, dst_mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', ''))
+count, flags = int(sys.argv[3]), int(sys.argv[4])
+ack = 1 if flags & 0x10 else 0
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((ifname, 0))
 src_mac = s.getsockname()[4]
 for i in range(count):
     src = bytes([198, 19, (i >> 8) & 255, i & 255])
     ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 0, 0, 64, 6, 0, src, bytes([198, 18, 0, 1]))
-    tcp = struct.pack('!HHIIBBHHH', 1024 + (i >> 16), 9, 1, 1, 0x50, 0x10, 1024, 0, 0)
+    tcp = struct.pack('!HHIIBBHHH', 1024 + (i >> 16), 9, 1, ack, 0x50, flags, 1024, 0, 0)
     s.send(dst_mac + src_mac + b'\x08\x00' + ip + tcp)
 ";
 
@@ -231,16 +233,34 @@ for i in range(count):
 /// # Panics
 /// The flood cannot be sent.
 pub fn flood(hosts: &HostPair, count: u32) {
-    let path = format!("/sys/class/net/{}/address", hosts.a_if);
-    let mac = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        let o = HostPair::cmd(&hosts.a, "cat")
-            .arg(&path)
-            .output()
-            .expect("read MAC");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    });
+    send_flood(hosts, count, 0x10);
+}
+
+/// Sends `count` SYNs from distinct spoofed tuples (198.19.x.y) from host b to host a's port 9
+/// ([`FLOOD`]): as many control events; nothing answers them.
+///
+/// # Panics
+/// The flood cannot be sent.
+pub fn syn_flood(hosts: &HostPair, count: u32) {
+    send_flood(hosts, count, 0x02);
+}
+
+/// [`FLOOD`] of `count` packets with TCP `flags`.
+fn send_flood(hosts: &HostPair, count: u32, flags: u8) {
+    // Host a's interface is in its namespace: read its MAC there.
+    let o = HostPair::cmd(&hosts.a, "cat")
+        .arg(format!("/sys/class/net/{}/address", hosts.a_if))
+        .output()
+        .expect("read host a's MAC");
+    let mac = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && mac.trim().len() == 17,
+        "host a's MAC: {mac:?} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = HostPair::cmd(&hosts.b, "python3")
-        .args(["-c", FLOOD, &hosts.b_if, mac.trim(), &count.to_string()])
+        .args(["-c", FLOOD, &hosts.b_if, mac.trim()])
+        .args([count.to_string(), flags.to_string()])
         .output()
         .expect("run the flood");
     assert!(

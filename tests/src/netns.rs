@@ -146,7 +146,60 @@ c.close()
 print(n)
 ";
 
+/// Accepts one connection on ADDR:PORT and reads it to its end; with a third argument, then
+/// writes how many bytes it got into the file it names (whole: written aside, then renamed).
+pub const DRAIN: &str = r"
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+c, _ = s.accept()
+got = 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    got += len(b)
+c.close()
+if len(sys.argv) > 3:
+    with open(sys.argv[3] + '.tmp', 'w') as f:
+        f.write(str(got))
+    os.rename(sys.argv[3] + '.tmp', sys.argv[3])
+";
+
 impl HostPair {
+    /// Python `script` run in namespace `ns` with `args`, once it listens on `port` (which the
+    /// script takes from its arguments or has written in); killed on drop.
+    ///
+    /// # Panics
+    /// It does not listen within 10 s.
+    #[must_use]
+    pub fn python_server(
+        ns: &str,
+        script: &str,
+        port: u16,
+        args: &[&std::ffi::OsStr],
+    ) -> Background {
+        let mut cmd = Self::cmd(ns, "python3");
+        cmd.args(["-c", script]).args(args);
+        let server = Background::spawn(cmd);
+        wait_until(
+            &format!("a server on port {port} in {ns}"),
+            Duration::from_secs(10),
+            || Self::listening(ns, port),
+        );
+        server
+    }
+
+    /// Python `script` run in namespace `ns` with `args`, in the background; killed on drop.
+    #[must_use]
+    pub fn python(ns: &str, script: &str, args: &[&std::ffi::OsStr]) -> Background {
+        let mut cmd = Self::cmd(ns, "python3");
+        cmd.args(["-c", script]).args(args);
+        Background::spawn(cmd)
+    }
+
     /// Whether something in namespace `ns` listens on TCP `port`.
     #[must_use]
     pub fn listening(ns: &str, port: u16) -> bool {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tcptrack_tests::live::{headless, last_refresh, serial, start_said, wait_refresh};
-use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, A4, B4};
+use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, A4, B4, DRAIN};
 use tcptrack_tests::{json_records, tcptrack, Record};
 
 /// Sends SIZE bytes to ADDR:PORT, 8 KiB a millisecond (about 8 MB/s, which a capture through
@@ -93,19 +93,22 @@ fn to_port(recs: &[Record], port: u16) -> Option<&Record> {
 /// The receiver in host b, then the sender in host a, of `size` bytes to port 5301 ([`SENDER`],
 /// which writes its socket's final count of segments sent again into `told`).
 fn send(hosts: &HostPair, size: &str, told: &Path) -> (Background, Background) {
-    let receiver = Background::spawn({
-        let mut c = HostPair::cmd(&hosts.b, "python3");
-        c.args(["-c", RECEIVER, B4, "5301", size]);
-        c
-    });
-    wait_until("the receiver", Duration::from_secs(10), || {
-        HostPair::listening(&hosts.b, 5301)
-    });
-    let sender = Background::spawn({
-        let mut c = HostPair::cmd(&hosts.a, "python3");
-        c.args(["-c", SENDER, B4, "5301", size]).arg(told);
-        c
-    });
+    let receiver = HostPair::python_server(
+        &hosts.b,
+        RECEIVER,
+        5301,
+        &[B4.as_ref(), "5301".as_ref(), size.as_ref()],
+    );
+    let sender = HostPair::python(
+        &hosts.a,
+        SENDER,
+        &[
+            B4.as_ref(),
+            "5301".as_ref(),
+            size.as_ref(),
+            told.as_os_str(),
+        ],
+    );
     (receiver, sender)
 }
 
@@ -411,20 +414,9 @@ fn the_round_trip_through_20_ms_one_way_and_30_the_other_is_50_ms_from_socket_an
         said.starts_with("tcptrack: libpcap on dla: the interface carries bare IP packets"),
         "{said}"
     );
-    let _server = Background::spawn({
-        let mut c = HostPair::cmd(&hosts.b, "python3");
-        c.args(["-c", QUICK_ACKER]);
-        c
-    });
-    wait_until("the server", Duration::from_secs(10), || {
-        HostPair::listening(&hosts.b, 5600)
-    });
+    let _server = HostPair::python_server(&hosts.b, QUICK_ACKER, 5600, &[]);
     let said_ss = dir.path().join("ss.txt");
-    let _client = Background::spawn({
-        let mut c = HostPair::cmd(&hosts.a, "python3");
-        c.args(["-c", PACED]).arg(&said_ss);
-        c
-    });
+    let _client = HostPair::python(&hosts.a, PACED, &[said_ss.as_os_str()]);
     let mut client = String::new();
     wait_until(
         "the client's data, acknowledged",
@@ -597,19 +589,6 @@ fn the_round_trip_and_the_process_of_this_host_s_sockets_are_those_ss_shows() {
     }
 }
 
-/// Accepts one connection on ADDR:PORT and reads it to its end.
-const DRAIN: &str = r"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-c, _ = s.accept()
-while c.recv(65536):
-    pass
-c.close()
-";
-
 /// Connects to ADDR:PORT, sends 1000 bytes ten times 100 ms apart, waits until all is
 /// acknowledged, holds the connection 3 s more (its socket is read meanwhile), then closes it
 /// (TIME_WAIT: the reads leave it out from then on).
@@ -639,19 +618,8 @@ fn what_the_socket_told_stays_in_the_records_after_it_is_gone() {
         &out,
         &err,
     );
-    let _server = Background::spawn({
-        let mut c = HostPair::cmd(&hosts.b, "python3");
-        c.args(["-c", DRAIN, B4, "5310"]);
-        c
-    });
-    wait_until("the server", Duration::from_secs(10), || {
-        HostPair::listening(&hosts.b, 5310)
-    });
-    let _client = Background::spawn({
-        let mut c = HostPair::cmd(&hosts.a, "python3");
-        c.args(["-c", BRIEF, B4, "5310"]);
-        c
-    });
+    let _server = HostPair::python_server(&hosts.b, DRAIN, 5310, &[B4.as_ref(), "5310".as_ref()]);
+    let _client = HostPair::python(&hosts.a, BRIEF, &[B4.as_ref(), "5310".as_ref()]);
     let server = format!("{B4}:5310");
     let of = |recs: &[Record]| recs.iter().find(|r| r.server == server).cloned();
     let open = wait_refresh(&out, "the open connection's round trip", |recs| {
