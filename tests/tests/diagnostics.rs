@@ -1,7 +1,8 @@
 //! What tcptrack tells beyond the classic, checked against the tools that know: retransmissions
 //! under loss against tshark's `tcp.analysis.retransmission` on a recording of the same
-//! traffic (from the recording with `-T`, live through libpcap, and on the kernel path from
-//! this host's socket); the round trip through a delay line of 20 ms one way and 30 ms the other
+//! traffic (from the recording with `-T`, exactly; live through libpcap, within what any
+//! capture of that traffic may call retransmissions; and on the kernel path from this host's
+//! socket); the round trip through a delay line of 20 ms one way and 30 ms the other
 //! (50 ms from the socket and from the packets), and of this host's sockets against `ss -ti`;
 //! the process against `ss -tpn`, for a connection older than tcptrack and one younger.
 //!
@@ -196,34 +197,58 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
     let socket = to_port(&socket, port)
         .and_then(|r| r.client_retransmits)
         .expect("socket");
+    held_to_tshark(&rec, theirs, from_file, live, socket);
+    assert_eq!(r.server_retransmits, Some(0));
+}
+
+/// The retransmissions of the client `-T` found in recording `rec` (`from_file`), live libpcap
+/// (`live`) and the socket (`socket`), held to tshark's on the recording (`theirs`).
+fn held_to_tshark(rec: &Path, theirs: u64, from_file: u64, live: u64, socket: u64) {
+    let out_of_order = tshark_count(rec, "tcp.analysis.out_of_order");
+    let fast = tshark_count(rec, "tcp.analysis.fast_retransmission");
     println!(
-        "retransmissions: tshark {theirs}, -T {from_file}, live libpcap {live}, kernel path \
-         (socket) {socket}"
+        "retransmissions: tshark {theirs} (of them fast {fast}; out of order besides: \
+         {out_of_order}), -T {from_file}, live libpcap {live}, kernel path (socket) {socket}"
     );
-    for (who, ours) in [("-T", from_file), ("live libpcap", live)] {
-        assert!(
-            within_5_percent(ours, theirs),
-            "{who}: {ours} retransmissions, tshark {theirs}"
-        );
-    }
+    // The same file: the same packets in the same order with the same times.
+    assert_eq!(
+        from_file, theirs,
+        "-T on the recording, tshark on the recording"
+    );
+    // Live is a capture of its own. Every packet socket stamps a packet when it takes it, and
+    // on two CPUs the server's ACKs (one CPU's softirq) and the client's segments (the
+    // sender's CPU) reach each socket in an order of its own: two tcpdump recordings of this
+    // very traffic on one interface had the same 8,295 packets, 14 of them in another place,
+    // and tshark called 118 of one's segments retransmissions (16 out of order) and 126 of the
+    // other's (8). Which class a segment sent again falls in depends on its time since it was
+    // first sent against the handshake's round trip (tens of microseconds on a veth), the same
+    // order as those capture differences. What holds in any complete capture: every segment
+    // sent again is a retransmission or out of order (their sum is the same), and a fast
+    // retransmission comes after the duplicate ACKs that caused it (each packet socket has
+    // taken them before the sender's TCP reads them).
+    assert!(
+        (fast..=theirs + out_of_order).contains(&live),
+        "live libpcap: {live} retransmissions; the recording: {theirs} ({fast} fast), \
+         {out_of_order} out of order"
+    );
     // The socket counts every segment its kernel sent again, those tshark calls out of order
     // (sent again sooner than the first round trip) included.
-    let sent_again = theirs + tshark_count(&rec, "tcp.analysis.out_of_order");
+    let sent_again = theirs + out_of_order;
     assert!(
         within_5_percent(socket, sent_again),
         "kernel path (socket): {socket} segments sent again, tshark {sent_again} \
          (retransmissions and out of order)"
     );
-    assert_eq!(r.server_retransmits, Some(0));
 }
 
 /// The last refresh of the live capture in `out`, once its connection to `port` has the
 /// client's (payload, packets) of the recording, or once its figures have stopped moving for
 /// 3 s (the connection is over: what live has then is all it will have). A difference is
 /// printed with what each capture said of its losses (`tcpdump_log`, tcptrack's stderr in
-/// `said`); the retransmission counts are then compared as they are. Runs in CI have seen live
-/// a few packets apart from the recording with neither capture reporting a loss: not explained
-/// yet, hence the figures.
+/// `said`); the retransmission counts are then compared as they are. Runs have seen live a
+/// packet or a few apart from the recording with neither capture reporting a loss (one run of
+/// eight under CPU load here: live 5,989 client packets, the recording 5,988, the same
+/// payload): not explained yet, hence the figures.
 fn live_as_recorded(
     out: &Path,
     port: u16,
