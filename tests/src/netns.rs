@@ -377,19 +377,28 @@ impl Recorder {
         Self { dump, log }
     }
 
-    /// Once every connection of host a has closed (only TIME-WAIT left) and tcpdump has
-    /// written every packet its filter took (it reports both counts on SIGUSR1), stops it.
-    /// Returns what tcpdump printed.
+    /// Once every connection of host a has closed (only TIME-WAIT left), host b has had the
+    /// last ACK of each (none of its sockets waits for one: a lost last ACK makes host b send
+    /// its FIN again and host a answer it, packets a capture still running would have), and
+    /// tcpdump has written every packet its filter took (it reports both counts on SIGUSR1),
+    /// stops it. Returns what tcpdump printed.
     #[must_use]
     pub fn finish(self, hosts: &HostPair) -> String {
-        wait_until("connections to close", Duration::from_secs(20), || {
-            let out = HostPair::cmd(&hosts.a, "ss")
+        let sockets = |ns: &str, filter: &[&str]| {
+            let out = HostPair::cmd(ns, "ss")
                 .args(["-Htan"])
+                .args(filter)
                 .output()
                 .expect("ss");
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        wait_until("connections to close", Duration::from_secs(20), || {
+            sockets(&hosts.a, &[])
                 .lines()
                 .all(|l| l.starts_with("TIME-WAIT"))
+                && sockets(&hosts.b, &["state", "last-ack", "state", "closing"])
+                    .trim()
+                    .is_empty()
         });
         // "tcpdump: N packets captured, M packets received by filter, ..."
         let number_before = |line: &str, what: &str| -> Option<u64> {

@@ -245,10 +245,12 @@ fn held_to_tshark(rec: &Path, theirs: u64, from_file: u64, live: u64, socket: u6
 /// client's (payload, packets) of the recording, or once its figures have stopped moving for
 /// 3 s (the connection is over: what live has then is all it will have). A difference is
 /// printed with what each capture said of its losses (`tcpdump_log`, tcptrack's stderr in
-/// `said`); the retransmission counts are then compared as they are. Runs have seen live a
-/// packet or a few apart from the recording with neither capture reporting a loss (one run of
-/// eight under CPU load here: live 5,989 client packets, the recording 5,988, the same
-/// payload): not explained yet, hence the figures.
+/// `said`); the retransmission counts are then compared as they are. Runs saw live a packet or
+/// a few beyond the recording with neither capture reporting a loss (one run of eight here:
+/// live 5,989 client packets, the recording 5,988, the same payload): the loss rule dropped
+/// the client's last ACK, and host b's FIN sent again and the client's second ACK came after
+/// the recorder had stopped (it waited for host a's TIME-WAIT only; it now also waits until
+/// host b has had its last ACK).
 fn live_as_recorded(
     out: &Path,
     port: u16,
