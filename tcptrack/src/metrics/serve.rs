@@ -1,9 +1,16 @@
 //! The HTTP endpoint: `GET /metrics` answers with the registry in the OpenMetrics text format;
-//! anything else is a 404. HTTP/1.1 (hyper) on the monitor's own runtime, a few scrapers at a
-//! time.
+//! anything else is a 404. HTTP/1.1 (hyper) on the monitor's own runtime.
+//!
+//! Nobody can keep a scraper out by holding connections: every connection is accepted, at most
+//! [`Limits::open`] stay open, and one past that closes the oldest that has not sent a request
+//! (or, when all have, the oldest). A request's head must come whole within
+//! [`Limits::head_timeout`] and fit in [`Limits::head_bytes`] (larger: 431, and the connection
+//! closes), so a connection costs a bounded buffer.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,18 +20,34 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 
 use crate::error::Error;
 
 /// The content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Scrapers served at once; more wait for their turn.
-const AT_ONCE: usize = 8;
+/// What one connection, and all of them, may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once.
+    pub open: usize,
+    /// How long a request's head may take to come whole (from the connection's start, or from
+    /// the last answer on a kept-alive one).
+    pub head_timeout: Duration,
+    /// The largest request head read; hyper's smallest buffer is 8 KiB.
+    pub head_bytes: usize,
+}
 
-/// How long a scraper may take to send its request's head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+impl Limits {
+    /// The endpoint's limits (README, "Many hosts"): a scrape's head is a few hundred bytes and
+    /// comes at once.
+    pub const DEFAULT: Self = Self {
+        open: 64,
+        head_timeout: Duration::from_secs(5),
+        head_bytes: 16 * 1024,
+    };
+}
 
 /// Listens on `addr`, before anything else starts, so that a taken address fails at once.
 ///
@@ -37,8 +60,8 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
     Ok(l)
 }
 
-/// Answers scrapes on `listener` with `registry`, until the runtime goes. Must be spawned on a
-/// tokio runtime.
+/// Answers scrapes on `listener` with `registry` within [`Limits::DEFAULT`], until the runtime
+/// goes. Must be spawned on a tokio runtime.
 ///
 /// # Errors
 /// The listener cannot be handed to the runtime.
@@ -46,35 +69,77 @@ pub fn serve(
     listener: std::net::TcpListener,
     registry: Registry,
 ) -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
+    serve_within(listener, registry, Limits::DEFAULT)
+}
+
+/// A connection being served: whether it has sent a request yet, and its task.
+struct Open {
+    asked: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
+/// [`serve`] within `limits`.
+///
+/// # Errors
+/// The listener cannot be handed to the runtime.
+pub fn serve_within(
+    listener: std::net::TcpListener,
+    registry: Registry,
+    limits: Limits,
+) -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let registry = Arc::new(registry);
-    let slots = Arc::new(Semaphore::new(AT_ONCE));
     Ok(async move {
+        let mut open: VecDeque<Open> = VecDeque::with_capacity(limits.open);
         loop {
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
             let Ok((stream, _)) = listener.accept().await else {
                 // Out of descriptors, say: try again a little later.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let registry = Arc::clone(&registry);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let registry = Arc::clone(&registry);
-                    async move { Ok::<_, Infallible>(answer(&req, &registry)) }
-                });
-                // A scraper that goes away mid-answer is no error of ours.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEAD_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                drop(slot);
+            open.retain(|c| !c.task.is_finished());
+            if open.len() >= limits.open {
+                let quiet = open.iter().position(|c| !c.asked.load(Ordering::Relaxed));
+                if let Some(c) = open.remove(quiet.unwrap_or(0)) {
+                    c.task.abort();
+                }
+            }
+            let asked = Arc::new(AtomicBool::new(false));
+            let task = tokio::spawn(connection(
+                stream,
+                Arc::clone(&registry),
+                Arc::clone(&asked),
+                limits,
+            ));
+            open.push_back(Open {
+                asked,
+                task: task.abort_handle(),
             });
         }
     })
+}
+
+/// Serves one connection until it closes, times out or is aborted; `asked` once a request's
+/// head has come.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    registry: Arc<Registry>,
+    asked: Arc<AtomicBool>,
+    limits: Limits,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        asked.store(true, Ordering::Relaxed);
+        let registry = Arc::clone(&registry);
+        async move { Ok::<_, Infallible>(answer(&req, &registry)) }
+    });
+    // A scraper that goes away mid-answer, or a head too slow or too large, is no error of
+    // ours.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(limits.head_bytes)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// The answer to one request.

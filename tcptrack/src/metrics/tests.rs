@@ -3,6 +3,7 @@ use crate::flow::{FlowUpdate, TcpFlags};
 use crate::listening::ListeningSockets;
 use crate::source::{SourceKind, SourceLabel, SourceMsg};
 use crate::table::{ConnectionTable, TableConfig};
+use std::net::SocketAddr;
 
 const SYN: u8 = TcpFlags::SYN;
 const ACK: u8 = TcpFlags::ACK;
@@ -283,4 +284,125 @@ fn churn_leaves_nothing_behind() {
         value(&text, r#"tcptrack_payload_bytes_total{sender="client"}"#),
         Some(100.0 * 30_000.0)
     );
+}
+
+/// The endpoint on a port of its own on the loopback, within `limits`, on this test's runtime.
+fn endpoint(limits: serve::Limits) -> SocketAddr {
+    let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_m, registry) = Metrics::new(8, &about());
+    tokio::spawn(serve::serve_within(listener, registry, limits).expect("serve"));
+    addr
+}
+
+/// One request `head` to `addr`: the whole answer. A minute is the guard against a server
+/// that never answers, not a speed bound (a loopback scrape takes milliseconds).
+async fn ask(addr: SocketAddr, head: &[u8]) -> String {
+    tokio::time::timeout(Duration::from_secs(60), ask_unguarded(addr, head))
+        .await
+        .expect("an answer")
+}
+
+async fn ask_unguarded(addr: SocketAddr, head: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // A server that refuses a head closes before it has read it all.
+    let _ = s.write_all(head).await;
+    let mut answer = Vec::new();
+    // A server that closes first may reset: what was read is the answer.
+    let _ = s.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\nConnection: close\r\n\r\n";
+
+/// Connections that never finish a request (silent, or half a head) do not keep a scrape out,
+/// however many: with a head timeout of an hour, a scrape that waited for one of them would
+/// never come.
+#[tokio::test]
+async fn idle_connections_and_half_requests_do_not_keep_a_scrape_out() {
+    let limits = serve::Limits {
+        head_timeout: Duration::from_secs(3600),
+        ..serve::Limits::DEFAULT
+    };
+    let addr = endpoint(limits);
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        use tokio::io::AsyncWriteExt as _;
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        if i % 2 == 0 {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost:")
+                .await
+                .expect("half a head");
+        }
+        idle.push(s);
+    }
+    for _ in 0..3 {
+        let answer = ask(addr, SCRAPE).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("# EOF\n"), "{answer}");
+    }
+    drop(idle);
+}
+
+/// A head larger than the limit (64 KiB, well within hyper's own default of about 400 KiB;
+/// and 1 MiB) gets 431 and the connection closes; a scrape after it is answered.
+#[tokio::test]
+async fn a_huge_head_is_refused() {
+    let addr = endpoint(serve::Limits::DEFAULT);
+    for size in [64 << 10, 1 << 20] {
+        let mut head = b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'x', size));
+        head.extend_from_slice(b"\r\n\r\n");
+        let answer = ask(addr, &head).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{size}: {}",
+            answer.lines().next().unwrap_or("")
+        );
+    }
+    assert!(ask(addr, SCRAPE).await.starts_with("HTTP/1.1 200"));
+}
+
+/// Past the limit of open connections, the oldest that has sent nothing is closed first; one
+/// that has asked and waits on a kept-alive connection stays while quiet ones remain.
+#[tokio::test]
+async fn past_the_limit_the_oldest_quiet_connection_goes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limits = serve::Limits {
+        open: 4,
+        head_timeout: Duration::from_secs(3600),
+        ..serve::Limits::DEFAULT
+    };
+    let addr = endpoint(limits);
+    // A kept-alive scraper, answered once.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    kept.write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0; 64 * 1024];
+    let mut got = String::new();
+    while !got.ends_with("# EOF\n") {
+        let n = kept.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before its answer: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Quiet ones up to the limit, then one more: the first quiet one is closed.
+    let mut quiet = Vec::new();
+    for _ in 0..4 {
+        quiet.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        // Accepted before the next (the answer of a scrape means the loop went round).
+        assert!(ask(addr, SCRAPE).await.starts_with("HTTP/1.1 200"));
+    }
+    let n = tokio::time::timeout(Duration::from_secs(60), quiet[0].read(&mut buf))
+        .await
+        .expect("the oldest quiet connection closed");
+    assert_eq!(n.unwrap_or(0), 0, "closed, with nothing said");
+    // The kept-alive scraper is still served.
+    kept.write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut again = Vec::new();
+    let _ = kept.read_to_end(&mut again).await;
+    assert!(String::from_utf8_lossy(&again).starts_with("HTTP/1.1 200"));
 }
