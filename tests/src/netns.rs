@@ -181,9 +181,7 @@ impl HostPair {
         port: u16,
         args: &[&std::ffi::OsStr],
     ) -> Background {
-        let mut cmd = Self::cmd(ns, "python3");
-        cmd.args(["-c", script]).args(args);
-        let server = Background::spawn(cmd);
+        let server = Self::python(ns, script, args);
         wait_until(
             &format!("a server on port {port} in {ns}"),
             Duration::from_secs(10),

@@ -27,6 +27,25 @@ for _ in range(120):
 c.close()
 ";
 
+/// A client in host a running `script` against a [`DRAIN`] server on `port` of host b, which
+/// writes how many bytes it got into `got` once the client has closed; both killed on drop.
+fn drained(
+    hosts: &HostPair,
+    script: &str,
+    port: u16,
+    got: &std::path::Path,
+) -> (Background, Background) {
+    let number = port.to_string();
+    let server = HostPair::python_server(
+        &hosts.b,
+        DRAIN,
+        port,
+        &[B4.as_ref(), number.as_ref(), got.as_os_str()],
+    );
+    let client = HostPair::python(&hosts.a, script, &[B4.as_ref(), number.as_ref()]);
+    (server, client)
+}
+
 /// Sets host a's link down, then up.
 fn flap(hosts: &HostPair) {
     for state in ["down", "up"] {
@@ -50,13 +69,7 @@ fn counting_goes_on_across_link_flaps_on_both_paths() {
         cmd_args.extend_from_slice(args);
         let live = start_said(headless(&hosts.a, &cmd_args), &out, &err);
         let got = dir.path().join("got");
-        let _server = HostPair::python_server(
-            &hosts.b,
-            DRAIN,
-            5320,
-            &[B4.as_ref(), "5320".as_ref(), got.as_os_str()],
-        );
-        let _client = HostPair::python(&hosts.a, STEADY, &[B4.as_ref(), "5320".as_ref()]);
+        let _traffic = drained(&hosts, STEADY, 5320, &got);
         let server = format!("{B4}:5320");
         // Three flaps while it sends: the first once tcptrack has counted some of it.
         wait_refresh(&out, &format!("{path}: the connection counted"), |recs| {
@@ -324,13 +337,7 @@ fn stopped_and_continued_the_kernel_counts_lose_nothing() {
     let (out, err) = (dir.path().join("live.json"), dir.path().join("live.err"));
     let live = start_said(headless(&hosts.a, &["-i", &hosts.a_if]), &out, &err);
     let got = dir.path().join("got");
-    let _server = HostPair::python_server(
-        &hosts.b,
-        DRAIN,
-        5350,
-        &[B4.as_ref(), "5350".as_ref(), got.as_os_str()],
-    );
-    let _client = HostPair::python(&hosts.a, STREAM, &[B4.as_ref(), "5350".as_ref()]);
+    let _traffic = drained(&hosts, STREAM, 5350, &got);
     let server = format!("{B4}:5350");
     wait_refresh(&out, "the stream counted", |recs| {
         recs.iter()

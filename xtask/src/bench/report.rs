@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::measure::{median_by, Usage};
-use scale::thousands;
+pub(crate) use scale::thousands;
 
 /// `met` or `NOT met`.
 const fn met(yes: bool) -> &'static str {

@@ -8,7 +8,7 @@
 //! (`--output none`) over a longer window.
 
 mod load;
-mod scrape;
+pub mod scrape;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -87,7 +87,7 @@ pub struct MonitorCost {
 }
 
 /// `n` with commas between thousands: `60,000`.
-pub(super) fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -110,7 +110,10 @@ fn scrape() -> Result<u64> {
 }
 
 /// One GET of `/metrics`: its body.
-fn get() -> Result<String> {
+///
+/// # Errors
+/// No whole answer with status 200.
+pub fn get() -> Result<String> {
     let mut s = TcpStream::connect(METRICS)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\nConnection: close\r\n\r\n")?;

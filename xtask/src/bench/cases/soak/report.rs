@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::super::super::report::thousands;
+
 /// Samples before this many seconds are the warm-up: the flatness targets compare with the
 /// first sample after it.
 pub const WARM_UP_SECONDS: u64 = 120;
@@ -285,19 +287,6 @@ impl fmt::Display for Soak {
     }
 }
 
-/// `n` with a comma between thousands.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +362,5 @@ mod tests {
         reset.flow_log.not_closed = 1;
         assert!(reset.targets().iter().any(|t| !t.met));
         assert!(soak(Vec::new()).targets().iter().filter(|t| !t.met).count() >= 2);
-        assert_eq!(thousands(360_000), "360,000");
     }
 }

@@ -3,14 +3,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
-/// Where tcptrack serves its metrics, on host a's loopback (not the interface it watches).
-pub const METRICS: &str = "127.0.0.1:9100";
+use super::super::scale::scrape::get;
+pub use super::super::scale::scrape::METRICS;
 
 /// One scrape: each series' value summed over its labels (`tcptrack_connections` over its
 /// states, `tcptrack_connections_ended_total` over how they ended).
@@ -20,19 +17,7 @@ pub struct Scrape(HashMap<String, f64>);
 impl Scrape {
     /// One GET of `/metrics` (from a thread in host a's network namespace).
     pub fn get() -> Result<Self> {
-        let mut s = TcpStream::connect(METRICS).context("connect to the metrics endpoint")?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tcptrack\r\nConnection: close\r\n\r\n")?;
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer)?;
-        let text = String::from_utf8_lossy(&answer);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            bail!("no HTTP answer: {text}");
-        };
-        if !head.starts_with("HTTP/1.1 200") || !body.ends_with("# EOF\n") {
-            bail!("not a whole answer: {head}");
-        }
-        Self::parse(body)
+        Self::parse(&get()?)
     }
 
     /// The series of an OpenMetrics `body`.
