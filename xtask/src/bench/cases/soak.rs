@@ -16,7 +16,6 @@ mod sample;
 
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _};
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -27,6 +26,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use tcptrack_tests::netns::{wait_until, Background, HostPair, A4};
 
 use super::super::measure::READY;
+use super::scale::scrape::{in_netns, spawn_in_netns};
 use super::{start_monitor, sysctl, watchers, Monitor};
 use crate::step;
 pub use report::Soak;
@@ -243,33 +243,6 @@ fn retransmitted(ns: &str) -> Result<u64> {
         .find(|(name, _)| *name == "RetransSegs")
         .and_then(|(_, v)| v.parse().ok())
         .with_context(|| format!("RetransSegs in {ns}'s /proc/net/snmp"))
-}
-
-/// `f` run on a thread of its own in network namespace `ns` (named by `ip netns`).
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    spawn_in_netns(ns, f)?
-        .join()
-        .map_err(|_| anyhow!("a thread in {ns} panicked"))?
-}
-
-/// `f` started on a thread of its own in network namespace `ns`.
-fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<JoinHandle<Result<T>>> {
-    let path = format!("/var/run/netns/{ns}");
-    let netns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-    Ok(std::thread::spawn(move || {
-        // SAFETY: setns(2) on a descriptor we own, for this thread alone (a network namespace
-        // is per thread).
-        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
-        f()
-    }))
 }
 
 /// What the sampler gathered.

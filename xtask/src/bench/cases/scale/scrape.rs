@@ -37,16 +37,9 @@ impl Scraper {
     /// Starts scraping [`METRICS`] in network namespace `ns` (named by `ip netns`) every
     /// second, the first at once.
     pub fn start(ns: &str) -> Result<Self> {
-        let path = format!("/var/run/netns/{ns}");
-        let netns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            // SAFETY: setns(2) on a descriptor we own, for this thread alone (a network
-            // namespace is per thread).
-            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
+        let thread = spawn_in_netns(ns, move || {
             let mut got = Scraped::default();
             let mut next = Instant::now();
             while !stopping.load(Ordering::Relaxed) {
@@ -58,7 +51,7 @@ impl Scraper {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(got)
-        });
+        })?;
         Ok(Self { stop, thread })
     }
 
@@ -74,18 +67,41 @@ impl Scraper {
 /// The connections listed, by one scrape of [`METRICS`] in network namespace `ns`: the sum of
 /// the `tcptrack_connections` gauge over its states.
 pub fn listed_in(ns: &str) -> Result<u32> {
+    in_netns(ns, || listed(&get().context("scrape /metrics")?))
+}
+
+/// `f` run on a thread of its own in network namespace `ns` (named by `ip netns`): what it
+/// gave.
+///
+/// # Errors
+/// The namespace cannot be entered, or `f` fails.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    spawn_in_netns(ns, f)?
+        .join()
+        .map_err(|_| anyhow!("a thread in {ns} panicked"))?
+}
+
+/// `f` started on a thread of its own in network namespace `ns`.
+///
+/// # Errors
+/// The namespace's file cannot be opened.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
     let path = format!("/var/run/netns/{ns}");
     let netns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-    std::thread::spawn(move || {
-        // SAFETY: as in `Scraper::start`.
+    Ok(std::thread::spawn(move || {
+        // SAFETY: setns(2) on a descriptor we own, for this thread alone (a network namespace
+        // is per thread).
         if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
-        let body = get().context("scrape /metrics")?;
-        listed(&body)
-    })
-    .join()
-    .map_err(|_| anyhow!("the scrape panicked"))?
+        f()
+    }))
 }
 
 /// The sum of the `tcptrack_connections{state=...}` lines of a scrape's `body`.
