@@ -68,9 +68,9 @@ fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
     Some((comm, rest.split_whitespace().collect()))
 }
 
-/// CPU time used so far and peak memory of a running process, from /proc (in clock ticks:
-/// 10 ms on most systems).
-pub fn proc_usage(pid: u32) -> Result<(Duration, u64)> {
+/// CPU time a running process has used so far (user and system), in clock ticks (10 ms on most
+/// systems), from /proc.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/PID/stat")?;
     let (_, f) = split_stat(&stat).context("stat format")?;
     // utime and stime: fields 14 and 15.
@@ -80,7 +80,12 @@ pub fn proc_usage(pid: u32) -> Result<(Duration, u64)> {
             .parse::<u64>()
             .context("stat field")
     };
-    let ticks = field(11)? + field(12)?;
+    Ok(field(11)? + field(12)?)
+}
+
+/// CPU time used so far and peak memory of a running process, from /proc.
+pub fn proc_usage(pid: u32) -> Result<(Duration, u64)> {
+    let ticks = cpu_ticks(pid)?;
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     let status =

@@ -115,26 +115,11 @@ impl Process {
         let open_files = fs::read_dir(format!("/proc/{pid}/fd"))
             .with_context(|| format!("read /proc/{pid}/fd"))?
             .count();
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("read /proc/{pid}/stat"))?;
-        // utime and stime: the 12th and 13th fields after the command name's `)`.
-        let after: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("a stat line")?
-            .1
-            .split_whitespace()
-            .collect();
-        let tick = |i: usize| -> Result<u64> {
-            after
-                .get(i)
-                .and_then(|v| v.parse().ok())
-                .context("utime and stime in /proc/PID/stat")
-        };
         Ok(Self {
             rss_kib: field("VmRSS:")?,
             open_files: u64::try_from(open_files)?,
             threads: field("Threads:")?,
-            cpu_ticks: tick(11)? + tick(12)?,
+            cpu_ticks: super::super::super::measure::cpu_ticks(pid)?,
         })
     }
 }
