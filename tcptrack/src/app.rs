@@ -2,12 +2,16 @@
 
 use std::io::Write;
 
-use crate::cli::{Config, OutputFormat};
+use std::path::PathBuf;
+
+use crate::cli::{Config, FlowLogTarget, OutputFormat, Source};
 use crate::error::Error;
 use crate::flowlog::FlowLog;
 use crate::headless::Headless;
 use crate::metrics::{self, About, Metrics};
 use crate::monitor::{drive, Monitor};
+use crate::privilege::{Dropped, Plan, User};
+use crate::sandbox::Rules;
 use crate::source::{self, Feed, SourceKind, SourceMsg, Started};
 use crate::table::ConnectionTable;
 
@@ -25,42 +29,32 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let listener = cfg.metrics.map(|c| metrics::bind(c.addr)).transpose()?;
-    let flow_log = cfg.flow_log.as_ref().map(FlowLog::open).transpose()?;
-    // Under the screen, its status line says what the flow log could not write.
-    let flow_log = flow_log.map(|f| if screen { f.quiet() } else { f });
-    let flow_log_lost = flow_log.as_ref().map(FlowLog::lost);
-    // Headless, a capture is always read whole; `--replay` paces the screen only.
-    let replay = if screen { cfg.replay } else { None };
-    let (started, feed) = source::start(cfg, replay)?;
-    let mut beside = (serve_metrics(cfg, &started, listener, &runtime)?, flow_log);
-    let mut table_cfg = cfg.table.clone();
-    // A capture read whole reports every connection it had, also those that ended.
-    table_cfg.keep_finished = started.kind == SourceKind::Capture;
-    // What lists the connections at every refresh walks the table's order.
-    table_cfg.listing = screen
-        || (started.kind == SourceKind::Live
-            && matches!(
-                cfg.output,
-                Some(OutputFormat::Json | OutputFormat::Csv | OutputFormat::Table)
-            ));
-    let mut m = Monitor::new(
-        ConnectionTable::new(table_cfg),
-        started.label.clone(),
-        started.kind,
-    );
-    // Why the live path is libpcap's: beside the path on the status line.
-    m.notice = started.fallback.as_ref().map(ToString::to_string);
-    m.processes = started.processes.clone();
-    m.flow_log_lost = flow_log_lost;
-    m.refresh_origin = started.refresh_origin;
     // Records carry the RTT, retransmissions and process of this host's sockets; the screen
     // asks for them while it shows them.
-    m.locals_for_records = cfg.flow_log.is_some()
-        || matches!(
-            cfg.output,
-            Some(OutputFormat::Json | OutputFormat::Csv | OutputFormat::Table)
-        );
+    let records = cfg.flow_log.is_some() || lists(cfg);
+    // Processes are named live only.
+    let live = !matches!(cfg.source, Source::File(_));
+    let plan = privilege_plan(cfg, live && (screen || records));
+    plan.check()?;
+    let listener = cfg
+        .metrics
+        .as_ref()
+        .map(|c| metrics::bind(c.addr))
+        .transpose()?;
+    // Headless, a capture is always read whole; `--replay` paces the screen only.
+    let replay = if screen { cfg.replay } else { None };
+    let (started, feed) = source::start(cfg, replay, &plan)?;
+    // As tcpdump writes its files: as the user it runs as, once privileges are given up.
+    let flow_log = match cfg.flow_log.as_ref().map(FlowLog::open).transpose() {
+        // Under the screen, its status line says what the flow log could not write.
+        Ok(f) => f.map(|f| if screen { f.quiet() } else { f }),
+        Err(e) => return Err(started.stop(feed, e)),
+    };
+    let flow_log_lost = flow_log.as_ref().map(FlowLog::lost);
+    let mut beside = (serve_metrics(cfg, &started, listener, &runtime)?, flow_log);
+    let mut m = monitor(cfg, &started, screen);
+    m.flow_log_lost = flow_log_lost;
+    m.locals_for_records = records;
     let rx = match feed {
         Feed::Channel(rx) => rx,
         Feed::Inline(mut file) => {
@@ -100,6 +94,11 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         if let Some(log) = &verifier_log {
             eprintln!("tcptrack: the verifier's log:\n{log}");
         }
+        if cfg.verbose {
+            for line in m.privileges.iter().flatten() {
+                eprintln!("tcptrack: {line}");
+            }
+        }
         let mut headless = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
         headless.units = cfg.units;
         let mut sink = (headless, &mut beside);
@@ -115,6 +114,58 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     m.pending_error.map_or(Ok(()), Err)
 }
 
+/// Whether the headless output lists connections (at every refresh, live).
+fn lists(cfg: &Config) -> bool {
+    matches!(
+        cfg.output,
+        Some(OutputFormat::Json | OutputFormat::Csv | OutputFormat::Table)
+    )
+}
+
+/// The monitor of `started`'s connections.
+fn monitor(cfg: &Config, started: &Started, screen: bool) -> Monitor {
+    let mut table_cfg = cfg.table.clone();
+    // A capture read whole reports every connection it had, also those that ended.
+    table_cfg.keep_finished = started.kind == SourceKind::Capture;
+    // What lists the connections at every refresh walks the table's order.
+    table_cfg.listing = screen || (started.kind == SourceKind::Live && lists(cfg));
+    let mut m = Monitor::new(
+        ConnectionTable::new(table_cfg),
+        started.label.clone(),
+        started.kind,
+    );
+    // Why the live path is libpcap's: beside the path on the status line.
+    m.notice = started.fallback.as_ref().map(ToString::to_string);
+    m.processes = started.processes.clone();
+    m.refresh_origin = started.refresh_origin;
+    m.privileges = started.dropped.as_ref().map(Dropped::lines);
+    m
+}
+
+/// What is given up once the source is open: see [`crate::privilege`].
+fn privilege_plan(cfg: &Config, processes: bool) -> Plan {
+    let mut write = Vec::new();
+    if let Some(FlowLogTarget::File(p)) = &cfg.flow_log {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        write.push(dir.map_or_else(|| PathBuf::from("."), PathBuf::from));
+    }
+    Plan {
+        user: cfg.user.clone().or_else(User::from_sudo),
+        processes,
+        sandbox: Rules {
+            off: cfg.no_sandbox,
+            read: match &cfg.source {
+                Source::File(p) => vec![p.clone()],
+                _ => Vec::new(),
+            },
+            write,
+            records: (!cfg.libpcap && !matches!(cfg.source, Source::File(_)))
+                .then(crate::ebpf::records_dir),
+            bind: cfg.metrics.as_ref().map(|c| c.addr.port()),
+        },
+    }
+}
+
 /// The metrics of `started`'s source, served on `listener` (when `--metrics` asked) by a task
 /// of `runtime`: it answers while the monitor's loop runs.
 fn serve_metrics(
@@ -123,7 +174,7 @@ fn serve_metrics(
     listener: Option<std::net::TcpListener>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<Metrics>, Error> {
-    let (Some(c), Some(listener)) = (cfg.metrics, listener) else {
+    let (Some(c), Some(listener)) = (cfg.metrics.as_ref(), listener) else {
         return Ok(None);
     };
     let path = match (started.kind, &started.fallback) {
@@ -137,10 +188,11 @@ fn serve_metrics(
     };
     let (metrics, registry) = Metrics::new(c.ports, &about);
     let _in_runtime = runtime.enter();
-    let server = metrics::serve(listener, registry).map_err(|source| Error::Metrics {
-        addr: c.addr,
-        source,
-    })?;
+    let server =
+        metrics::serve(listener, registry, c.web.clone()).map_err(|source| Error::Metrics {
+            addr: c.addr,
+            source,
+        })?;
     runtime.spawn(server);
     Ok(Some(metrics))
 }

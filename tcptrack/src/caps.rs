@@ -16,6 +16,10 @@ pub enum Capability {
     Perfmon,
     /// Maps and programs; the kernel path.
     Bpf,
+    /// Reading other users' `/proc/PID/fd` links: which process holds a socket.
+    SysPtrace,
+    /// Listing other users' `/proc/PID/fd` folders.
+    DacReadSearch,
 }
 
 impl Capability {
@@ -27,7 +31,14 @@ impl Capability {
             Self::SysAdmin => 21,
             Self::Perfmon => 38,
             Self::Bpf => 39,
+            Self::SysPtrace => 19,
+            Self::DacReadSearch => 2,
         }
+    }
+
+    /// Its bit in a capability set.
+    const fn bit(self) -> u64 {
+        1 << self.number()
     }
 
     /// The name `setcap` and `capsh` use, upper case.
@@ -39,6 +50,8 @@ impl Capability {
             Self::SysAdmin => "CAP_SYS_ADMIN",
             Self::Perfmon => "CAP_PERFMON",
             Self::Bpf => "CAP_BPF",
+            Self::SysPtrace => "CAP_SYS_PTRACE",
+            Self::DacReadSearch => "CAP_DAC_READ_SEARCH",
         }
     }
 }
@@ -101,7 +114,7 @@ impl Held {
     }
 
     const fn bit(self, c: Capability) -> bool {
-        self.0 & (1 << c.number()) != 0
+        self.0 & c.bit() != 0
     }
 
     /// Those of `needed` that are not held, in the order given.
@@ -109,6 +122,111 @@ impl Held {
     pub fn missing(self, needed: &[Capability]) -> Vec<Capability> {
         needed.iter().copied().filter(|&c| !self.has(c)).collect()
     }
+}
+
+/// A thread's capability sets, as `capget(2)` reads them: one bit per capability number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sets {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+impl Sets {
+    /// Only the capabilities of `caps`, effective and permitted; none inheritable.
+    #[must_use]
+    pub fn only(caps: &[Capability]) -> Self {
+        let bits = caps.iter().fold(0, |m, c| m | c.bit());
+        Self {
+            effective: bits,
+            permitted: bits,
+            inheritable: 0,
+        }
+    }
+
+    /// These sets without `caps` in the effective set (they stay permitted: they can be raised
+    /// again).
+    #[must_use]
+    pub fn lowered(self, caps: &[Capability]) -> Self {
+        let bits = caps.iter().fold(0, |m, c| m | c.bit());
+        Self {
+            effective: self.effective & !bits,
+            ..self
+        }
+    }
+
+    /// Whether `c` is in the permitted set.
+    #[must_use]
+    pub const fn permits(self, c: Capability) -> bool {
+        self.permitted & c.bit() != 0
+    }
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, as two 32-bit halves.
+const VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct Header {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Half {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The calling thread's capability sets.
+///
+/// # Errors
+/// `capget(2)` failed.
+pub fn get() -> std::io::Result<Sets> {
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut d = [Half::default(); 2];
+    // SAFETY: capget reads the header and writes two halves into the array we own.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &raw mut h, d.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let join = |f: fn(&Half) -> u32| u64::from(f(&d[0])) | u64::from(f(&d[1])) << 32;
+    Ok(Sets {
+        effective: join(|h| h.effective),
+        permitted: join(|h| h.permitted),
+        inheritable: join(|h| h.inheritable),
+    })
+}
+
+/// Sets the calling thread's capability sets (only lowering, unless raising what is permitted).
+///
+/// # Errors
+/// `capset(2)` refused.
+pub fn set(s: Sets) -> std::io::Result<()> {
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    // The halves: the low 32 bits, then the high.
+    let half = |shift: u32| {
+        let part = |v: u64| u32::try_from((v >> shift) & 0xffff_ffff).unwrap_or(u32::MAX);
+        Half {
+            effective: part(s.effective),
+            permitted: part(s.permitted),
+            inheritable: part(s.inheritable),
+        }
+    };
+    let d = [half(0), half(32)];
+    // SAFETY: capset reads the header and the two halves we own.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &raw mut h, d.as_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

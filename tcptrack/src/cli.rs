@@ -81,6 +81,18 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value = "50", requires = "metrics", value_parser = clap::value_parser!(u16), allow_negative_numbers = true)]
     pub metrics_ports: u16,
 
+    /// The metrics endpoint's web configuration, as Prometheus exporters read it
+    /// (exporter-toolkit's `--web.config.file`): TLS (`tls_server_config`: cert_file, key_file,
+    /// min_version, max_version, client_auth_type with client_ca_file) and basic
+    /// authentication (`basic_auth_users`, bcrypt hashes). Checked at start
+    #[arg(
+        long = "web-config",
+        visible_alias = "web.config.file",
+        value_name = "FILE",
+        requires = "metrics"
+    )]
+    pub web_config: Option<PathBuf>,
+
     /// Write one JSON line per connection into PATH when tcptrack forgets it (closed, reset,
     /// timed out) and, at exit, one per connection still listed; `-` for standard output.
     /// SIGHUP reopens PATH
@@ -105,7 +117,8 @@ pub struct Args {
     pub columns: crate::view::Columns,
 
     /// When the kernel refuses its programs, also write the verifier's log on stderr (it is
-    /// kept out of the one-line reason otherwise)
+    /// kept out of the one-line reason otherwise); headless, also say what privileges tcptrack
+    /// kept after setup and how it is confined
     #[arg(long)]
     pub verbose: bool,
 
@@ -113,6 +126,21 @@ pub struct Args {
     /// beyond are not counted (and that is shown)
     #[arg(long, value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(16..=16_777_216), allow_negative_numbers = true)]
     pub max_connections: u32,
+
+    /// Once the capture is open, run as USER (a name, or a number), as tcpdump's -Z does.
+    /// Started as root under sudo, tcptrack runs as the user who ran sudo unless -Z says
+    /// otherwise (`-Z root` stays root). Either way it keeps only the capabilities its run
+    /// still uses (the help view, ?, names them)
+    #[arg(short = 'Z', value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Do not confine tcptrack with Landlock after setup (for debugging; said in the help view
+    /// and with --verbose). Confined, it reads only /proc, /sys, /etc and the capture file,
+    /// writes only in the flow log's folder and, from Linux 6.7, binds only the metrics port
+    /// and connects nowhere; Landlock needs Linux 5.13, and a kernel enforces the rights it
+    /// knows of
+    #[arg(long)]
+    pub no_sandbox: bool,
 
     /// Print version
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
@@ -200,12 +228,14 @@ pub enum FlowLogTarget {
 }
 
 /// The metrics endpoint, as asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct MetricsConfig {
     /// Where to listen.
     pub addr: SocketAddr,
     /// Local server ports with series of their own (`--metrics-ports`).
     pub ports: u16,
+    /// TLS and basic authentication (`--web-config`).
+    pub web: crate::metrics::Web,
 }
 
 /// Where packets come from.
@@ -245,7 +275,22 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// Write a flow log (`--flow-log`).
     pub flow_log: Option<FlowLogTarget>,
+    /// Run as this user once the capture is open (`-Z`).
+    pub user: Option<crate::privilege::User>,
+    /// No Landlock confinement (`--no-sandbox`).
+    pub no_sandbox: bool,
     pub table: TableConfig,
+}
+
+/// The metrics endpoint's web configuration (`--web-config`), checked; none without it.
+fn web_config(path: Option<&std::path::Path>) -> Result<crate::metrics::Web, Error> {
+    path.map_or_else(
+        || Ok(crate::metrics::Web::default()),
+        |p| {
+            crate::metrics::Web::load(p)
+                .map_err(|e| Error::Usage(format!("--web-config {}: {e}", p.display())))
+        },
+    )
 }
 
 // The value parsers' messages follow clap's `invalid value '-5' for '-r <SECONDS>': `, and
@@ -357,9 +402,11 @@ impl Args {
             }
             (_, output) => output,
         };
+        let web = web_config(self.web_config.as_deref())?;
         let metrics = self.metrics.map(|addr| MetricsConfig {
             addr,
             ports: self.metrics_ports,
+            web,
         });
         Ok(Config {
             source,
@@ -379,6 +426,12 @@ impl Args {
                 crate::format::Units::Bytes
             },
             metrics,
+            user: self
+                .user
+                .as_deref()
+                .map(crate::privilege::User::lookup)
+                .transpose()?,
+            no_sandbox: self.no_sandbox,
             table: TableConfig {
                 report_ended: flow_log.is_some(),
                 detect_midstream: !self.no_midstream,
@@ -512,13 +565,12 @@ mod tests {
     #[test]
     fn metrics_and_flow_log_options() {
         let c = parse(&["--metrics", "127.0.0.1:9100", "--flow-log", "f.jsonl"]).expect("valid");
+        let m = c.metrics.expect("metrics");
         assert_eq!(
-            c.metrics,
-            Some(MetricsConfig {
-                addr: "127.0.0.1:9100".parse().expect("addr"),
-                ports: 50
-            })
+            (m.addr, m.ports),
+            ("127.0.0.1:9100".parse().expect("addr"), 50)
         );
+        assert!(m.web.tls.is_none() && m.web.users.is_none());
         assert_eq!(c.flow_log, Some(FlowLogTarget::File("f.jsonl".into())));
         assert!(c.table.report_ended);
         assert_eq!(c.output, None);

@@ -251,6 +251,20 @@ fn privileges(roff: &mut Roff) {
              capability is named in one line.",
         )],
     );
+    para(
+        roff,
+        [roman(
+            "Once the capture is open, tcptrack keeps only the capabilities its run still uses \
+             (none for capture files, libpcap, or the kernel path on a named interface from \
+             Linux 6.6; CAP_BPF and CAP_NET_ADMIN to attach to interfaces that come up with -i \
+             any; CAP_NET_ADMIN to take netlink filters off before 6.6; CAP_BPF to read its \
+             maps before 6.5; CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to name other users' \
+             processes when it shows or writes them), sets no-new-privileges, runs as the user \
+             -Z names (under sudo, the user who ran sudo), and confines itself with Landlock \
+             (Linux 5.13 on) unless --no-sandbox is given. The help view (?) says what it \
+             kept and how it is confined.",
+        )],
+    );
 }
 
 fn exit_status(roff: &mut Roff) {

@@ -50,6 +50,9 @@ impl Error {
 pub enum Error {
     #[error("{0}")]
     Usage(String),
+    /// Giving up privileges after setup failed: tcptrack does not run with more than it said.
+    #[error("{0}")]
+    Privileges(String),
     /// The file system's reason a capture cannot be read (no such file, a directory).
     #[error("cannot read capture {}: {}", capture_name(.path), io_reason(.source))]
     CaptureFile {

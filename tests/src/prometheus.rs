@@ -73,13 +73,28 @@ impl Prometheus {
     /// Prometheus is not installed or not ready within 60 s.
     #[must_use]
     pub fn start(ns: &str, target: &str) -> Self {
+        Self::start_jobs(
+            ns,
+            &format!(
+                "  - job_name: tcptrack\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+    }
+
+    /// Starts Prometheus in `ns` with `jobs` (the `scrape_configs` list, in YAML), scraping
+    /// every second, and waits until it is ready.
+    ///
+    /// # Panics
+    /// Prometheus is not installed or not ready within 60 s.
+    #[must_use]
+    pub fn start_jobs(ns: &str, jobs: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: tcptrack\n    static_configs:\n      - targets: ['{target}']\n"
+                 scrape_configs:\n{jobs}"
             ),
         )
         .expect("write the configuration");

@@ -42,6 +42,9 @@ const TEST_PACKAGES: &[&str] = &[
     "libfaketime",
     // The text of the soak's plot (`cargo xtask bench --only soak`).
     "fonts-dejavu-core",
+    // Certificates (openssl) and bcrypt hashes (htpasswd) for the metrics' web configuration.
+    "openssl",
+    "apache2-utils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

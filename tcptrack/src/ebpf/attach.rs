@@ -90,8 +90,20 @@ pub fn interface_exists(index: u32) -> bool {
     !unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null()
 }
 
-/// The folder of the netlink filters' records, and this process's record in it.
+/// The folder of the netlink filters' records (of the user tcptrack was started as).
+#[must_use]
+pub fn records_dir() -> PathBuf {
+    records().0
+}
+
+/// The folder of the netlink filters' records, and this process's record in it: found once,
+/// so that it stays the same after tcptrack switches users.
 fn records() -> (PathBuf, PathBuf) {
+    static RECORDS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    RECORDS.get_or_init(find_records).clone()
+}
+
+fn find_records() -> (PathBuf, PathBuf) {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let user = PathBuf::from(format!("/run/user/{uid}"));

@@ -17,8 +17,10 @@
 //! ports' counters add up to all that local servers did.
 
 mod serve;
+pub mod web;
 
 pub use serve::{bind, serve};
+pub use web::Web;
 
 use std::borrow::Cow;
 use std::time::Duration;

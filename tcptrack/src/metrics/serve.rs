@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::task::AbortHandle;
 
+use super::web::Web;
 use crate::error::Error;
 
 /// The content type of the OpenMetrics text format.
@@ -68,8 +69,9 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
 pub fn serve(
     listener: std::net::TcpListener,
     registry: Registry,
+    web: Web,
 ) -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
-    serve_within(listener, registry, Limits::DEFAULT)
+    serve_within(listener, registry, Limits::DEFAULT, web)
 }
 
 /// A connection being served: whether it has sent a request yet, and its task.
@@ -86,9 +88,11 @@ pub fn serve_within(
     listener: std::net::TcpListener,
     registry: Registry,
     limits: Limits,
+    web: Web,
 ) -> Result<impl std::future::Future<Output = ()>, std::io::Error> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let registry = Arc::new(registry);
+    let web = Arc::new(web);
     Ok(async move {
         let mut open: VecDeque<Open> = VecDeque::with_capacity(limits.open);
         loop {
@@ -110,6 +114,7 @@ pub fn serve_within(
                 Arc::clone(&registry),
                 Arc::clone(&asked),
                 limits,
+                Arc::clone(&web),
             ));
             open.push_back(Open {
                 asked,
@@ -120,17 +125,57 @@ pub fn serve_within(
 }
 
 /// Serves one connection until it closes, times out or is aborted; `asked` once a request's
-/// head has come.
+/// head has come. Over TLS when `web` says, the handshake within the head's time.
 async fn connection(
     stream: tokio::net::TcpStream,
     registry: Arc<Registry>,
     asked: Arc<AtomicBool>,
     limits: Limits,
+    web: Arc<Web>,
 ) {
-    let service = hyper::service::service_fn(move |req| {
+    let Some(tls) = web.tls.clone() else {
+        return http(TokioIo::new(stream), registry, asked, limits, web).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // A handshake that fails or does not end in time is no error of ours either.
+    if let Ok(Ok(stream)) = tokio::time::timeout(limits.head_timeout, acceptor.accept(stream)).await
+    {
+        http(TokioIo::new(stream), registry, asked, limits, web).await;
+    }
+}
+
+/// HTTP/1.1 on `io` until it closes or times out.
+async fn http<I>(
+    io: I,
+    registry: Arc<Registry>,
+    asked: Arc<AtomicBool>,
+    limits: Limits,
+    web: Arc<Web>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         asked.store(true, Ordering::Relaxed);
         let registry = Arc::clone(&registry);
-        async move { Ok::<_, Infallible>(answer(&req, &registry)) }
+        let web = Arc::clone(&web);
+        async move {
+            let allowed = match &web.users {
+                None => true,
+                Some(users) => {
+                    let auth = req.headers().get(AUTHORIZATION).cloned();
+                    Arc::clone(users).allow(auth).await
+                }
+            };
+            let mut r = if allowed {
+                answer(&req, &registry)
+            } else {
+                unauthorized()
+            };
+            for (k, v) in &web.headers {
+                r.headers_mut().insert(k.clone(), v.clone());
+            }
+            Ok::<_, Infallible>(r)
+        }
     });
     // A scraper that goes away mid-answer, or a head too slow or too large, is no error of
     // ours.
@@ -138,8 +183,19 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.head_timeout)
         .max_buf_size(limits.head_bytes)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(io, service)
         .await;
+}
+
+/// 401, asking for a user and password.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"Unauthorized\n")));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tcptrack\""),
+    );
+    r
 }
 
 /// The answer to one request.

@@ -291,7 +291,9 @@ fn endpoint(limits: serve::Limits) -> SocketAddr {
     let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (_m, registry) = Metrics::new(8, &about());
-    tokio::spawn(serve::serve_within(listener, registry, limits).expect("serve"));
+    tokio::spawn(
+        serve::serve_within(listener, registry, limits, web::Web::default()).expect("serve"),
+    );
     addr
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::flow::Opened;
-use crate::source::process::{owners, read_owner, Owner};
+use crate::source::process::{owners_of, read_owner, Owner};
 use crate::source::sockets::{read_connected, LocalSocket};
 use crate::table::Connection;
 
@@ -70,7 +70,7 @@ impl Locals {
             .filter(|i| !self.owners.contains_key(i))
             .collect();
         if !unknown.is_empty() {
-            let found = owners(proc, &|i| unknown.contains(&i));
+            let found = owners_of(proc, &unknown);
             self.owners.extend(found);
         }
         // Forget the owners of sockets that are gone.

@@ -85,6 +85,8 @@ pub struct Monitor {
     pub notice: Option<String>,
     /// Where the processes of connections come from (live only), as the help view says it.
     pub processes: Option<String>,
+    /// What the process holds and how it is confined, for the help view.
+    pub privileges: Option<Vec<String>>,
     /// An error to report once the sinks are done (a capture cut short).
     pub pending_error: Option<Error>,
     /// Packets the source had to drop (a full channel, the capture's own drops).
@@ -140,6 +142,7 @@ impl Monitor {
             ended: false,
             notice: None,
             processes: None,
+            privileges: None,
             pending_error: None,
             dropped: 0,
             kernel: None,

@@ -19,6 +19,7 @@ use crate::cli::{Config, Source};
 use crate::ebpf::KernelError;
 use crate::error::{CaptureError, Error};
 use crate::flow::{FlowUpdate, Timestamp};
+use crate::privilege::{drop_privileges, Needs, Plan};
 
 /// What a source thread hands the main loop.
 #[derive(Debug)]
@@ -114,6 +115,8 @@ pub struct Started {
     pub refresh_origin: Option<Instant>,
     /// Where the processes of connections come from (live only).
     pub processes: Option<String>,
+    /// What was given up once the source was open.
+    pub dropped: Option<crate::privilege::Dropped>,
 }
 
 impl Started {
@@ -124,6 +127,15 @@ impl Started {
             Some(Fallback::Kernel(e)) => e.verifier_log(),
             _ => None,
         }
+    }
+
+    /// Lets the source go (`feed` is its channel) when tcptrack cannot go on, waiting for
+    /// what it attached to be taken off; returns `e`, the reason.
+    #[must_use]
+    pub fn stop(self, feed: Feed, e: Error) -> Error {
+        drop(feed);
+        self.finish();
+        e
     }
 
     /// Waits, once the monitor has let go of the channel, for the source's thread to have taken
@@ -145,11 +157,13 @@ fn file_name(p: &Path) -> String {
 /// Opens the source `cfg` names and starts the thread that feeds the returned channel from it:
 /// a capture file read whole, or replayed at `replay` times its pace, or a live interface through
 /// the kernel or libpcap (see [`open_live`]). Everything that can fail before the first packet
-/// (opening, the filter, the kernel's refusal) fails here.
+/// (opening, the filter, the kernel's refusal) fails here. Once the source is open, and before
+/// its thread starts, privileges are given up as `plan` says.
 ///
 /// # Errors
-/// The file or interface cannot be opened, or the filter is bad.
-pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error> {
+/// The file or interface cannot be opened, the filter is bad, or privileges could not be
+/// given up.
+pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started, Feed), Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_QUEUE);
     let started = |kind, label: SourceLabel, fallback, promiscuous| Started {
         kind,
@@ -163,35 +177,35 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
         poller: None,
         refresh_origin: None,
         processes: None,
+        dropped: None,
     };
     let channel = Feed::Channel(rx);
     match &cfg.source {
         Source::File(path) => {
             let file = file::CaptureFile::open(path, cfg.filter.as_deref())?;
-            Ok(match replay {
+            // A capture file needs nothing more.
+            let dropped = Some(drop_privileges(plan, &Needs::default())?);
+            let name = file_name(path);
+            let (kind, label, feed) = match replay {
                 None => (
-                    started(
-                        SourceKind::Capture,
-                        SourceLabel::File(file_name(path)),
-                        None,
-                        Vec::new(),
-                    ),
+                    SourceKind::Capture,
+                    SourceLabel::File(name),
                     Feed::Inline(Box::new(file)),
                 ),
                 Some(speed) => {
                     file::spawn_replay(file, speed, tx);
-                    let label = SourceLabel::Replay(file_name(path));
-                    (
-                        started(SourceKind::Replay, label, None, Vec::new()),
-                        channel,
-                    )
+                    (SourceKind::Replay, SourceLabel::Replay(name), channel)
                 }
-            })
+            };
+            let mut s = started(kind, label, None, Vec::new());
+            s.dropped = dropped;
+            Ok((s, feed))
         }
         Source::Interface(_) | Source::DefaultInterface => {
             // The default interface is looked up once: the one opened is the one named.
             let name = live::interface_name(&cfg.source)?;
             let (live, fallback) = open_live(cfg, &name)?;
+            let dropped = Some(drop_privileges(plan, &live.needs(&name))?);
             let label = SourceLabel::Live(live.label(&cfg.source));
             let mut processes = "from /proc, as ss -p finds them".to_owned();
             let (promiscuous, thread) = match live {
@@ -226,6 +240,7 @@ pub fn start(cfg: &Config, replay: Option<f64>) -> Result<(Started, Feed), Error
             }
             live.interface = name;
             live.processes = Some(processes);
+            live.dropped = dropped;
             Ok((live, channel))
         }
     }
@@ -251,6 +266,19 @@ pub enum Live {
 }
 
 impl Live {
+    /// What it still does once open, opened on `interface`: for the privilege drop.
+    #[must_use]
+    pub fn needs(&self, interface: &str) -> Needs<'_> {
+        match self {
+            Self::Kernel { poller, hook, .. } => Needs {
+                follow: interface == "any",
+                netlink: *hook == crate::ebpf::TcHook::Netlink,
+                maps: Some(poller.as_ref()),
+            },
+            Self::Libpcap { .. } => Needs::default(),
+        }
+    }
+
     /// How the status line names it, opened for `source`: `kernel on eth0`, `libpcap on eth0`,
     /// with `(the default interface)` after the name when the user named none.
     #[must_use]

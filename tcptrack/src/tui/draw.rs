@@ -427,6 +427,7 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect, m: &Monitor) {
     if let Some(p) = &m.processes {
         text.push(format!("Processes: {p}"));
     }
+    text.extend(m.privileges.iter().flatten().cloned());
     draw_box(frame, area, "tcptrack keys", &text, 72);
 }
 

@@ -293,3 +293,11 @@ impl Poller {
         Ok(())
     }
 }
+
+/// Reading the kernel's maps as the process now stands: the privilege drop tries it without
+/// `CAP_BPF`.
+impl crate::privilege::Attempt for Poller {
+    fn works(&self) -> bool {
+        self.kernel.counters().is_ok()
+    }
+}
