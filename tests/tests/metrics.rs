@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tcptrack_tests::live::{flood, serial, start_said, wait_detached};
 use tcptrack_tests::netns::{wait_until, Background, HostPair, A4};
-use tcptrack_tests::prometheus::{http_get, Prometheus};
+use tcptrack_tests::prometheus::{http_get, sample, Prometheus};
 use tcptrack_tests::{flow_records, tcptrack_bin, FlowRecord};
 
 /// Where tcptrack serves its metrics, in its host's namespace.
@@ -367,4 +367,75 @@ fn a_full_flow_log_file_system_loses_only_what_does_not_fit() {
     );
     drop(fs);
     wait_detached("SIGINT");
+}
+
+/// Requests as fast as one local client sends them (`ab`, 8 at a time, kept alive: thousands a
+/// second) do not hold the monitor back: while they go on, scrapes of
+/// its own succeed, the refreshes go on, a connection that ends is in the flow log, and memory
+/// grows by less than 8 MiB.
+#[test]
+fn a_flood_of_requests_does_not_hold_the_monitor_back() {
+    let _serial = serial();
+    let hosts = HostPair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tcptrack = start(&hosts, dir.path(), &["--output", "none"]);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", tcptrack.0.id()))
+            .expect("tcptrack's status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .expect("VmRSS")
+    };
+    let url = format!("http://{METRICS}/metrics");
+    let refreshes = || {
+        let text = http_get(&hosts.a, &url).expect("a scrape while the flood goes on");
+        sample::<u64>(&text, "tcptrack_refresh_seconds_count").expect("the refresh count")
+    };
+    let before = rss();
+    let mut ab = HostPair::cmd(&hosts.a, "ab");
+    ab.args(["-q", "-k", "-c", "8", "-t", "600", "-n", "100000000", &url]);
+    let ab = Background::spawn(ab);
+    // The flood is on once ab's 8 connections are.
+    wait_until("ab's connections", Duration::from_secs(20), || {
+        let out = HostPair::cmd(&hosts.a, "ss")
+            .args(["-Htn", "state", "established", "dport", "=", ":9100"])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout).lines().count() >= 8
+    });
+    let first = refreshes();
+    connections(&hosts, 1);
+    let log = dir.path().join("flows.jsonl");
+    wait_until(
+        "the connection in the flow log",
+        Duration::from_secs(20),
+        || flow_records(&std::fs::read_to_string(&log).unwrap_or_default()).len() == 1,
+    );
+    wait_until("ten more refreshes", Duration::from_secs(20), || {
+        refreshes() >= first + 10
+    });
+    let out = ab.interrupt();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    eprintln!(
+        "ab: {} requests, {} a second",
+        field("Complete requests:").unwrap_or_default(),
+        field("Requests per second:").unwrap_or_default()
+    );
+    let complete: u64 = field("Complete requests:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("ab's summary: {text}"));
+    assert!(complete > 0, "{text}");
+    assert_eq!(field("Non-2xx responses:"), None, "{text}");
+    let after = rss();
+    assert!(
+        after < before + 8 * 1024,
+        "RSS {before} KiB, then {after} KiB"
+    );
 }
