@@ -134,11 +134,10 @@ pub struct Args {
     #[arg(short = 'Z', value_name = "USER")]
     pub user: Option<String>,
 
-    /// Do not confine tcptrack with Landlock after setup (for debugging; said in the help view
-    /// and with --verbose). Confined, it reads only /proc, /sys, /etc and the capture file,
-    /// writes only in the flow log's folder and, from Linux 6.7, binds only the metrics port
-    /// and connects nowhere; Landlock needs Linux 5.13, and a kernel enforces the rights it
-    /// knows of
+    /// Do not confine tcptrack after setup (for debugging; the help view says so). Confined (Landlock, Linux 5.13 on, with the rights the kernel knows of), it
+    /// reads only /proc, /sys, /etc and the capture file, writes only in the flow log's folder
+    /// and, from Linux 6.7, binds only the metrics port and connects nowhere; a seccomp filter
+    /// refuses the system calls it never makes (exec, ptrace, mounts, modules, ...)
     #[arg(long)]
     pub no_sandbox: bool,
 

@@ -142,6 +142,8 @@ pub struct Dropped {
     pub user: Option<String>,
     /// How the process is confined.
     pub confined: crate::sandbox::Confined,
+    /// Whether the seccomp filter refuses what tcptrack never calls.
+    pub seccomp: bool,
 }
 
 impl Dropped {
@@ -174,9 +176,14 @@ impl Dropped {
             held.push_str(&format!("; runs as {u}"));
         }
         held.push_str("; no new privileges");
+        let seccomp = if self.seccomp {
+            "; seccomp refuses exec, ptrace, mounts, modules and other calls tcptrack never makes"
+        } else {
+            ""
+        };
         vec![
             format!("Privileges: {held}"),
-            format!("Confinement: {}", self.confined),
+            format!("Confinement: {}{seccomp}", self.confined),
         ]
     }
 }
@@ -209,18 +216,29 @@ pub fn drop_privileges(plan: &Plan, needs: &Needs<'_>) -> Result<Dropped, Error>
         kept.retain(|(c, _)| !NAMES.contains(c));
     }
     if !helper.is_empty() {
-        crate::source::process::start_helper(&|| lower_to(&helper, switch))
+        let lower = || {
+            lower_to(&helper, switch)?;
+            crate::sandbox::seccomp(false)
+        };
+        crate::source::process::start_helper(&lower)
             .map_err(|e| fail("cannot start the helper that names processes", e))?;
     }
     let only: Vec<Capability> = kept.iter().map(|&(c, _)| c).collect();
     lower_to(&only, switch).map_err(|e| fail("cannot give up privileges", e))?;
     let confined = crate::sandbox::confine(&plan.sandbox)
         .map_err(|e| Error::Privileges(format!("cannot confine tcptrack: {e}")))?;
+    let seccomp = !plan.sandbox.off;
+    if seccomp {
+        // New BPF programs and maps only where the kernel path reads its own.
+        crate::sandbox::seccomp(needs.maps.is_some())
+            .map_err(|e| fail("cannot install the seccomp filter", e))?;
+    }
     Ok(Dropped {
         kept,
         helper,
         user: switch.map(|u| u.name.clone()),
         confined,
+        seccomp,
     })
 }
 
@@ -355,6 +373,7 @@ mod tests {
             helper: Vec::new(),
             user: Some("alice".into()),
             confined: crate::sandbox::Confined::Off,
+            seccomp: false,
         };
         assert_eq!(
             d.lines()[0],
@@ -366,6 +385,7 @@ mod tests {
             helper: Vec::new(),
             user: None,
             confined: crate::sandbox::Confined::Off,
+            seccomp: false,
         };
         assert_eq!(
             none.lines()[0],

@@ -4,7 +4,8 @@
 //! (and, on kernels before 6.6, the folder of the netlink filters' records, where tcptrack
 //! removes its own at exit). From ABI 4 (6.7) TCP binds only the metrics port and connects nowhere; from ABI 6
 //! (6.12) no signal reaches a process outside, nor an abstract Unix socket. Rights a kernel
-//! does not know are left out, said as "partly" in the help view.
+//! does not know are left out, said as "partly" in the help view. Then a seccomp filter
+//! refuses the system calls tcptrack never makes ([`DENIED`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -136,4 +137,192 @@ pub fn confine(rules: &Rules) -> Result<Confined, RulesetError> {
             bind: rules.bind,
         },
     })
+}
+
+/// System calls tcptrack never makes once set up, refused (`EPERM`) by the seccomp filter:
+/// running programs, debugging or reading other processes, namespaces and mounts, modules and
+/// the kernel's own state, the clock, users and groups, keys, io_uring and userfaultfd (both
+/// ways around other filters), and new BPF programs or maps where the run has no kernel path.
+const DENIED: &[libc::c_long] = &[
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_setns,
+    libc::SYS_unshare,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_mknodat,
+    libc::SYS_personality,
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setgroups,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_perf_event_open,
+];
+
+/// This architecture, as seccomp names it (`AUDIT_ARCH_*`).
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// System call numbers from here on are another ABI's (x32 on x86_64).
+const X32: u32 = 0x4000_0000;
+
+/// The seccomp filter: calls of another architecture or ABI, and [`DENIED`] (and `bpf` unless
+/// `bpf`), get `EPERM`; everything else is allowed.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn filter(bpf: bool) -> Vec<libc::sock_filter> {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: u16::try_from(code).unwrap_or(0),
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        jt,
+        jf,
+        ..stmt(code, k)
+    };
+    let deny = stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | 1);
+    let eq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let mut denied: Vec<u32> = DENIED
+        .iter()
+        .filter_map(|&n| u32::try_from(n).ok())
+        .collect();
+    if !bpf {
+        denied.extend(u32::try_from(libc::SYS_bpf).ok());
+    }
+    let mut p = vec![
+        // seccomp_data: nr at 0, arch at 4.
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+        jump(eq, AUDIT_ARCH, 1, 0),
+        deny,
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jump(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, X32, 0, 1),
+        deny,
+    ];
+    for nr in denied {
+        p.push(jump(eq, nr, 0, 1));
+        p.push(deny);
+    }
+    p.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    p
+}
+
+/// Installs the seccomp filter on this thread (the threads it starts after inherit it), with
+/// `bpf` allowed or not. Needs no-new-privileges set before.
+///
+/// # Errors
+/// The kernel refused the filter.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn seccomp(bpf: bool) -> std::io::Result<()> {
+    let mut p = filter(bpf);
+    let prog = libc::sock_fprog {
+        len: u16::try_from(p.len()).map_err(std::io::Error::other)?,
+        filter: p.as_mut_ptr(),
+    };
+    // SAFETY: prctl reads the program we own, which outlives the call (the kernel copies it).
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &raw const prog,
+            0,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// No filter where the system call numbers are not known here.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub fn seccomp(_bpf: bool) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a child process (the filter is for good): with the filter, exec and bpf are refused
+    /// with EPERM, and an ordinary call works.
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn the_filter_refuses_exec_and_bpf_and_allows_the_rest() {
+        // SAFETY: the child only makes system calls and exits with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            // SAFETY: plain system calls; the child ends with _exit.
+            unsafe {
+                let code = (|| {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        return 10;
+                    }
+                    if seccomp(false).is_err() {
+                        return 11;
+                    }
+                    let errno = || std::io::Error::last_os_error().raw_os_error();
+                    // Were it run, false would exit 1.
+                    let argv = [c"/bin/false".as_ptr(), std::ptr::null()];
+                    if libc::execve(argv[0], argv.as_ptr(), std::ptr::null()) != -1
+                        || errno() != Some(libc::EPERM)
+                    {
+                        return 12;
+                    }
+                    if libc::syscall(libc::SYS_bpf, 0, 0, 0) != -1 || errno() != Some(libc::EPERM) {
+                        return 13;
+                    }
+                    if libc::getpid() <= 0 {
+                        return 14;
+                    }
+                    0
+                })();
+                libc::_exit(code);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child we forked.
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        assert!(libc::WIFEXITED(status), "{status}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
 }
