@@ -478,6 +478,52 @@ fn a_switch_that_cannot_be_made_is_refused_in_one_line() {
     );
 }
 
+/// An ordinary user without any capability reads a capture file, as root would.
+#[test]
+fn an_ordinary_user_reads_a_capture_file_with_no_privilege() {
+    let mut s = tcptrack_tests::Session::new("198.18.0.1:40000", "198.18.0.2:80");
+    s.at(Duration::from_secs(1))
+        .handshake()
+        .data(tcptrack_tests::Side::Client, 500)
+        .close(tcptrack_tests::Side::Client);
+    let file = tcptrack_tests::CaptureSpec::new(
+        tcptrack_tests::Format::Pcap,
+        tcptrack_tests::Link::Ethernet.linktype(),
+    )
+    .write(&s.packets(tcptrack_tests::Link::Ethernet))
+    .file();
+    let dir = folder();
+    let capture = dir.path().join("c.pcap");
+    std::fs::copy(file.path(), &capture).expect("copy the capture");
+    std::fs::set_permissions(&capture, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let json = |c: &mut Command| {
+        let out = c.args(["--output", "json", "-T"]).arg(&capture).output();
+        let out = out.expect("run tcptrack");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut nobody = Command::new("setpriv");
+    nobody
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args(["--bounding-set=-all"])
+        .arg(tcptrack_bin());
+    let as_nobody = json(&mut nobody);
+    assert!(
+        as_nobody.contains("\"server\":\"198.18.0.2:80\""),
+        "{as_nobody}"
+    );
+    assert_eq!(as_nobody, json(&mut Command::new(tcptrack_bin())));
+}
+
 /// A capture file is read with no capability at all, even started as root; the help view
 /// says so, and how tcptrack is confined.
 #[test]
