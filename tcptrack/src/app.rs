@@ -98,6 +98,8 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
             for line in m.privileges.iter().flatten() {
                 eprintln!("tcptrack: {line}");
             }
+        } else if cfg.no_sandbox {
+            eprintln!("tcptrack: not confined (--no-sandbox)");
         }
         let mut headless = Headless::new(cfg.output.unwrap_or(OutputFormat::Table), out);
         headless.units = cfg.units;

@@ -636,6 +636,11 @@ fn a_flow_log_cannot_be_reopened_outside_its_folder() {
             });
             assert_eq!(lines(&rotated), 1);
             assert!(!said().contains("flow log"), "{}", said());
+            assert!(
+                said().contains("tcptrack: not confined (--no-sandbox)\n"),
+                "{}",
+                said()
+            );
         }
         drop(tcptrack.interrupt());
         wait_detached("SIGINT");
