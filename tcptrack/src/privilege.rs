@@ -41,13 +41,21 @@ impl User {
             // SAFETY: getpwnam reads a NUL-terminated name; its result is read at once, on the
             // only thread there is while options are read.
             .and_then(|c| unsafe { from_passwd(libc::getpwnam(c.as_ptr())) });
+        // A number without an entry is taken as it is, its group the same number (as
+        // `setpriv --reuid` would).
+        let by_number = |uid: u32| {
+            Self::by_uid(uid).unwrap_or(Self {
+                name: uid.to_string(),
+                uid,
+                gid: uid,
+            })
+        };
         by_name
-            .or_else(|| spec.parse().ok().and_then(Self::by_uid))
+            .or_else(|| spec.parse().ok().map(by_number))
             .ok_or_else(|| Error::Usage(format!("-Z {spec}: no such user")))
     }
 
-    /// The user whose number is `uid`, from the password database; its own number as its
-    /// name and group when it has no entry.
+    /// The user whose number is `uid`, from the password database.
     fn by_uid(uid: u32) -> Option<Self> {
         // SAFETY: as in `lookup`.
         unsafe { from_passwd(libc::getpwuid(uid)) }
@@ -195,6 +203,12 @@ impl Dropped {
 /// The kernel refused to lower the sets, switch users or confine.
 pub fn drop_privileges(plan: &Plan, needs: &Needs<'_>) -> Result<Dropped, Error> {
     let fail = |what: &str, e: io::Error| Error::Privileges(format!("{what}: {e}"));
+    // Sets and confinement are each thread's: a thread started before would keep everything.
+    if let Some(n) = threads().filter(|&n| n != 1) {
+        return Err(Error::Privileges(format!(
+            "cannot give up privileges: {n} threads run already (a bug of tcptrack's)"
+        )));
+    }
     // A process that cannot read its own sets holds nothing to give up.
     let held = caps::get().map_err(|e| fail("cannot read the capabilities", e))?;
     let mut kept = keep(held, plan, needs)?;
@@ -240,6 +254,17 @@ pub fn drop_privileges(plan: &Plan, needs: &Needs<'_>) -> Result<Dropped, Error>
         confined,
         seccomp,
     })
+}
+
+/// How many threads this process has (`/proc/self/status`), when it can be read.
+fn threads() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// What other users' `/proc/PID/fd` need to be read.
@@ -407,6 +432,11 @@ mod tests {
         let root = User::lookup("root").expect("root");
         assert_eq!((root.uid, root.gid), (0, 0));
         assert_eq!(User::lookup("0").expect("uid 0").name, "root");
+        let numbered = User::lookup("4000123").expect("a number without an entry");
+        assert_eq!(
+            (numbered.name.as_str(), numbered.uid, numbered.gid),
+            ("4000123", 4_000_123, 4_000_123)
+        );
         let e = User::lookup("no-such-user-here").expect_err("no such user");
         assert_eq!(e.to_string(), "-Z no-such-user-here: no such user");
     }

@@ -88,7 +88,8 @@ impl fmt::Display for Confined {
 /// Confines this thread (and the threads it starts after) as `rules` say.
 ///
 /// # Errors
-/// The kernel refused a ruleset it offers (a folder to write in that cannot be opened).
+/// The kernel refused a ruleset it offers, or a rule (paths that cannot be opened are left
+/// out).
 pub fn confine(rules: &Rules) -> Result<Confined, RulesetError> {
     if rules.off {
         return Ok(Confined::Off);
@@ -139,7 +140,8 @@ pub fn confine(rules: &Rules) -> Result<Confined, RulesetError> {
     })
 }
 
-/// System calls tcptrack never makes once set up, refused (`EPERM`) by the seccomp filter:
+/// System calls tcptrack never makes once set up, refused (`EPERM`) by the seccomp filter (and
+/// `clone` with new namespaces):
 /// running programs, debugging or reading other processes, namespaces and mounts, modules and
 /// the kernel's own state, the clock, users and groups, keys, io_uring and userfaultfd (both
 /// ways around other filters), and new BPF programs or maps where the run has no kernel path.
@@ -152,6 +154,13 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_pidfd_getfd,
     libc::SYS_mount,
     libc::SYS_umount2,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_mount_setattr,
     libc::SYS_pivot_root,
     libc::SYS_chroot,
     libc::SYS_setns,
@@ -176,6 +185,8 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_clock_adjtime,
     libc::SYS_adjtimex,
     libc::SYS_mknodat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_mknod,
     libc::SYS_personality,
     libc::SYS_setuid,
     libc::SYS_setgid,
@@ -200,11 +211,23 @@ const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xC000_00B7;
 
+/// clone's flags that make new namespaces (`CLONE_NEWNS`, `CLONE_NEWCGROUP`, `CLONE_NEWUTS`,
+/// `CLONE_NEWIPC`, `CLONE_NEWUSER`, `CLONE_NEWPID`, `CLONE_NEWNET`, `CLONE_NEWTIME`).
+const NEW_NAMESPACES: u32 = 0x0002_0000
+    | 0x0200_0000
+    | 0x0400_0000
+    | 0x0800_0000
+    | 0x1000_0000
+    | 0x2000_0000
+    | 0x4000_0000
+    | 0x80;
+
 /// System call numbers from here on are another ABI's (x32 on x86_64).
 const X32: u32 = 0x4000_0000;
 
-/// The seccomp filter: calls of another architecture or ABI, and [`DENIED`] (and `bpf` unless
-/// `bpf`), get `EPERM`; everything else is allowed.
+/// The seccomp filter: calls of another architecture or ABI, `clone` making namespaces, and
+/// [`DENIED`] (and `bpf` unless `bpf`), get `EPERM`; `clone3` gets `ENOSYS` (glibc then uses
+/// `clone`); everything else is allowed.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn filter(bpf: bool) -> Vec<libc::sock_filter> {
     let stmt = |code: u32, k: u32| libc::sock_filter {
@@ -227,14 +250,30 @@ fn filter(bpf: bool) -> Vec<libc::sock_filter> {
     if !bpf {
         denied.extend(u32::try_from(libc::SYS_bpf).ok());
     }
+    let clone = u32::try_from(libc::SYS_clone).unwrap_or(u32::MAX);
+    let clone3 = u32::try_from(libc::SYS_clone3).unwrap_or(u32::MAX);
     let mut p = vec![
-        // seccomp_data: nr at 0, arch at 4.
+        // seccomp_data: nr at 0, arch at 4, the first argument's low half at 16.
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
         jump(eq, AUDIT_ARCH, 1, 0),
         deny,
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
         jump(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, X32, 0, 1),
         deny,
+        // clone3's flags are out of the filter's reach: "not here", and glibc falls back to
+        // clone, whose flags are checked.
+        jump(eq, clone3, 0, 1),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | 38),
+        jump(eq, clone, 0, 4),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 16),
+        jump(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            NEW_NAMESPACES,
+            0,
+            1,
+        ),
+        deny,
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
     for nr in denied {
         p.push(jump(eq, nr, 0, 1));
@@ -282,47 +321,55 @@ pub fn seccomp(_bpf: bool) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// In a child process (the filter is for good): with the filter, exec and bpf are refused
-    /// with EPERM, and an ordinary call works.
+    /// The test run again by itself, in a process of its own (the filter is for good): with the
+    /// filter, exec, bpf and clone with a new namespace are refused with EPERM, a thread still
+    /// starts, an ordinary call works.
     #[test]
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    fn the_filter_refuses_exec_and_bpf_and_allows_the_rest() {
-        // SAFETY: the child only makes system calls and exits with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            // SAFETY: plain system calls; the child ends with _exit.
-            unsafe {
-                let code = (|| {
-                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                        return 10;
-                    }
-                    if seccomp(false).is_err() {
-                        return 11;
-                    }
-                    let errno = || std::io::Error::last_os_error().raw_os_error();
-                    // Were it run, false would exit 1.
-                    let argv = [c"/bin/false".as_ptr(), std::ptr::null()];
-                    if libc::execve(argv[0], argv.as_ptr(), std::ptr::null()) != -1
-                        || errno() != Some(libc::EPERM)
-                    {
-                        return 12;
-                    }
-                    if libc::syscall(libc::SYS_bpf, 0, 0, 0) != -1 || errno() != Some(libc::EPERM) {
-                        return 13;
-                    }
-                    if libc::getpid() <= 0 {
-                        return 14;
-                    }
-                    0
-                })();
-                libc::_exit(code);
-            }
+    fn the_filter_refuses_exec_bpf_and_namespaces_and_allows_the_rest() {
+        const NAME: &str =
+            "sandbox::tests::the_filter_refuses_exec_bpf_and_namespaces_and_allows_the_rest";
+        if std::env::var_os("TCPTRACK_SECCOMP_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env("TCPTRACK_SECCOMP_CHILD", "1")
+                .output()
+                .expect("run the test again");
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
         }
-        let mut status = 0;
-        // SAFETY: waits for the child we forked.
-        unsafe { libc::waitpid(pid, &raw mut status, 0) };
-        assert!(libc::WIFEXITED(status), "{status}");
-        assert_eq!(libc::WEXITSTATUS(status), 0);
+        let errno = || std::io::Error::last_os_error().raw_os_error();
+        // SAFETY: prctl with integers.
+        let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        assert_eq!(nnp, 0);
+        seccomp(false).expect("the filter");
+        // Were it run, false would end this process with 1.
+        let argv = [c"/bin/false".as_ptr(), std::ptr::null()];
+        // SAFETY: a NUL-terminated path and argument list.
+        let r = unsafe { libc::execve(argv[0], argv.as_ptr(), std::ptr::null()) };
+        assert_eq!((r, errno()), (-1, Some(libc::EPERM)), "execve");
+        // SAFETY: bpf with a null attribute: refused before it is read.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) };
+        assert_eq!((r, errno()), (-1, Some(libc::EPERM)), "bpf");
+        // SAFETY: clone with a new user namespace: refused before it runs.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_NEWUSER | libc::SIGCHLD,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        assert_eq!((r, errno()), (-1, Some(libc::EPERM)), "clone");
+        assert_eq!(std::thread::spawn(|| 7).join().ok(), Some(7), "a thread");
+        // SAFETY: getpid cannot fail.
+        assert!(unsafe { libc::getpid() } > 0);
     }
 }

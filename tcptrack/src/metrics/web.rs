@@ -235,68 +235,70 @@ fn client_verifier(
     v.build().map(Some).map_err(|e| bad(&e))
 }
 
-/// The users who may scrape, with their bcrypt hashes, and the answers already worked out (a
-/// bcrypt check takes tens of milliseconds on purpose: a scraper asks every few seconds).
+/// The users who may scrape, with their bcrypt hashes, and the passwords that passed (a bcrypt
+/// check takes tens of milliseconds on purpose: a scraper asks every few seconds).
 pub struct Users {
     hashes: HashMap<String, String>,
-    /// By SHA-256 of user and password: whether they matched.
-    checked: Mutex<HashMap<[u8; 32], bool>>,
+    /// By user: the SHA-256 of user and password of the last check that passed. Only passes
+    /// are kept, one a user: wrong passwords cannot push a scraper's out.
+    passed: Mutex<HashMap<String, [u8; 32]>>,
+    /// One bcrypt check at a time, its permit held by the check itself (a request that goes
+    /// away does not let another start beside it).
+    one: Arc<tokio::sync::Semaphore>,
+    /// A hash of the users' highest cost, checked for a user that does not exist: an unknown
+    /// user takes as long as a known one with a wrong password.
+    unknown: String,
 }
-
-/// How many answers are kept (then forgotten all at once).
-const CHECKED: usize = 1024;
-
-/// A bcrypt hash compared against when the user is unknown, so that an unknown user takes as
-/// long as a wrong password (`htpasswd -nbB -C 10 alice secret`).
-const UNKNOWN: &str = "$2y$10$ilYCNDPcp9ikYtBdTmA1a.B2xzf05x5tgjfi2CVWIgt1t8Ob6fRUe";
 
 impl Users {
     fn new(users: BTreeMap<String, String>) -> Result<Self, String> {
+        let mut cost = bcrypt::DEFAULT_COST;
         for (user, hash) in &users {
-            if hash.parse::<bcrypt::HashParts>().is_err() {
-                return Err(format!(
-                    "basic_auth_users: the hash of {user} is not bcrypt"
-                ));
-            }
+            let parts = hash
+                .parse::<bcrypt::HashParts>()
+                .map_err(|_| format!("basic_auth_users: the hash of {user} is not bcrypt"))?;
+            cost = cost.max(parts.get_cost());
         }
+        let unknown = bcrypt::hash("no such user", cost).map_err(|e| e.to_string())?;
         Ok(Self {
             hashes: users.into_iter().collect(),
-            checked: Mutex::new(HashMap::new()),
+            passed: Mutex::new(HashMap::new()),
+            one: Arc::new(tokio::sync::Semaphore::new(1)),
+            unknown,
         })
     }
 
     /// Whether `authorization` (the header's value) names a user with the right password. A
-    /// new pair is checked on a blocking thread, one at a time; the answer is kept.
+    /// pair not seen to pass before is checked on a blocking thread, one at a time.
     pub async fn allow(self: Arc<Self>, authorization: Option<HeaderValue>) -> bool {
         let Some((user, password)) = authorization.as_ref().and_then(basic) else {
             return false;
         };
         let key = digest(&user, &password);
-        if let Some(&known) = self.lock().get(&key) {
-            return known;
+        if self.lock().get(&user) == Some(&key) {
+            return true;
         }
-        // One check at a time: a flood of wrong passwords costs one thread, not many.
-        static ONE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-        let Ok(_permit) = ONE.acquire().await else {
+        let Ok(permit) = Arc::clone(&self.one).acquire_owned().await else {
             return false;
         };
         let me = Arc::clone(&self);
         let ok = tokio::task::spawn_blocking(move || {
-            let hash = me.hashes.get(&user).map_or(UNKNOWN, String::as_str);
-            bcrypt::verify(&password, hash).unwrap_or(false) && me.hashes.contains_key(&user)
+            let _permit = permit;
+            let known = me.hashes.get(&user);
+            let ok = bcrypt::verify(&password, known.unwrap_or(&me.unknown)).unwrap_or(false)
+                && known.is_some();
+            if ok {
+                me.lock().insert(user, key);
+            }
+            ok
         })
         .await
         .unwrap_or(false);
-        let mut checked = self.lock();
-        if checked.len() >= CHECKED {
-            checked.clear();
-        }
-        checked.insert(key, ok);
         ok
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], bool>> {
-        self.checked
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, [u8; 32]>> {
+        self.passed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -358,10 +360,13 @@ mod tests {
         assert!(w.tls.is_none() && w.users.is_none() && w.headers.is_empty());
     }
 
+    /// `htpasswd -nbB -C 10 alice secret`.
+    const ALICE: &str = "$2y$10$ilYCNDPcp9ikYtBdTmA1a.B2xzf05x5tgjfi2CVWIgt1t8Ob6fRUe";
+
     #[tokio::test]
     async fn a_password_is_checked_against_its_bcrypt_hash() {
         let w = load(&format!(
-            "basic_auth_users:\n  alice: '{UNKNOWN}'\nhttp_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n"
+            "basic_auth_users:\n  alice: '{ALICE}'\nhttp_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n"
         ))
         .expect("valid");
         let users = w.users.expect("users");
@@ -374,7 +379,14 @@ mod tests {
         assert!(Arc::clone(&users).allow(header("alice", "secret")).await);
         assert!(!Arc::clone(&users).allow(header("alice", "wrong")).await);
         // An unknown user, with the password of the hash it is compared against.
+        assert!(
+            !Arc::clone(&users)
+                .allow(header("bob", "no such user"))
+                .await
+        );
         assert!(!Arc::clone(&users).allow(header("bob", "secret")).await);
+        // Still passes after the wrong ones.
+        assert!(Arc::clone(&users).allow(header("alice", "secret")).await);
         assert!(!Arc::clone(&users).allow(None).await);
         assert!(
             !Arc::clone(&users)

@@ -222,8 +222,12 @@ impl ReadEnd {
 }
 
 /// Opens `path` for reading (`-` for standard input): mapped when it is a regular file, not
-/// compressed; else a stream (decompressed by a feeder when it is compressed).
-fn open_input(path: &Path) -> Result<(Input, Option<Feeder>), Error> {
+/// compressed; else a stream (decompressed by a feeder when it is compressed). `opened` runs
+/// once the file is open and before the feeder's thread starts.
+fn open_input(
+    path: &Path,
+    opened: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<(Input, Option<Feeder>), Error> {
     let io = |source| Error::CaptureFile {
         path: path.to_owned(),
         source,
@@ -258,6 +262,7 @@ fn open_input(path: &Path) -> Result<(Input, Option<Feeder>), Error> {
             path: path.to_owned(),
         });
     }
+    opened()?;
     match Compression::of(&head) {
         Some(compression) => {
             let (feeder, pipe) = Feeder::start(head, file, Some(compression)).map_err(io)?;
@@ -295,7 +300,20 @@ impl CaptureFile {
     /// The file cannot be read, is not a capture, has a link type tcptrack cannot decode, or the
     /// filter does not compile.
     pub fn open(path: &Path, filter: Option<&str>) -> Result<Self, Error> {
-        let (mut input, feeder) = open_input(path)?;
+        Self::open_then(path, filter, &mut || Ok(()))
+    }
+
+    /// [`CaptureFile::open`], running `opened` once the file is open and before any thread
+    /// starts (a compressed capture's feeder): privileges are given up there.
+    ///
+    /// # Errors
+    /// As [`CaptureFile::open`], and what `opened` returns.
+    pub fn open_then(
+        path: &Path,
+        filter: Option<&str>,
+        opened: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Self, Error> {
+        let (mut input, feeder) = open_input(path, opened)?;
         let not_a_capture = |cut: CaptureCut| Error::NotACapture {
             path: path.to_owned(),
             cut,

@@ -182,21 +182,7 @@ pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started,
     let channel = Feed::Channel(rx);
     match &cfg.source {
         Source::File(path) => {
-            let file = file::CaptureFile::open(path, cfg.filter.as_deref())?;
-            // A capture file needs nothing more.
-            let dropped = Some(drop_privileges(plan, &Needs::default())?);
-            let name = file_name(path);
-            let (kind, label, feed) = match replay {
-                None => (
-                    SourceKind::Capture,
-                    SourceLabel::File(name),
-                    Feed::Inline(Box::new(file)),
-                ),
-                Some(speed) => {
-                    file::spawn_replay(file, speed, tx);
-                    (SourceKind::Replay, SourceLabel::Replay(name), channel)
-                }
-            };
+            let (kind, label, feed, dropped) = open_file(cfg, path, replay, plan, tx, channel)?;
             let mut s = started(kind, label, None, Vec::new());
             s.dropped = dropped;
             Ok((s, feed))
@@ -244,6 +230,51 @@ pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started,
             Ok((live, channel))
         }
     }
+}
+
+/// Opens the capture file `path` (read whole, or replayed at `replay` times its pace into `tx`,
+/// whose receiving end is `channel`), giving up privileges once it is open: a capture file
+/// needs nothing more, and a compressed one's feeder thread starts after.
+fn open_file(
+    cfg: &Config,
+    path: &Path,
+    replay: Option<f64>,
+    plan: &Plan,
+    tx: Sender<SourceMsg>,
+    channel: Feed,
+) -> Result<
+    (
+        SourceKind,
+        SourceLabel,
+        Feed,
+        Option<crate::privilege::Dropped>,
+    ),
+    Error,
+> {
+    let mut dropped = None;
+    let mut lower = || {
+        dropped = Some(drop_privileges(plan, &Needs::default())?);
+        Ok(())
+    };
+    let file = file::CaptureFile::open_then(path, cfg.filter.as_deref(), &mut lower)?;
+    let name = file_name(path);
+    Ok(match replay {
+        None => (
+            SourceKind::Capture,
+            SourceLabel::File(name),
+            Feed::Inline(Box::new(file)),
+            dropped,
+        ),
+        Some(speed) => {
+            file::spawn_replay(file, speed, tx);
+            (
+                SourceKind::Replay,
+                SourceLabel::Replay(name),
+                channel,
+                dropped,
+            )
+        }
+    })
 }
 
 /// A live source, chosen.

@@ -110,11 +110,26 @@ pub fn start_helper(lower: &dyn Fn() -> std::io::Result<()>) -> std::io::Result<
         unsafe { libc::_exit(code) };
     }
     drop(child);
+    // The helper says it is ready once it has lowered itself; if it could not, it has ended.
+    let mut main = main;
+    let mut ready = [0u8; 1];
+    let said = main.read_exact(&mut ready);
+    if said.is_err() || ready != READY {
+        // SAFETY: waits for the child we forked, which has ended or is ending.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(std::io::Error::other("it could not give up its privileges"));
+    }
     *HELPER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(main);
     Ok(())
 }
+
+/// What the helper sends once it has lowered itself.
+const READY: [u8; 1] = *b"R";
+
+/// The largest answer read from the helper (about 50 bytes an owner).
+const MAX_ANSWER: usize = 1 << 26;
 
 /// The helper's life: `lower`, then answer each request on `s` until it closes.
 fn serve(mut s: UnixStream, lower: &dyn Fn() -> std::io::Result<()>) -> std::io::Result<()> {
@@ -131,10 +146,28 @@ fn serve(mut s: UnixStream, lower: &dyn Fn() -> std::io::Result<()>) -> std::io:
         for fd in fds {
             libc::close(fd);
         }
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::prctl(libc::PR_SET_NAME, c"tcptrack-procs".as_ptr(), 0, 0, 0);
+        // Signals to tcptrack's process group (Ctrl-C, a hang-up, a stop) are tcptrack's: the
+        // helper ends when its socket closes, and answers until then (the records written at
+        // exit still name processes).
+        for sig in [
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGTERM,
+            libc::SIGQUIT,
+            libc::SIGTSTP,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
     }
+    let parent = std::os::unix::process::parent_id();
     lower()?;
+    // SAFETY: prctl with integer arguments; set after the user switch, which clears it.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if std::os::unix::process::parent_id() != parent {
+        return Ok(());
+    }
+    s.write_all(&READY)?;
     loop {
         let mut n = [0u8; 4];
         match s.read_exact(&mut n) {
@@ -168,6 +201,9 @@ fn ask(s: &mut UnixStream, inodes: &HashSet<u32>) -> std::io::Result<HashMap<u32
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let len = usize::try_from(u32::from_le_bytes(len)).map_err(std::io::Error::other)?;
+    if len > MAX_ANSWER {
+        return Err(std::io::Error::other("an answer too long from the helper"));
+    }
     let mut reply = vec![0u8; len];
     s.read_exact(&mut reply)?;
     decode(&reply).ok_or_else(|| std::io::Error::other("a bad answer from the helper"))
