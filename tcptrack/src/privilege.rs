@@ -217,6 +217,12 @@ pub fn drop_privileges(plan: &Plan, needs: &Needs<'_>) -> Result<Dropped, Error>
         .user
         .as_ref()
         .filter(|u| u.uid != unsafe { libc::getuid() });
+    // As another user, this process could not remove its record of netlink filters at exit,
+    // and a record left behind would have a later start take off filters that are another's
+    // by then: it goes now (only a SIGKILL then leaves the filters behind).
+    if switch.is_some() && needs.netlink {
+        crate::ebpf::forget_records();
+    }
     // Confined, this process could not read other processes' `/proc/PID/fd` (Landlock allows
     // no ptrace access out of its domain): a helper outside the confinement does, holding only
     // what that needs.

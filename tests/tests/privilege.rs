@@ -414,9 +414,15 @@ fn a_switch_to_another_user_still_counts_and_names_processes() {
     let hosts = HostPair::new();
     let dir = folder();
     let bpf: &[u32] = if maps_need_bpf() { &[CAP_BPF] } else { &[] };
+    let bpf_net_admin = [bpf, &[CAP_NET_ADMIN]].concat();
     // What, the options, SUDO_UID, the capabilities kept (the helper keeps those for names).
     let cases: [Switch<'_>; 3] = [
-        ("kernel, -Z nobody", &["-Z", "nobody"], None, bpf),
+        (
+            "kernel, netlink, -Z nobody",
+            &["-Z", "nobody"],
+            None,
+            &bpf_net_admin,
+        ),
         ("kernel, under sudo", &[], Some("65534"), bpf),
         (
             "libpcap, -Z 65534",
@@ -432,6 +438,9 @@ fn a_switch_to_another_user_still_counts_and_names_processes() {
         if let Some(uid) = sudo {
             c.env("SUDO_UID", uid).env("SUDO_GID", uid);
         }
+        if what.contains("netlink") {
+            c.env("TCPTRACK_TC_HOOK", "netlink");
+        }
         let tcptrack = start_said(c, &out, &err);
         assert_holds(tcptrack.0.id(), caps, 65_534, what);
         assert_helper(tcptrack.0.id(), true, 65_534, what);
@@ -441,8 +450,12 @@ fn a_switch_to_another_user_still_counts_and_names_processes() {
             (5_000, 3_000)
         );
         counted_and_named(&hosts, &out, port, what);
+        // No record of netlink filters that nobody could remove at exit is left behind.
+        let pid = tcptrack.0.id();
+        assert_eq!(records_left(pid), Vec::<String>::new(), "{what}");
         drop(tcptrack.interrupt());
         wait_detached(what);
+        assert_eq!(records_left(pid), Vec::<String>::new(), "{what}");
     }
 }
 

@@ -10,7 +10,9 @@ pub mod cbpf;
 mod error;
 mod sys;
 
-pub use attach::{interface_exists, interface_index, records_dir, Attachment, Features, TcHook};
+pub use attach::{
+    forget_records, interface_exists, interface_index, records_dir, Attachment, Features, TcHook,
+};
 pub use error::KernelError;
 
 use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
