@@ -245,7 +245,12 @@ pub fn drop_privileges(plan: &Plan, needs: &Needs<'_>) -> Result<Dropped, Error>
     }
     let only: Vec<Capability> = kept.iter().map(|&(c, _)| c).collect();
     lower_to(&only, switch).map_err(|e| fail("cannot give up privileges", e))?;
-    let confined = crate::sandbox::confine(&plan.sandbox)
+    // The netlink records' folder only where filters are hooked through netlink.
+    let mut rules = plan.sandbox.clone();
+    if !needs.netlink {
+        rules.records = None;
+    }
+    let confined = crate::sandbox::confine(&rules)
         .map_err(|e| Error::Privileges(format!("cannot confine tcptrack: {e}")))?;
     let seccomp = !plan.sandbox.off;
     if seccomp {
