@@ -35,11 +35,19 @@ fn with_caps(dir: &Path, caps: &[&str]) -> PathBuf {
     bin
 }
 
+/// setpriv's options that make a command user nobody, without inherited capabilities.
+const NOBODY: [&str; 4] = [
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+];
+
 /// `bin` as user nobody, without inherited capabilities, in host a.
 fn as_nobody(hosts: &HostPair, bin: &Path) -> Command {
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &hosts.a, "setpriv", "--reuid=65534"])
-        .args(["--regid=65534", "--clear-groups", "--inh-caps=-all"])
+    c.args(["netns", "exec", &hosts.a, "setpriv"])
+        .args(NOBODY)
         .arg(bin);
     c
 }
@@ -466,12 +474,7 @@ fn a_switch_that_cannot_be_made_is_refused_in_one_line() {
     let run = |c: &mut Command| c.output().expect("run tcptrack");
     let mut nobody = Command::new("setpriv");
     nobody
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .args(NOBODY)
         .arg(tcptrack_bin())
         .args(["-Z", "root", "-T"])
         .arg(file.path());
@@ -521,12 +524,7 @@ fn an_ordinary_user_reads_a_capture_file_with_no_privilege() {
     };
     let mut nobody = Command::new("setpriv");
     nobody
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .args(NOBODY)
         .args(["--bounding-set=-all"])
         .arg(tcptrack_bin());
     let as_nobody = json(&mut nobody);
