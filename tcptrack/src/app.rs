@@ -8,6 +8,7 @@ use crate::cli::{Config, FlowLogTarget, OutputFormat, Source};
 use crate::error::Error;
 use crate::flowlog::FlowLog;
 use crate::headless::Headless;
+use crate::ipfix::{Ipfix, Transport};
 use crate::metrics::{self, About, Metrics};
 use crate::monitor::{drive, Monitor};
 use crate::privilege::{Dropped, Plan, User};
@@ -29,9 +30,7 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    // Records carry the RTT, retransmissions and process of this host's sockets; the screen
-    // asks for them while it shows them.
-    let records = cfg.flow_log.is_some() || lists(cfg);
+    let records = records_wanted(cfg);
     // Processes are named live only.
     let live = !matches!(cfg.source, Source::File(_));
     let plan = privilege_plan(cfg, live && (screen || records));
@@ -44,17 +43,15 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     // Headless, a capture is always read whole; `--replay` paces the screen only.
     let replay = if screen { cfg.replay } else { None };
     let (started, feed) = source::start(cfg, replay, &plan)?;
-    // As tcpdump writes its files: as the user it runs as, once privileges are given up.
-    let flow_log = match cfg.flow_log.as_ref().map(FlowLog::open).transpose() {
-        // Under the screen, its status line says what the flow log could not write.
-        Ok(f) => f.map(|f| if screen { f.quiet() } else { f }),
+    let (flow_log, ipfix) = match records_out(cfg, &started, screen) {
+        Ok(w) => w,
         Err(e) => return Err(started.stop(feed, e)),
     };
-    let flow_log_lost = flow_log.as_ref().map(FlowLog::lost);
-    let mut beside = (serve_metrics(cfg, &started, listener, &runtime)?, flow_log);
-    let mut m = monitor(cfg, &started, screen);
-    m.flow_log_lost = flow_log_lost;
-    m.locals_for_records = records;
+    let mut beside = (
+        serve_metrics(cfg, &started, listener, &runtime)?,
+        (flow_log, ipfix),
+    );
+    let mut m = monitor(cfg, &started, screen, &beside.1);
     let rx = match feed {
         Feed::Channel(rx) => rx,
         Feed::Inline(mut file) => {
@@ -116,6 +113,28 @@ pub fn run(cfg: &Config, out: &mut impl Write) -> Result<(), Error> {
     m.pending_error.map_or(Ok(()), Err)
 }
 
+/// Where ended connections' records go: the flow log, opened (as tcpdump writes its files: as
+/// the user it runs as, once privileges are given up), and the IPFIX exporter, started. Under
+/// the screen, neither says on stderr what it could not write or send: the status line does.
+fn records_out(
+    cfg: &Config,
+    started: &Started,
+    screen: bool,
+) -> Result<(Option<FlowLog>, Option<Ipfix>), Error> {
+    let flow_log = cfg
+        .flow_log
+        .as_ref()
+        .map(FlowLog::open)
+        .transpose()?
+        .map(|f| if screen { f.quiet() } else { f });
+    let ipfix = cfg
+        .ipfix
+        .as_ref()
+        .map(|i| Ipfix::start(i, started.link_header, !screen))
+        .transpose()?;
+    Ok((flow_log, ipfix))
+}
+
 /// Whether the headless output lists connections (at every refresh, live).
 fn lists(cfg: &Config) -> bool {
     matches!(
@@ -124,8 +143,19 @@ fn lists(cfg: &Config) -> bool {
     )
 }
 
-/// The monitor of `started`'s connections.
-fn monitor(cfg: &Config, started: &Started, screen: bool) -> Monitor {
+/// Whether records are written that carry the RTT, retransmissions and process of this host's
+/// sockets (the screen asks for them while it shows them).
+fn records_wanted(cfg: &Config) -> bool {
+    cfg.flow_log.is_some() || cfg.ipfix.as_ref().is_some_and(|i| !i.standard_only) || lists(cfg)
+}
+
+/// The monitor of `started`'s connections, with what `out` could not write or send.
+fn monitor(
+    cfg: &Config,
+    started: &Started,
+    screen: bool,
+    out: &(Option<FlowLog>, Option<Ipfix>),
+) -> Monitor {
     let mut table_cfg = cfg.table.clone();
     // A capture read whole reports every connection it had, also those that ended.
     table_cfg.keep_finished = started.kind == SourceKind::Capture;
@@ -141,6 +171,9 @@ fn monitor(cfg: &Config, started: &Started, screen: bool) -> Monitor {
     m.processes = started.processes.clone();
     m.refresh_origin = started.refresh_origin;
     m.privileges = started.dropped.as_ref().map(Dropped::lines);
+    m.locals_for_records = records_wanted(cfg);
+    m.flow_log_lost = out.0.as_ref().map(FlowLog::lost);
+    m.ipfix = out.1.as_ref().map(Ipfix::counts);
     m
 }
 
@@ -164,6 +197,11 @@ fn privilege_plan(cfg: &Config, processes: bool) -> Plan {
             records: (!cfg.libpcap && !matches!(cfg.source, Source::File(_)))
                 .then(crate::ebpf::records_dir),
             bind: cfg.metrics.as_ref().map(|c| c.addr.port()),
+            connect: cfg
+                .ipfix
+                .as_ref()
+                .filter(|i| i.transport == Transport::Tcp)
+                .map(|i| i.collector.port()),
         },
     }
 }

@@ -99,6 +99,30 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub flow_log: Option<PathBuf>,
 
+    /// Export every connection as a two-way IPFIX flow record (RFC 7011, RFC 5103) to the
+    /// collector at HOST:PORT (nfcapd, pmacct, goflow2, ...), when it ends and, while it lives,
+    /// every --ipfix-active-timeout
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_collector)]
+    pub ipfix: Option<SocketAddr>,
+
+    /// With --ipfix: send over UDP (the default) or TCP (connected again when it breaks)
+    #[arg(long, value_name = "PROTO", default_value = "udp", requires = "ipfix")]
+    pub ipfix_transport: crate::ipfix::Transport,
+
+    /// With --ipfix: a connection open longer than SECONDS sends interim records, each with
+    /// what it carried since the record before
+    #[arg(long, value_name = "SECONDS", default_value = "60", requires = "ipfix", value_parser = parse_positive_seconds, allow_negative_numbers = true)]
+    pub ipfix_active_timeout: Duration,
+
+    /// With --ipfix: the messages' observation domain ID
+    #[arg(long, value_name = "N", default_value = "0", requires = "ipfix", value_parser = clap::value_parser!(u32), allow_negative_numbers = true)]
+    pub ipfix_domain: u32,
+
+    /// With --ipfix: standard information elements only (no RTT, retransmissions or process,
+    /// which are tcptrack's own)
+    #[arg(long, requires = "ipfix")]
+    pub ipfix_standard_only: bool,
+
     /// Capture live through libpcap instead of counting in the kernel (eBPF)
     #[arg(long)]
     pub libpcap: bool,
@@ -274,11 +298,38 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// Write a flow log (`--flow-log`).
     pub flow_log: Option<FlowLogTarget>,
+    /// Export IPFIX (`--ipfix`).
+    pub ipfix: Option<crate::ipfix::Config>,
     /// Run as this user once the capture is open (`-Z`).
     pub user: Option<crate::privilege::User>,
     /// No Landlock confinement (`--no-sandbox`).
     pub no_sandbox: bool,
     pub table: TableConfig,
+}
+
+/// The flow log `--flow-log` names, and the output beside it (standard output is the flow
+/// log's alone when it writes there).
+fn flow_log_and_output(
+    path: Option<PathBuf>,
+    output: Option<OutputFormat>,
+) -> Result<(Option<FlowLogTarget>, Option<OutputFormat>), Error> {
+    let flow_log = path.map(|p| {
+        if p.as_os_str() == "-" {
+            FlowLogTarget::Stdout
+        } else {
+            FlowLogTarget::File(p)
+        }
+    });
+    let output = match (&flow_log, output) {
+        (Some(FlowLogTarget::Stdout), None | Some(OutputFormat::None)) => Some(OutputFormat::None),
+        (Some(FlowLogTarget::Stdout), Some(_)) => {
+            return Err(Error::Usage(
+                "--flow-log - writes on standard output: --output can only be none then".into(),
+            ))
+        }
+        (_, output) => output,
+    };
+    Ok((flow_log, output))
 }
 
 /// The metrics endpoint's web configuration (`--web-config`), checked; none without it.
@@ -303,6 +354,20 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 }
 
 /// An address and port to listen on: `127.0.0.1:9100`, `[::1]:9100`, `0.0.0.0:9100`.
+/// A collector's HOST:PORT, its name looked up now (before tcptrack gives up what a lookup may
+/// need): the first address it has.
+fn parse_collector(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    let s = s.trim();
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("must be HOST:PORT, such as 198.18.0.1:4739 ({e})"))?;
+    addrs.next().ok_or_else(|| format!("{s} has no address"))
+}
+
 fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
@@ -355,11 +420,24 @@ pub fn value_error(e: &clap::Error) -> Option<String> {
 }
 
 impl Args {
+    /// What `--ipfix` and its options ask for.
+    fn ipfix_config(&self) -> Option<crate::ipfix::Config> {
+        self.ipfix.map(|collector| crate::ipfix::Config {
+            collector,
+            transport: self.ipfix_transport,
+            active_timeout: self.ipfix_active_timeout,
+            domain: self.ipfix_domain,
+            standard_only: self.ipfix_standard_only,
+        })
+    }
+
     /// Checks the flags and makes them a [`Config`].
     ///
     /// # Errors
     /// [`Error::Usage`] when options contradict each other.
     pub fn into_config(self) -> Result<Config, Error> {
+        let ipfix = self.ipfix_config();
+        let report_ended = self.flow_log.is_some() || ipfix.is_some();
         let source = match (self.file, self.interface) {
             (Some(f), None) => Source::File(f),
             (None, Some(i)) => Source::Interface(i),
@@ -382,25 +460,7 @@ impl Args {
         };
         let filter = self.filter.join(" ");
         let filter = (!filter.trim().is_empty()).then_some(filter);
-        let flow_log = self.flow_log.map(|p| {
-            if p.as_os_str() == "-" {
-                FlowLogTarget::Stdout
-            } else {
-                FlowLogTarget::File(p)
-            }
-        });
-        let output = match (&flow_log, self.output) {
-            // Standard output is the flow log's alone.
-            (Some(FlowLogTarget::Stdout), None | Some(OutputFormat::None)) => {
-                Some(OutputFormat::None)
-            }
-            (Some(FlowLogTarget::Stdout), Some(_)) => {
-                return Err(Error::Usage(
-                    "--flow-log - writes on standard output: --output can only be none then".into(),
-                ))
-            }
-            (_, output) => output,
-        };
+        let (flow_log, output) = flow_log_and_output(self.flow_log, self.output)?;
         let web = web_config(self.web_config.as_deref())?;
         let metrics = self.metrics.map(|addr| MetricsConfig {
             addr,
@@ -431,8 +491,9 @@ impl Args {
                 .map(crate::privilege::User::lookup)
                 .transpose()?,
             no_sandbox: self.no_sandbox,
+            ipfix,
             table: TableConfig {
-                report_ended: flow_log.is_some(),
+                report_ended,
                 detect_midstream: !self.no_midstream,
                 closed_linger: self.linger,
                 idle_timeout: self.idle_timeout,

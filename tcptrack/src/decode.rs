@@ -41,6 +41,18 @@ impl LinkType {
             _ => None,
         }
     }
+
+    /// The bytes before the IP header in a frame of this link without VLAN tags in it.
+    #[must_use]
+    pub const fn header_len(self) -> usize {
+        match self {
+            Self::Ethernet => 14,
+            Self::LinuxSll => SLL_HEADER_LEN,
+            Self::LinuxSll2 => SLL2_HEADER_LEN,
+            Self::RawIp => 0,
+            Self::Loopback => LOOPBACK_HEADER_LEN,
+        }
+    }
 }
 
 const SLL_HEADER_LEN: usize = 16;

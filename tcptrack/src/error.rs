@@ -107,6 +107,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot export IPFIX to {collector}: {}", io_reason(.source))]
+    Ipfix {
+        collector: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the flow log {}: {}", .path.display(), io_reason(.source))]
     FlowLog {
         path: PathBuf,

@@ -16,6 +16,7 @@ pub mod flow;
 pub mod flowlog;
 pub mod format;
 pub mod headless;
+pub mod ipfix;
 pub mod listening;
 pub mod metrics;
 pub mod monitor;

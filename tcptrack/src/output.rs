@@ -71,6 +71,12 @@ impl WallClock {
         self.fallback_into(t, since, out);
     }
 
+    /// `t` in milliseconds since the Unix epoch (0 before it).
+    pub(crate) fn unix_ms(self, t: Timestamp) -> u64 {
+        self.since_epoch(t)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// `t` as time since the Unix epoch (`None` before it, or past what `SystemTime` holds).
     fn since_epoch(self, t: Timestamp) -> Option<Duration> {
         let wall = if t >= self.origin {

@@ -33,6 +33,8 @@ pub struct Rules {
     pub records: Option<PathBuf>,
     /// The TCP port bound (the metrics endpoint's).
     pub bind: Option<u16>,
+    /// The TCP port connected to (an IPFIX collector's, over TCP).
+    pub connect: Option<u16>,
 }
 
 /// How the process is confined.
@@ -48,6 +50,7 @@ pub enum Confined {
         partly: bool,
         write: Vec<PathBuf>,
         bind: Option<u16>,
+        connect: Option<u16>,
     },
 }
 
@@ -61,6 +64,7 @@ impl fmt::Display for Confined {
                 partly,
                 write,
                 bind,
+                connect,
             } => {
                 let how = if *partly { "partly, " } else { "" };
                 write!(
@@ -75,8 +79,12 @@ impl fmt::Display for Confined {
                 }
                 if *abi >= 4 {
                     match bind {
-                        Some(p) => write!(f, "; binds only TCP port {p}, connects nowhere")?,
-                        None => f.write_str("; binds and connects nowhere")?,
+                        Some(p) => write!(f, "; binds only TCP port {p}")?,
+                        None => f.write_str("; binds nowhere")?,
+                    }
+                    match connect {
+                        Some(p) => write!(f, ", connects only to TCP port {p}")?,
+                        None => f.write_str(", connects nowhere")?,
                     }
                 }
                 Ok(())
@@ -122,6 +130,9 @@ pub fn confine(rules: &Rules) -> Result<Confined, RulesetError> {
     if let Some(port) = rules.bind {
         ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::BindTcp))?;
     }
+    if let Some(port) = rules.connect {
+        ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
+    }
     let status = ruleset.restrict_self()?;
     Ok(match status.landlock {
         LandlockStatus::NotEnabled => Confined::Unavailable("Landlock is not enabled at boot"),
@@ -136,6 +147,7 @@ pub fn confine(rules: &Rules) -> Result<Confined, RulesetError> {
             partly: status.ruleset != RulesetStatus::FullyEnforced,
             write: written,
             bind: rules.bind,
+            connect: rules.connect,
         },
     })
 }

@@ -67,6 +67,8 @@ pub struct Metrics {
     evictions: Counter,
     dropped: Counter,
     flow_log_lost: Counter,
+    ipfix_sent: Counter,
+    ipfix_lost: Counter,
     refresh: Histogram,
     kernel_poll: Histogram,
     ports: PortSeries,
@@ -110,6 +112,8 @@ impl Metrics {
             evictions: Counter::default(),
             dropped: Counter::default(),
             flow_log_lost: Counter::default(),
+            ipfix_sent: Counter::default(),
+            ipfix_lost: Counter::default(),
             refresh: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
             kernel_poll: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
             ports: PortSeries::new(ports),
@@ -213,6 +217,16 @@ impl Metrics {
             "Flow log records that could not be written (its file system full, an I/O error)",
             self.flow_log_lost.clone(),
         );
+        r.register(
+            "tcptrack_ipfix_records",
+            "IPFIX records sent to the collector (--ipfix)",
+            self.ipfix_sent.clone(),
+        );
+        r.register(
+            "tcptrack_ipfix_records_lost",
+            "IPFIX records not sent: the exporter's queue full, the collector refusing or away",
+            self.ipfix_lost.clone(),
+        );
         r.register_with_unit(
             "tcptrack_refresh",
             "Time one refresh takes (the clock, expiry, the screen or output, metrics)",
@@ -263,6 +277,9 @@ impl Metrics {
         raise(&self.evictions, m.table.stats().unanswered_evicted);
         raise(&self.dropped, m.dropped);
         raise(&self.flow_log_lost, m.flow_log_lost());
+        let (sent, lost) = m.ipfix_records();
+        raise(&self.ipfix_sent, sent);
+        raise(&self.ipfix_lost, lost);
     }
 }
 

@@ -111,6 +111,8 @@ fn counters_are_the_table_s_exact_totals_under_the_issue_s_names() {
         "tcptrack_evictions_total",
         "tcptrack_dropped_packets_total",
         "tcptrack_flow_log_records_lost_total",
+        "tcptrack_ipfix_records_total",
+        "tcptrack_ipfix_records_lost_total",
         "tcptrack_refresh_seconds_count",
         "tcptrack_kernel_poll_seconds_count",
         r#"tcptrack_info{version="0.1.0",path="kernel",interface="veth-a"}"#,

@@ -109,6 +109,8 @@ pub struct Monitor {
     pub locals_for_records: bool,
     /// The flow log's records that could not be written, as its sink counts them.
     pub flow_log_lost: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// What the IPFIX exporter sent and lost, as it counts them.
+    pub ipfix: Option<std::sync::Arc<crate::ipfix::Counts>>,
     /// Live, records follow the wall clock when it steps (off in tests whose clock is tokio's
     /// paused one, which the wall clock does not follow).
     pub follow_wall_clock: bool,
@@ -125,6 +127,12 @@ impl Monitor {
         self.flow_log_lost
             .as_ref()
             .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// IPFIX records sent and lost so far (0 and 0 without `--ipfix`).
+    #[must_use]
+    pub fn ipfix_records(&self) -> (u64, u64) {
+        self.ipfix.as_deref().map_or((0, 0), crate::ipfix::totals)
     }
 
     /// A monitor of `kind`'s source, its table made with `table`.
@@ -153,6 +161,7 @@ impl Monitor {
             locals: locals::Locals::default(),
             locals_for_records: false,
             flow_log_lost: None,
+            ipfix: None,
             follow_wall_clock: true,
             locals_on_screen: std::cell::Cell::new(false),
             locals_read: None,

@@ -404,6 +404,12 @@ impl CaptureFile {
         Ok(())
     }
 
+    /// The link type of its (first) interface, once known.
+    #[must_use]
+    pub fn link(&self) -> Option<LinkType> {
+        LinkType::from_dlt(dlt_of(self.parser.link()?))
+    }
+
     /// Reads every packet, handing each TCP packet's update to `sink` with its capture time.
     /// Stops at the end of the file, or at the first damage (what came before is kept).
     pub fn read_all(&mut self, mut sink: impl FnMut(&FlowUpdate)) -> ReadEnd {

@@ -117,6 +117,9 @@ pub struct Started {
     pub processes: Option<String>,
     /// What was given up once the source was open.
     pub dropped: Option<crate::privilege::Dropped>,
+    /// The bytes before the IP header in the frames it counts (the kernel's: Ethernet), so that
+    /// frame bytes less these per packet are IP bytes (flow records count those).
+    pub link_header: usize,
 }
 
 impl Started {
@@ -178,14 +181,18 @@ pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started,
         refresh_origin: None,
         processes: None,
         dropped: None,
+        link_header: crate::decode::LinkType::Ethernet.header_len(),
     };
     let channel = Feed::Channel(rx);
     match &cfg.source {
         Source::File(path) => {
-            let (kind, label, feed, dropped) = open_file(cfg, path, replay, plan, tx, channel)?;
-            let mut s = started(kind, label, None, Vec::new());
-            s.dropped = dropped;
-            Ok((s, feed))
+            let f = open_file(cfg, path, replay, plan, tx, channel)?;
+            let mut s = started(f.kind, f.label, None, Vec::new());
+            s.dropped = f.dropped;
+            s.link_header = f
+                .link
+                .map_or(s.link_header, crate::decode::LinkType::header_len);
+            Ok((s, f.feed))
         }
         Source::Interface(_) | Source::DefaultInterface => {
             // The default interface is looked up once: the one opened is the one named.
@@ -194,6 +201,10 @@ pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started,
             let dropped = Some(drop_privileges(plan, &live.needs(&name))?);
             let label = SourceLabel::Live(live.label(&cfg.source));
             let mut processes = "from /proc, as ss -p finds them".to_owned();
+            let link_header = match &live {
+                Live::Libpcap { link, .. } => link.header_len(),
+                Live::Kernel { .. } => crate::decode::LinkType::Ethernet.header_len(),
+            };
             let (promiscuous, thread) = match live {
                 Live::Kernel {
                     poller,
@@ -227,9 +238,19 @@ pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started,
             live.interface = name;
             live.processes = Some(processes);
             live.dropped = dropped;
+            live.link_header = link_header;
             Ok((live, channel))
         }
     }
+}
+
+/// A capture file, opened.
+struct OpenedFile {
+    kind: SourceKind,
+    label: SourceLabel,
+    feed: Feed,
+    dropped: Option<crate::privilege::Dropped>,
+    link: Option<crate::decode::LinkType>,
 }
 
 /// Opens the capture file `path` (read whole, or replayed at `replay` times its pace into `tx`,
@@ -242,15 +263,7 @@ fn open_file(
     plan: &Plan,
     tx: Sender<SourceMsg>,
     channel: Feed,
-) -> Result<
-    (
-        SourceKind,
-        SourceLabel,
-        Feed,
-        Option<crate::privilege::Dropped>,
-    ),
-    Error,
-> {
+) -> Result<OpenedFile, Error> {
     let mut dropped = None;
     let mut lower = || {
         dropped = Some(drop_privileges(plan, &Needs::default())?);
@@ -258,22 +271,24 @@ fn open_file(
     };
     let file = file::CaptureFile::open_then(path, cfg.filter.as_deref(), &mut lower)?;
     let name = file_name(path);
-    Ok(match replay {
+    let link = file.link();
+    let (kind, label, feed) = match replay {
         None => (
             SourceKind::Capture,
             SourceLabel::File(name),
             Feed::Inline(Box::new(file)),
-            dropped,
         ),
         Some(speed) => {
             file::spawn_replay(file, speed, tx);
-            (
-                SourceKind::Replay,
-                SourceLabel::Replay(name),
-                channel,
-                dropped,
-            )
+            (SourceKind::Replay, SourceLabel::Replay(name), channel)
         }
+    };
+    Ok(OpenedFile {
+        kind,
+        label,
+        feed,
+        dropped,
+        link,
     })
 }
 

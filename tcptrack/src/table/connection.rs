@@ -149,6 +149,8 @@ pub struct Connection {
     /// connection fits in 248.
     marks: u8,
     sent: [Counters; 2],
+    /// The TCP flags each side sent, or-ed (what a flow record's `tcpControlBits` carry).
+    tcp_flags: [u8; 2],
     first_seen_ns: u64,
     last_seen_ns: u64,
     /// The ACK number that acknowledges each side's FIN (its sequence number + its payload +
@@ -223,6 +225,7 @@ impl Connection {
             state,
             marks: 0,
             sent: [Counters::default(); 2],
+            tcp_flags: [0; 2],
             first_seen_ns: at,
             last_seen_ns: at,
             fin_ack_expected: [0; 2],
@@ -273,6 +276,11 @@ impl Connection {
     #[must_use]
     pub const fn server_sent(&self) -> Counters {
         self.sent[Side::Server.index()]
+    }
+    /// The TCP flags the client, then the server, sent (or-ed over every packet).
+    #[must_use]
+    pub const fn tcp_flags(&self) -> [u8; 2] {
+        self.tcp_flags
     }
     /// Both directions together.
     #[must_use]
@@ -368,6 +376,8 @@ impl Connection {
             self.ips.swap(Side::Client.index(), Side::Server.index());
             self.ports.swap(Side::Client.index(), Side::Server.index());
             self.sent.swap(Side::Client.index(), Side::Server.index());
+            self.tcp_flags
+                .swap(Side::Client.index(), Side::Server.index());
             self.diag.swap_sides();
         }
     }
@@ -385,6 +395,7 @@ impl Connection {
     ) {
         let side = self.side_of(u.src);
         self.sent[side.index()].add(u);
+        self.tcp_flags[side.index()] |= u.flags.0;
         self.rate.add(rate_cfg, u.ts, side.index(), u.payload_bytes);
         if per_packet {
             // Microseconds since first seen, modulo 2^32 (see `diag`).

@@ -529,9 +529,10 @@ fn local_servers_are_tallied_by_port_and_accepted_once_they_answer_a_handshake()
 #[test]
 fn a_connection_stays_small() {
     // The bench's memory case counts bytes per connection (index, slots and all); the
-    // connection itself is most of it.
+    // connection itself is most of it (248 bytes before each side's TCP flags, which round it
+    // up to the next 8).
     let size = std::mem::size_of::<Connection>();
-    assert!(size <= 248, "{size}");
+    assert!(size <= 256, "{size}");
     // An empty slot of the table costs no tag beside the connection.
     assert_eq!(std::mem::size_of::<Option<Connection>>(), size);
 }

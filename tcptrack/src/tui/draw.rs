@@ -260,6 +260,10 @@ impl App {
         if flow_log_lost > 0 {
             out.push_str(&format!(" | flow log lost {flow_log_lost}"));
         }
+        let (_, ipfix_lost) = m.ipfix_records();
+        if ipfix_lost > 0 {
+            out.push_str(&format!(" | IPFIX lost {ipfix_lost}"));
+        }
         if let Some(n) = &m.notice {
             out.push_str(" | ");
             out.push_str(n);
