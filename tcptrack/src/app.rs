@@ -170,6 +170,7 @@ fn monitor(
     m.notice = started.fallback.as_ref().map(ToString::to_string);
     m.processes = started.processes.clone();
     m.refresh_origin = started.refresh_origin;
+    m.last_poll.clone_from(&started.last_poll);
     m.privileges = started.dropped.as_ref().map(Dropped::lines);
     m.locals_for_records = records_wanted(cfg);
     m.flow_log_lost = out.0.as_ref().map(FlowLog::lost);

@@ -475,3 +475,59 @@ fn over_tcp_the_templates_lead_the_stream() {
     assert_eq!(msg.records.len(), 1);
     assert_eq!(x.counts().sent.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_stalled_collector_costs_the_records_it_does_not_take_and_never_holds_the_sender() {
+    // Accepts, and never reads: the stream fills, then every write waits.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let held = std::thread::spawn(move || {
+        let mut streams = Vec::new();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            if let Ok((s, _)) = listener.accept() {
+                streams.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut sender = send::Sender::start(send::Options {
+        collector: addr,
+        transport: Transport::Tcp,
+        standard_only: true,
+        domain: 0,
+        say: false,
+    })
+    .expect("start");
+    let one = Record {
+        client: "198.18.0.1:1".parse().expect("a"),
+        server: "198.18.0.2:2".parse().expect("a"),
+        octets: [1; 2],
+        packets: [1; 2],
+        start_ms: 0,
+        end_ms: 0,
+        flags: [0; 2],
+        reason: EndReason::ForcedEnd,
+        initiator_known: true,
+        rtt_us: 0,
+        retransmits: [0; 2],
+        pid: 0,
+        process: String::new(),
+    };
+    // 200 batches of 1,000 records, about 17 MB: more than the stream's buffers take.
+    let batches = vec![vec![one; 1_000]; 200];
+    let started = std::time::Instant::now();
+    for b in batches {
+        sender.send(b);
+    }
+    // Handing over never waited for the collector: a send that did would take the write's
+    // 2-second timeout at least.
+    let handed = started.elapsed();
+    assert!(sender.close(Duration::from_secs(60)), "the exporter ended");
+    let (sent, lost) = totals(&sender.counts());
+    assert_eq!(sent + lost, 200_000, "every record accounted for");
+    assert!(lost > 0, "a stalled collector misses records");
+    assert!(handed < Duration::from_secs(2), "handed over in {handed:?}");
+    drop(held);
+}

@@ -362,14 +362,49 @@ pub async fn drive(
     sink: &mut impl Sink,
     interval: Duration,
 ) -> Result<(), Error> {
-    let result = run(m, source, input, sink, interval).await;
+    let mut source = source;
+    let mut result = run(m, &mut source, input, sink, interval).await;
+    // Ended by a key or the terminal: what the kernel counted since its last poll still goes
+    // into the last records.
+    if result.is_ok() {
+        result = last_poll(m, &mut source, sink).await;
+    }
     let exit = sink.exit(m);
     result.and(exit)
 }
 
+/// How long tcptrack's end waits for the kernel's last poll.
+const LAST_POLL_WAIT: Duration = Duration::from_secs(2);
+
+/// On the kernel path, asks for a last poll and takes in everything up to it (waiting
+/// [`LAST_POLL_WAIT`] at most), once.
+async fn last_poll(
+    m: &mut Monitor,
+    source: &mut Receiver<SourceMsg>,
+    sink: &mut impl Sink,
+) -> Result<(), Error> {
+    let Some(ask) = m.last_poll.take() else {
+        return Ok(());
+    };
+    ask.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + LAST_POLL_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, source.recv()).await {
+            Ok(Some(SourceMsg::LastPoll)) | Err(_) => return Ok(()),
+            Ok(msg) => {
+                let gone = matches!(msg, None | Some(SourceMsg::End(_)));
+                source_msg(m, msg, sink)?;
+                if gone {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     m: &mut Monitor,
-    mut source: Receiver<SourceMsg>,
+    source: &mut Receiver<SourceMsg>,
     mut input: Option<Receiver<Event>>,
     sink: &mut impl Sink,
     interval: Duration,
@@ -406,8 +441,14 @@ async fn run(
                 Some(ev) => sink.input(m, ev)?,
                 None => Flow::Stop,
             },
-            _ = term.recv() => finish(m, sink)?,
-            _ = int.recv() => finish(m, sink)?,
+            _ = term.recv() => {
+                last_poll(m, source, sink).await?;
+                finish(m, sink)?
+            }
+            _ = int.recv() => {
+                last_poll(m, source, sink).await?;
+                finish(m, sink)?
+            }
             _ = hup.recv() => sink.hangup(m)?,
             () = next_signal(&mut tstp) => {
                 sink.suspend(m)?;

@@ -109,6 +109,8 @@ pub struct Monitor {
     pub locals_for_records: bool,
     /// The flow log's records that could not be written, as its sink counts them.
     pub flow_log_lost: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Asks the kernel's poller for a last poll (see `Started::last_poll`), as tcptrack ends.
+    pub last_poll: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// What the IPFIX exporter sent and lost, as it counts them.
     pub ipfix: Option<std::sync::Arc<crate::ipfix::Counts>>,
     /// Live, records follow the wall clock when it steps (off in tests whose clock is tokio's
@@ -162,6 +164,7 @@ impl Monitor {
             locals_for_records: false,
             flow_log_lost: None,
             ipfix: None,
+            last_poll: None,
             follow_wall_clock: true,
             locals_on_screen: std::cell::Cell::new(false),
             locals_read: None,
@@ -227,6 +230,7 @@ impl Monitor {
                 self.kernel = Some(s);
                 self.poll_times.push(s.poll_time);
             }
+            SourceMsg::LastPoll => {}
             SourceMsg::End(err) => {
                 if self.kind == SourceKind::Live {
                     return err.map_or(Ok(()), Err);

@@ -10,6 +10,8 @@ pub mod sockets;
 pub mod stream;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -39,6 +41,9 @@ pub enum SourceMsg {
     Kernel(crate::flow::Polled),
     /// What the kernel could not keep, as of the last poll.
     KernelStats(kernel::KernelStats),
+    /// The kernel's last poll, asked for as tcptrack ends (see [`Started::last_poll`]), came
+    /// before this: nothing follows.
+    LastPoll,
     /// The source is done: the end of a file, or an error.
     End(Option<Error>),
 }
@@ -117,12 +122,40 @@ pub struct Started {
     pub processes: Option<String>,
     /// What was given up once the source was open.
     pub dropped: Option<crate::privilege::Dropped>,
+    /// Set, the kernel poller polls once more at once, sends [`SourceMsg::LastPoll`] after it,
+    /// and ends: what the kernel counted until tcptrack stops is in its last records.
+    pub last_poll: Option<Arc<AtomicBool>>,
     /// The bytes before the IP header in the frames it counts (the kernel's: Ethernet), so that
     /// frame bytes less these per packet are IP bytes (flow records count those).
     pub link_header: usize,
 }
 
 impl Started {
+    /// A source of `kind`, named `label`, the rest filled in by its opener.
+    fn new(
+        kind: SourceKind,
+        label: SourceLabel,
+        fallback: Option<Fallback>,
+        promiscuous: Vec<kernel::Promiscuous>,
+    ) -> Self {
+        Self {
+            kind,
+            interface: match &label {
+                SourceLabel::File(f) | SourceLabel::Replay(f) => f.clone(),
+                SourceLabel::Live(_) => String::new(),
+            },
+            label,
+            fallback,
+            promiscuous,
+            poller: None,
+            refresh_origin: None,
+            processes: None,
+            dropped: None,
+            last_poll: None,
+            link_header: crate::decode::LinkType::Ethernet.header_len(),
+        }
+    }
+
     /// The verifier's log, when the kernel refused the programs and libpcap took over.
     #[must_use]
     pub fn verifier_log(&self) -> Option<String> {
@@ -168,26 +201,11 @@ fn file_name(p: &Path) -> String {
 /// given up.
 pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started, Feed), Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_QUEUE);
-    let started = |kind, label: SourceLabel, fallback, promiscuous| Started {
-        kind,
-        interface: match &label {
-            SourceLabel::File(f) | SourceLabel::Replay(f) => f.clone(),
-            SourceLabel::Live(_) => String::new(),
-        },
-        label,
-        fallback,
-        promiscuous,
-        poller: None,
-        refresh_origin: None,
-        processes: None,
-        dropped: None,
-        link_header: crate::decode::LinkType::Ethernet.header_len(),
-    };
     let channel = Feed::Channel(rx);
     match &cfg.source {
         Source::File(path) => {
             let f = open_file(cfg, path, replay, plan, tx, channel)?;
-            let mut s = started(f.kind, f.label, None, Vec::new());
+            let mut s = Started::new(f.kind, f.label, None, Vec::new());
             s.dropped = f.dropped;
             s.link_header = f
                 .link
@@ -195,53 +213,62 @@ pub fn start(cfg: &Config, replay: Option<f64>, plan: &Plan) -> Result<(Started,
             Ok((s, f.feed))
         }
         Source::Interface(_) | Source::DefaultInterface => {
-            // The default interface is looked up once: the one opened is the one named.
-            let name = live::interface_name(&cfg.source)?;
-            let (live, fallback) = open_live(cfg, &name)?;
-            let dropped = Some(drop_privileges(plan, &live.needs(&name))?);
-            let label = SourceLabel::Live(live.label(&cfg.source));
-            let mut processes = "from /proc, as ss -p finds them".to_owned();
-            let link_header = match &live {
-                Live::Libpcap { link, .. } => link.header_len(),
-                Live::Kernel { .. } => crate::decode::LinkType::Ethernet.header_len(),
-            };
-            let (promiscuous, thread) = match live {
-                Live::Kernel {
-                    poller,
-                    promiscuous,
-                    ..
-                } => {
-                    processes = match poller.openers_refused() {
-                        None => "from the kernel as each socket connects or is accepted (any \
-                                 namespace); sockets older than tcptrack from /proc"
-                            .to_owned(),
-                        Some(why) => format!("from /proc, as ss -p finds them ({why})"),
-                    };
-                    let origin = Instant::now();
-                    let t = spawn_kernel_poller(poller, name.clone(), origin, cfg.interval, tx);
-                    (promiscuous, Some((t, origin)))
-                }
-                Live::Libpcap {
-                    cap,
-                    link,
-                    interface,
-                } => {
-                    live::spawn_reader(cap, link, interface, tx);
-                    (Vec::new(), None)
-                }
-            };
-            let mut live = started(SourceKind::Live, label, fallback, promiscuous);
-            if let Some((t, origin)) = thread {
-                live.poller = Some(t);
-                live.refresh_origin = Some(origin);
-            }
-            live.interface = name;
-            live.processes = Some(processes);
-            live.dropped = dropped;
-            live.link_header = link_header;
-            Ok((live, channel))
+            Ok((start_live(cfg, plan, tx)?, channel))
         }
     }
+}
+
+/// Opens the live source `cfg` names, gives up privileges as `plan` says, and starts its
+/// thread, sending into `tx`.
+fn start_live(cfg: &Config, plan: &Plan, tx: Sender<SourceMsg>) -> Result<Started, Error> {
+    // The default interface is looked up once: the one opened is the one named.
+    let name = live::interface_name(&cfg.source)?;
+    let (live, fallback) = open_live(cfg, &name)?;
+    let dropped = Some(drop_privileges(plan, &live.needs(&name))?);
+    let label = SourceLabel::Live(live.label(&cfg.source));
+    let mut processes = "from /proc, as ss -p finds them".to_owned();
+    let link_header = match &live {
+        Live::Libpcap { link, .. } => link.header_len(),
+        Live::Kernel { .. } => crate::decode::LinkType::Ethernet.header_len(),
+    };
+    let (promiscuous, thread) = match live {
+        Live::Kernel {
+            poller,
+            promiscuous,
+            ..
+        } => {
+            processes = match poller.openers_refused() {
+                None => "from the kernel as each socket connects or is accepted (any \
+                         namespace); sockets older than tcptrack from /proc"
+                    .to_owned(),
+                Some(why) => format!("from /proc, as ss -p finds them ({why})"),
+            };
+            let origin = Instant::now();
+            let last = Arc::new(AtomicBool::new(false));
+            let grid = (origin, cfg.interval);
+            let t = spawn_kernel_poller(poller, name.clone(), grid, Arc::clone(&last), tx);
+            (promiscuous, Some((t, origin, last)))
+        }
+        Live::Libpcap {
+            cap,
+            link,
+            interface,
+        } => {
+            live::spawn_reader(cap, link, interface, tx);
+            (Vec::new(), None)
+        }
+    };
+    let mut live = Started::new(SourceKind::Live, label, fallback, promiscuous);
+    if let Some((t, origin, last)) = thread {
+        live.poller = Some(t);
+        live.refresh_origin = Some(origin);
+        live.last_poll = Some(last);
+    }
+    live.interface = name;
+    live.processes = Some(processes);
+    live.dropped = dropped;
+    live.link_header = link_header;
+    Ok(live)
 }
 
 /// A capture file, opened.
@@ -530,12 +557,12 @@ const POLL_LEAD: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Polls the kernel at every `interval` on a thread of its own, sending each poll into `tx`
 /// (first, the clock: the kernel's monotonic time, the packets' time), and reads its events as
-/// they arrive in between.
+/// they arrive in between. Once `last` is set, polls at once a last time and ends.
 fn spawn_kernel_poller(
     mut poller: Box<kernel::Poller>,
     interface: String,
-    origin: Instant,
-    interval: std::time::Duration,
+    (origin, interval): (Instant, std::time::Duration),
+    last: Arc<AtomicBool>,
     tx: Sender<SourceMsg>,
 ) -> std::thread::JoinHandle<()> {
     let clock = SourceMsg::Clock {
@@ -557,8 +584,12 @@ fn spawn_kernel_poller(
                 if tx.is_closed() {
                     return;
                 }
+                if last.load(Ordering::Relaxed) {
+                    break;
+                }
                 poller.wait_events(left.min(STOP_CHECK));
             }
+            let final_poll = last.load(Ordering::Relaxed);
             due += interval;
             let started = Instant::now();
             let msg = match poller.poll() {
@@ -573,7 +604,8 @@ fn spawn_kernel_poller(
                 poll_time: started.elapsed(),
                 ..poller.stats()
             };
-            if tx.blocking_send(SourceMsg::KernelStats(stats)).is_err() {
+            if tx.blocking_send(SourceMsg::KernelStats(stats)).is_err() || final_poll {
+                let _ = tx.blocking_send(SourceMsg::LastPoll);
                 return;
             }
         }
