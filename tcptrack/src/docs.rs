@@ -322,6 +322,10 @@ fn examples(roff: &mut Roff) {
             "Every connection on all interfaces, as CSV every 10 seconds:",
             "tcptrack -i any --output csv --interval 10 > connections.csv",
         ),
+        (
+            "Every connection on eth0 as an IPFIX flow record to a collector, nothing on the terminal:",
+            "tcptrack -i eth0 --output none --ipfix collector.example:4739",
+        ),
     ] {
         para(roff, [roman(what)]);
         command(roff, line);

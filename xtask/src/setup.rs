@@ -45,6 +45,10 @@ const TEST_PACKAGES: &[&str] = &[
     // Certificates (openssl) and bcrypt hashes (htpasswd) for the metrics' web configuration.
     "openssl",
     "apache2-utils",
+    // A real IPFIX collector (nfcapd, nfdump) and a second exporter (softflowd) in the IPFIX
+    // tests.
+    "nfdump",
+    "softflowd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
