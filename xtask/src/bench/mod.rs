@@ -193,6 +193,8 @@ pub enum Case {
     Idle,
     /// CPU and memory of each live monitor on many real connections, idle and active
     Scale,
+    /// IPFIX export's CPU: `-T` with and without `--ipfix` to a local UDP collector
+    Ipfix,
     /// tcptrack left running under steady load and churn, sampled every 10 s (30 minutes, or
     /// `--minutes`); only when named
     Soak,
@@ -254,7 +256,10 @@ impl Bench {
 pub fn run(profile: Profile, only: &[Case], minutes: Option<u32>) -> Result<()> {
     setup::ensure(setup::Need::Tests)?;
     let runs = |case: Case| only.is_empty() || only.contains(&case);
-    let bench = prepare(profile, runs(Case::Throughput) || runs(Case::Memory))?;
+    let bench = prepare(
+        profile,
+        runs(Case::Throughput) || runs(Case::Memory) || runs(Case::Ipfix),
+    )?;
     if only.contains(&Case::Soak) {
         let minutes = minutes.unwrap_or(match profile {
             Profile::Quick => 4,
@@ -291,6 +296,7 @@ pub fn run(profile: Profile, only: &[Case], minutes: Option<u32>) -> Result<()> 
         live: run_if(runs(Case::Live), &bench, cases::live::measure)?.unwrap_or_default(),
         idle_screen: run_if(runs(Case::Idle), &bench, cases::idle::measure)?,
         scale: run_if(runs(Case::Scale), &bench, cases::scale::measure)?,
+        ipfix: run_if(runs(Case::Ipfix), &bench, cases::ipfix::measure)?,
         live_seconds: profile.live_span().as_secs(),
         packets: profile.packets(),
         runs: profile.runs(),

@@ -7,6 +7,7 @@
 //!
 //! A case not run (`--only`) leaves its section out of both renderings.
 
+mod ipfix;
 mod scale;
 
 use std::fmt;
@@ -24,6 +25,7 @@ const fn met(yes: bool) -> &'static str {
         "NOT met"
     }
 }
+pub use ipfix::IpfixExport;
 pub use scale::{HeadlessCost, MetricsCost, MonitorCost, Scale, ScaleRow, LISTING_SECONDS};
 
 /// One benchmark run; a case not run is `None` (or, for `live`, empty).
@@ -31,6 +33,8 @@ pub use scale::{HeadlessCost, MetricsCost, MonitorCost, Scale, ScaleRow, LISTING
 pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_screen: Option<IdleScreen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipfix: Option<IpfixExport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_cost_ns: Option<KernelCost>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -758,6 +762,9 @@ impl Report {
         if let Some(s) = &self.scale {
             out.extend(s.targets());
         }
+        if let Some(i) = &self.ipfix {
+            out.push(i.target());
+        }
         if let Some(above) = self
             .kernel_cost_ns
             .as_ref()
@@ -815,6 +822,10 @@ impl fmt::Display for Report {
         if let Some(s) = &self.scale {
             gap(f)?;
             write!(f, "{s}")?;
+        }
+        if let Some(i) = &self.ipfix {
+            gap(f)?;
+            write!(f, "{i}")?;
         }
         let targets = self.targets();
         if !targets.is_empty() {

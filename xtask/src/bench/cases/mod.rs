@@ -2,6 +2,7 @@
 //! share: tcptrack and the classic on a capture file, a live monitor started and ready.
 
 pub mod idle;
+pub mod ipfix;
 pub mod kernel;
 pub mod kernel_live;
 pub mod live;
