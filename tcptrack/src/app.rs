@@ -130,7 +130,10 @@ fn records_out(
     let ipfix = cfg
         .ipfix
         .as_ref()
-        .map(|i| Ipfix::start(i, started.link_header, !screen))
+        .map(|i| {
+            let offline = started.kind != SourceKind::Live;
+            Ipfix::start(i, started.link_header, offline, !screen)
+        })
         .transpose()?;
     Ok((flow_log, ipfix))
 }

@@ -353,7 +353,6 @@ fn parse_speed(s: &str) -> Result<f64, String> {
     }
 }
 
-/// An address and port to listen on: `127.0.0.1:9100`, `[::1]:9100`, `0.0.0.0:9100`.
 /// A collector's HOST:PORT, its name looked up now (before tcptrack gives up what a lookup may
 /// need): the first address it has.
 fn parse_collector(s: &str) -> Result<SocketAddr, String> {
@@ -368,6 +367,7 @@ fn parse_collector(s: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("{s} has no address"))
 }
 
+/// An address and port to listen on: `127.0.0.1:9100`, `[::1]:9100`, `0.0.0.0:9100`.
 fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()

@@ -45,9 +45,9 @@ pub struct Config {
 }
 
 /// How long tcptrack's exit waits, at most, for the last records to go: the exporter gives up
-/// on a collector that takes nothing for 2 s by itself; this bounds the rest (sending about
-/// 140,000 records a second over UDP).
-const EXIT_WAIT: Duration = Duration::from_secs(30);
+/// on a message a TCP collector has not taken in 2 s by itself; this bounds the rest (over UDP,
+/// up to 240,000 records a second).
+const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A connection that had records before its end: what they covered.
 #[derive(Clone, Copy, Debug)]
@@ -65,17 +65,26 @@ pub struct Ipfix {
     /// Bytes before the IP header in each of the source's frames.
     link_header: u64,
     covered: HashMap<u64, Covered>,
+    /// The source is a capture file: records wait for room in the queue rather than be lost
+    /// (nothing to keep up with), and there are no interim records (one record a connection).
+    offline: bool,
     /// When (table time) the open connections are next looked at for interim records.
     next_sweep: crate::flow::Timestamp,
 }
 
 impl Ipfix {
     /// Starts exporting as `cfg` says, frames of the source having `link_header` bytes before
-    /// the IP header; `say`: losses are said on stderr (not under the screen).
+    /// the IP header; `offline`: the source is a capture file; `say`: losses are said on stderr
+    /// (not under the screen).
     ///
     /// # Errors
     /// The exporter's socket or thread cannot be made.
-    pub fn start(cfg: &Config, link_header: usize, say: bool) -> Result<Self, Error> {
+    pub fn start(
+        cfg: &Config,
+        link_header: usize,
+        offline: bool,
+        say: bool,
+    ) -> Result<Self, Error> {
         let sender = send::Sender::start(send::Options {
             collector: cfg.collector,
             transport: cfg.transport,
@@ -92,6 +101,7 @@ impl Ipfix {
             cfg: cfg.clone(),
             link_header: u64::try_from(link_header).unwrap_or(0),
             covered: HashMap::new(),
+            offline,
             next_sweep: Duration::ZERO,
         })
     }
@@ -147,7 +157,7 @@ impl Ipfix {
     /// Interim records of the connections whose span since their last record reached the
     /// active timeout. Looked at a few times per timeout, not at every refresh.
     fn sweep(&mut self, m: &Monitor) {
-        if m.now < self.next_sweep {
+        if self.offline || m.now < self.next_sweep {
             return;
         }
         let every =
@@ -173,6 +183,17 @@ impl Ipfix {
         }
         if !due.is_empty() {
             self.sender.send(due);
+        }
+    }
+
+    /// Hands `records` to the exporter, those that carry something: a connection whose last
+    /// record covered all it carried (idle since an interim record) has no record at its end.
+    fn send(&self, mut records: Vec<Record>) {
+        records.retain(|r| r.packets != [0, 0]);
+        if self.offline {
+            self.sender.send_waiting(records);
+        } else {
+            self.sender.send(records);
         }
     }
 }
@@ -202,7 +223,7 @@ impl Sink for Ipfix {
         for e in ended {
             self.covered.remove(&e.conn.id());
         }
-        self.sender.send(records);
+        self.send(records);
         Ok(())
     }
 
@@ -230,7 +251,7 @@ impl Sink for Ipfix {
                 self.record(c, reason(how), clock, m.locals.of(c))
             })
             .collect();
-        self.sender.send(records);
+        self.send(records);
         self.covered.clear();
         // What it could not send in time is lost with tcptrack's exit, as records are.
         let _ = self.sender.close(EXIT_WAIT);

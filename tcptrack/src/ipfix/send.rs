@@ -41,7 +41,8 @@ const PACE_MESSAGES: u32 = 16;
 const PACE_EVERY: Duration = Duration::from_millis(1);
 /// How long a TCP connection attempt, or one message's write, may take.
 const TCP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Waits between TCP connection attempts: doubled at each failure, from the first to the last.
+/// Waits between TCP connection attempts: doubled at each failure (to connect, or to write a
+/// message), from the first to the last, back to the first once a message went.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MOST: Duration = Duration::from_secs(30);
 
@@ -146,12 +147,34 @@ impl Sender {
             let rest = records.split_off(records.len().min(BATCH_RECORDS));
             match tx.try_send(records) {
                 Ok(()) => {}
-                Err(TrySendError::Full(lost) | TrySendError::Disconnected(lost)) => {
+                Err(TrySendError::Full(lost)) => {
                     let n = lost.len() + rest.len();
                     self.counts
                         .lose(n, &"the exporter's queue is full", self.say);
                     return;
                 }
+                Err(TrySendError::Disconnected(lost)) => {
+                    let n = lost.len() + rest.len();
+                    self.counts.lose(n, &"the exporter has stopped", self.say);
+                    return;
+                }
+            }
+            records = rest;
+        }
+    }
+
+    /// Hands `records` over, waiting for room in the queue: for a capture file, where there is
+    /// no counting to keep up with and every record can go.
+    pub fn send_waiting(&self, mut records: Vec<Record>) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(BATCH_RECORDS));
+            if let Err(lost) = tx.send(records) {
+                let n = lost.0.len() + rest.len();
+                self.counts.lose(n, &"the exporter has stopped", self.say);
+                return;
             }
             records = rest;
         }
@@ -162,6 +185,26 @@ impl Sender {
     pub fn close(&mut self, wait: Duration) -> bool {
         self.tx.take().is_none() || self.done.recv_timeout(wait).is_ok()
     }
+}
+
+/// Writes all of `buf` into `stream` by `deadline` (a collector that reads slowly cannot hold
+/// one message longer), or fails.
+fn write_within(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(std::io::ErrorKind::TimedOut)?;
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(&buf[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The thread's end: the socket, the stream's sequence number, when templates went last.
@@ -178,6 +221,8 @@ struct Link {
     sequence: u32,
     /// Templates go in the next message; when they last went, messages since.
     template_due: bool,
+    /// The message in `buf` holds them.
+    templates_in_message: bool,
     template_at: Instant,
     messages: u32,
     counts: Arc<Counts>,
@@ -198,6 +243,7 @@ impl Link {
             refused: String::new(),
             sequence: 0,
             template_due: true,
+            templates_in_message: false,
             template_at: Instant::now(),
             messages: 0,
             counts,
@@ -226,8 +272,10 @@ impl Link {
         while !rest.is_empty() {
             let taken = self.message(rest);
             let (sent, left) = rest.split_at(taken);
+            let had_templates = self.templates_in_message;
             match self.write() {
                 Ok(()) => {
+                    self.retry_wait = RETRY_FIRST;
                     // Modulo 2^32, as RFC 7011 counts.
                     self.sequence = self
                         .sequence
@@ -247,6 +295,8 @@ impl Link {
                         self.counts.lose(rest.len(), &why, self.opts.say);
                         return;
                     }
+                    // The templates go again in the next message if this one had them.
+                    self.template_due |= had_templates;
                     self.counts.lose(sent.len(), &why, self.opts.say);
                 }
             }
@@ -262,6 +312,7 @@ impl Link {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         encode::begin(&mut self.buf, secs, self.sequence, self.opts.domain);
+        self.templates_in_message = false;
         let udp = self.opts.transport == Transport::Udp;
         if self.template_due
             || (udp
@@ -269,6 +320,7 @@ impl Link {
                     || self.messages >= TEMPLATE_MESSAGES))
         {
             encode::template_set(&mut self.buf, self.opts.standard_only);
+            self.templates_in_message = true;
             self.template_due = false;
             self.template_at = Instant::now();
             self.messages = 0;
@@ -315,7 +367,7 @@ impl Link {
                 self.window_messages += 1;
                 udp.send(&self.buf).map(|_| ())
             }
-            (None, Some(tcp)) => tcp.write_all(&self.buf),
+            (None, Some(tcp)) => write_within(tcp, &self.buf, Instant::now() + TCP_TIMEOUT),
             (None, None) => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
@@ -330,7 +382,6 @@ impl Link {
             return Err(self.refused.clone());
         }
         let stream = TcpStream::connect_timeout(&self.opts.collector, TCP_TIMEOUT).and_then(|s| {
-            s.set_write_timeout(Some(TCP_TIMEOUT))?;
             s.set_nodelay(true)?;
             Ok(s)
         });
@@ -340,7 +391,6 @@ impl Link {
                 // A new stream: its own sequence numbers, the templates first.
                 self.sequence = 0;
                 self.template_due = true;
-                self.retry_wait = RETRY_FIRST;
                 Ok(())
             }
             Err(e) => {

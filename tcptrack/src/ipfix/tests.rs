@@ -205,7 +205,7 @@ fn three_connections(m: &mut Monitor) {
 #[test]
 fn each_connection_is_one_two_way_record_the_client_its_source() {
     let collector = Collector::new();
-    let mut x = Ipfix::start(&config(collector.addr(), false), 14, false).expect("start");
+    let mut x = Ipfix::start(&config(collector.addr(), false), 14, false, false).expect("start");
     let mut m = monitor();
     three_connections(&mut m);
     hand_over(&mut m, &mut x);
@@ -291,7 +291,7 @@ fn each_connection_is_one_two_way_record_the_client_its_source() {
 #[test]
 fn the_standard_template_has_no_element_of_tcptracks_own() {
     let collector = Collector::new();
-    let mut x = Ipfix::start(&config(collector.addr(), true), 14, false).expect("start");
+    let mut x = Ipfix::start(&config(collector.addr(), true), 14, false, false).expect("start");
     let mut m = monitor();
     m.handle(SourceMsg::Batch(vec![pkt(
         "198.18.0.1:1",
@@ -334,7 +334,7 @@ fn a_long_connection_sends_interim_records_whose_sums_are_its_totals() {
     let collector = Collector::new();
     let mut cfg = config(collector.addr(), false);
     cfg.active_timeout = Duration::from_secs(10);
-    let mut x = Ipfix::start(&cfg, 14, false).expect("start");
+    let mut x = Ipfix::start(&cfg, 14, false, false).expect("start");
     let mut m = monitor();
     let (c, s) = ("198.18.0.1:40000", "198.18.0.2:80");
     m.handle(SourceMsg::Batch(vec![
@@ -385,7 +385,7 @@ fn a_long_connection_sends_interim_records_whose_sums_are_its_totals() {
 #[test]
 fn many_records_go_in_messages_that_fit_a_datagram() {
     let collector = Collector::new();
-    let mut x = Ipfix::start(&config(collector.addr(), false), 14, false).expect("start");
+    let mut x = Ipfix::start(&config(collector.addr(), false), 14, false, false).expect("start");
     let mut m = monitor();
     let mut batch = Vec::new();
     for port in 0..300u16 {
@@ -441,7 +441,7 @@ fn a_collector_that_refuses_costs_the_records_it_misses_counted() {
     };
     let mut cfg = config(port, false);
     cfg.transport = Transport::Tcp;
-    let mut x = Ipfix::start(&cfg, 14, false).expect("start");
+    let mut x = Ipfix::start(&cfg, 14, false, false).expect("start");
     let mut m = monitor();
     m.handle(SourceMsg::Batch(vec![
         pkt("198.18.0.1:1", "198.18.0.2:2", 0, SYN, 0, 0, 0),
@@ -458,7 +458,7 @@ fn over_tcp_the_templates_lead_the_stream() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut cfg = config(listener.local_addr().expect("addr"), false);
     cfg.transport = Transport::Tcp;
-    let mut x = Ipfix::start(&cfg, 14, false).expect("start");
+    let mut x = Ipfix::start(&cfg, 14, false, false).expect("start");
     let mut m = monitor();
     m.handle(SourceMsg::Batch(vec![
         pkt("198.18.0.1:1", "198.18.0.2:2", 0, SYN, 0, 0, 0),
@@ -530,4 +530,47 @@ fn a_stalled_collector_costs_the_records_it_does_not_take_and_never_holds_the_se
     assert!(lost > 0, "a stalled collector misses records");
     assert!(handed < Duration::from_secs(2), "handed over in {handed:?}");
     drop(held);
+}
+
+/// One connection: a handshake at 0 s and 100 bytes at 10.5 s, refreshed every second to
+/// 20 s, then the end; the records `x` sent.
+fn quiet_after_ten_seconds(offline: bool) -> Vec<Decoded> {
+    let collector = Collector::new();
+    let mut cfg = config(collector.addr(), false);
+    cfg.active_timeout = Duration::from_secs(10);
+    let mut x = Ipfix::start(&cfg, 14, offline, false).expect("start");
+    let mut m = monitor();
+    let (c, s) = ("198.18.0.1:40000", "198.18.0.2:80");
+    m.handle(SourceMsg::Batch(vec![
+        pkt(c, s, 0, SYN, 0, 0, 0),
+        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
+        pkt(c, s, 10_500, ACK, 1, 1, 100),
+    ]))
+    .expect("batch");
+    for sec in 1..=20 {
+        m.advance_to(Duration::from_secs(sec), false);
+        x.refresh(&m).expect("refresh");
+    }
+    x.exit(&m).expect("exit");
+    let mut templates = StdMap::new();
+    collector
+        .messages()
+        .iter()
+        .flat_map(|b| decode(b, &mut templates).records)
+        .collect()
+}
+
+#[test]
+fn no_record_carries_nothing_and_a_capture_has_one_a_connection() {
+    // Live: the interim record covered all it carried; its end adds no empty record.
+    let live = quiet_after_ten_seconds(false);
+    let reasons: Vec<u64> = live.iter().map(|r| r.num(ie::FLOW_END_REASON, 0)).collect();
+    assert_eq!(reasons, [2]);
+    assert_eq!(live[0].num(ie::PACKET_DELTA_COUNT, 0), 2);
+    // A capture file: no interim record, one at the end with everything.
+    let file = quiet_after_ten_seconds(true);
+    let reasons: Vec<u64> = file.iter().map(|r| r.num(ie::FLOW_END_REASON, 0)).collect();
+    assert_eq!(reasons, [4]);
+    assert_eq!(file[0].num(ie::PACKET_DELTA_COUNT, 0), 2);
+    assert_eq!(file[0].num(ie::PACKET_DELTA_COUNT, REVERSE_PEN), 1);
 }

@@ -390,11 +390,12 @@ async fn last_poll(
     let deadline = tokio::time::Instant::now() + LAST_POLL_WAIT;
     loop {
         match tokio::time::timeout_at(deadline, source.recv()).await {
-            Ok(Some(SourceMsg::LastPoll)) | Err(_) => return Ok(()),
-            Ok(msg) => {
-                let gone = matches!(msg, None | Some(SourceMsg::End(_)));
-                source_msg(m, msg, sink)?;
-                if gone {
+            // The channel closed: the source had ended (and the sinks were told) already.
+            Ok(Some(SourceMsg::LastPoll) | None) | Err(_) => return Ok(()),
+            Ok(Some(msg)) => {
+                let end = matches!(msg, SourceMsg::End(_));
+                source_msg(m, Some(msg), sink)?;
+                if end {
                     return Ok(());
                 }
             }
