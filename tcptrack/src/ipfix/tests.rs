@@ -407,23 +407,31 @@ fn many_records_go_in_messages_that_fit_a_datagram() {
     assert_eq!(ports, (10_000..10_300).collect::<Vec<u64>>());
 }
 
-#[test]
-fn a_process_name_is_cut_on_a_character_boundary() {
-    let r = Record {
+/// A record of one packet each way, handed to the exporter without a monitor.
+fn one_record() -> Record {
+    Record {
         client: "198.18.0.1:1".parse().expect("a"),
         server: "198.18.0.2:2".parse().expect("a"),
-        octets: [0; 2],
-        packets: [0; 2],
+        octets: [41; 2],
+        packets: [1; 2],
         start_ms: 0,
         end_ms: 0,
         flags: [0; 2],
         reason: EndReason::ForcedEnd,
-        initiator_known: false,
+        initiator_known: true,
         rtt_us: 0,
         retransmits: [0; 2],
         pid: 0,
+        process: String::new(),
+    }
+}
+
+#[test]
+fn a_process_name_is_cut_on_a_character_boundary() {
+    let r = Record {
         // 81 bytes, the 64th byte inside a character.
         process: format!("a{}", "é".repeat(40)),
+        ..one_record()
     };
     let mut out = Vec::new();
     encode::record(&mut out, &r, false);
@@ -500,23 +508,8 @@ fn a_stalled_collector_costs_the_records_it_does_not_take_and_never_holds_the_se
         say: false,
     })
     .expect("start");
-    let one = Record {
-        client: "198.18.0.1:1".parse().expect("a"),
-        server: "198.18.0.2:2".parse().expect("a"),
-        octets: [1; 2],
-        packets: [1; 2],
-        start_ms: 0,
-        end_ms: 0,
-        flags: [0; 2],
-        reason: EndReason::ForcedEnd,
-        initiator_known: true,
-        rtt_us: 0,
-        retransmits: [0; 2],
-        pid: 0,
-        process: String::new(),
-    };
     // 200 batches of 1,000 records, about 17 MB: more than the stream's buffers take.
-    let batches = vec![vec![one; 1_000]; 200];
+    let batches = vec![vec![one_record(); 1_000]; 200];
     let started = std::time::Instant::now();
     for b in batches {
         sender.send(b);
