@@ -435,11 +435,8 @@ fn every_connection_reaches_nfcapd_as_sent_and_as_softflowd_exports_it() {
     }
 }
 
-/// A collector that is away (UDP to a port nobody listens on, TCP refused) costs the records it
-/// misses, nothing else: the output is the same as without `--ipfix`, the exit status 0, and
-/// stderr says it once.
-#[test]
-fn a_collector_away_changes_nothing_else_and_is_said_once() {
+/// A capture of 300 connections (IPv4, each closed after 100 bytes).
+fn capture_of_300() -> tcptrack_tests::Capture {
     let sessions: Vec<Session> = (0..300u16)
         .map(|i| {
             let client = format!("198.18.1.{}:{}", 1 + i % 200, 30_000 + i);
@@ -452,7 +449,15 @@ fn a_collector_away_changes_nothing_else_and_is_said_once() {
         })
         .collect();
     let refs: Vec<&Session> = sessions.iter().collect();
-    let cap = CaptureSpec::new(Format::Pcap, 1).write(&merged(Link::Ethernet, &refs));
+    CaptureSpec::new(Format::Pcap, 1).write(&merged(Link::Ethernet, &refs))
+}
+
+/// A collector that is away (UDP to a port nobody listens on, TCP refused) costs the records it
+/// misses, nothing else: the output is the same as without `--ipfix`, the exit status 0, and
+/// stderr says it once.
+#[test]
+fn a_collector_away_changes_nothing_else_and_is_said_once() {
+    let cap = capture_of_300();
     let file = cap.file();
     let path = file.path().to_str().expect("a UTF-8 path");
     let plain = tcptrack(["-T", path, "--output", "json"]);
@@ -486,6 +491,78 @@ fn a_collector_away_changes_nothing_else_and_is_said_once() {
                 && lines[0].contains("tcptrack_ipfix_records_lost_total"),
             "{transport}: {}",
             lines[0]
+        );
+    }
+}
+
+/// The data records in a stream of IPFIX messages, each whole (its length in its header), in
+/// IPv4 records of a connection without a process (84 bytes: what `-T` sends).
+fn records_in_stream(mut stream: &[u8]) -> usize {
+    let mut records = 0;
+    while stream.len() >= 16 {
+        let len = usize::from(u16::from_be_bytes([stream[2], stream[3]]));
+        assert!(len >= 16 && len <= stream.len(), "a whole message");
+        let mut at = 16;
+        while at + 4 <= len {
+            let set = u16::from_be_bytes([stream[at], stream[at + 1]]);
+            let set_len = usize::from(u16::from_be_bytes([stream[at + 2], stream[at + 3]]));
+            assert!(set_len > 4, "no empty set");
+            if set == 3804 {
+                records += (set_len - 4) / 84;
+            }
+            at += set_len;
+        }
+        stream = &stream[len..];
+    }
+    assert!(stream.is_empty(), "nothing but whole messages");
+    records
+}
+
+/// Over TCP, confined (Landlock lets tcptrack connect to the collector's port only, from 6.7),
+/// every record reaches the collector.
+#[test]
+fn over_tcp_every_record_reaches_the_collector_through_the_sandbox() {
+    let cap = capture_of_300();
+    let file = cap.file();
+    let path = file.path().to_str().expect("a UTF-8 path");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let to = format!("127.0.0.1:{port}");
+    let out = tcptrack([
+        "-T",
+        path,
+        "--output",
+        "none",
+        "--verbose",
+        "--ipfix",
+        &to,
+        "--ipfix-transport",
+        "tcp",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // tcptrack is gone: what it connected and sent waits in the listener's queue.
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (mut s, _) = listener.accept().expect("tcptrack connected");
+    s.set_nonblocking(false).expect("blocking");
+    let mut stream = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut stream).expect("read");
+    assert_eq!(records_in_stream(&stream), 300);
+    // Confined where the kernel can: connects to that port, and no other.
+    let confined = out
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.starts_with("tcptrack: Confinement: "))
+        .unwrap_or_default()
+        .to_owned();
+    let abi: Option<u32> = confined
+        .split("ABI ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok());
+    if abi.is_some_and(|a| a >= 4) {
+        assert!(
+            confined.contains(&format!("connects only to TCP port {port}")),
+            "{confined}"
         );
     }
 }
