@@ -376,14 +376,28 @@ pub async fn drive(
 /// How long tcptrack's end waits for the kernel's last poll.
 const LAST_POLL_WAIT: Duration = Duration::from_secs(2);
 
+/// Most messages taken in at the end from a source that has no last poll: what its channel
+/// holds (it may be sending still).
+const DRAIN_MOST: usize = crate::source::SOURCE_QUEUE;
+
 /// On the kernel path, asks for a last poll and takes in everything up to it (waiting
-/// [`LAST_POLL_WAIT`] at most), once.
+/// [`LAST_POLL_WAIT`] at most), once; on the others, takes in what the source had sent.
 async fn last_poll(
     m: &mut Monitor,
     source: &mut Receiver<SourceMsg>,
     sink: &mut impl Sink,
 ) -> Result<(), Error> {
     let Some(ask) = m.last_poll.take() else {
+        for _ in 0..DRAIN_MOST {
+            let Ok(msg) = source.try_recv() else {
+                break;
+            };
+            let end = matches!(msg, SourceMsg::End(_));
+            source_msg(m, Some(msg), sink)?;
+            if end {
+                break;
+            }
+        }
         return Ok(());
     };
     ask.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -92,7 +92,7 @@ pub enum SourceLabel {
 
 /// Source messages a live source or a replay may queue for the monitor; beyond this a live
 /// source drops (and counts), a replay waits.
-const SOURCE_QUEUE: usize = 256;
+pub const SOURCE_QUEUE: usize = 256;
 
 /// How a started source reaches the monitor.
 pub enum Feed {
