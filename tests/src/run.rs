@@ -266,3 +266,20 @@ pub fn flow_records(text: &str) -> Vec<FlowRecord> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a flow record ({e}): {l}")))
         .collect()
 }
+
+/// tshark (numeric) on `file` with `args`: its standard output; fails the test if it fails.
+#[must_use]
+pub fn tshark(file: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tcptrack_tests::live::{serial, start_headless};
 use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, B4, B6, SERVER};
 use tcptrack_tests::on_capture::merged;
+use tcptrack_tests::run::tshark;
 use tcptrack_tests::{tcptrack, CaptureSpec, Format, Link, Session, Side, EPOCH_BASE};
 
 /// The collector's port, on host a's loopback (not the link tcptrack watches).
@@ -47,22 +48,33 @@ struct Counts {
 /// What the recording holds, by (sender, receiver): packets and IP bytes (IPv4 total length,
 /// IPv6 payload length and its 40-byte header), read by tshark.
 fn recorded(file: &Path) -> BTreeMap<Ends, (u64, u64)> {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(file)
-        .args(["-T", "fields", "-E", "separator=,"])
-        .args(["-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport"])
-        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport"])
-        .args(["-e", "ip.len", "-e", "ipv6.plen"])
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = tshark(
+        file,
+        &[
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "ip.len",
+            "-e",
+            "ipv6.plen",
+        ],
     );
     let mut by = BTreeMap::<Ends, (u64, u64)>::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.lines() {
         let f: Vec<&str> = line.split(',').collect();
         let end = |v4: &str, v6: &str, port: &str| {
             if v4.is_empty() {
@@ -93,12 +105,14 @@ struct Flow {
     counts: Counts,
 }
 
-fn nfdump(dir: &Path) -> Vec<Flow> {
+/// `nfdump -o FORMAT` on the files in `dir` (times in UTC): its standard output; fails the
+/// test if it fails.
+fn nfdump_as(dir: &Path, format: &str) -> String {
     let out = Command::new("nfdump")
         .env("TZ", "UTC")
         .arg("-R")
         .arg(dir)
-        .args(["-o", "json"])
+        .args(["-o", format])
         .output()
         .expect("run nfdump");
     assert!(
@@ -106,7 +120,12 @@ fn nfdump(dir: &Path) -> Vec<Flow> {
         "nfdump: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nfdump's JSON");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn nfdump(dir: &Path) -> Vec<Flow> {
+    let all: serde_json::Value =
+        serde_json::from_str(&nfdump_as(dir, "json")).expect("nfdump's JSON");
     let num = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap_or(u64::MAX);
     all.as_array()
         .expect("an array of records")
@@ -134,13 +153,7 @@ fn nfdump(dir: &Path) -> Vec<Flow> {
 /// From `nfdump -o raw` (its JSON leaves them out), each record's exporter, destination port,
 /// `biflowDirection` and `flowEndReason`, in the order stored.
 fn raw_reasons(dir: &Path) -> Vec<(u64, u64, u64, u64)> {
-    let out = Command::new("nfdump")
-        .arg("-R")
-        .arg(dir)
-        .args(["-o", "raw"])
-        .output()
-        .expect("run nfdump");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = nfdump_as(dir, "raw");
     let field = |block: &str, name: &str| -> u64 {
         block
             .lines()

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use tcptrack_tests::netns::{HostPair, Recorder, A4, A6, B4, B6};
-use tcptrack_tests::run::json_of;
+use tcptrack_tests::run::{json_of, tshark};
 
 /// Per connection, as tshark counts it: frames, frame bytes, payload per sender.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,22 +33,6 @@ fn conversation_key(a: &str, b: &str) -> (String, String) {
     } else {
         (b.to_owned(), a.to_owned())
     }
-}
-
-/// tshark (numeric) on `file` with `args`: its standard output; fails the test if it fails.
-fn tshark(file: &Path, args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// tshark's per-packet fields summed per connection (exact bytes, where `-z conv` rounds).

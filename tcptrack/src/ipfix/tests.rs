@@ -142,6 +142,26 @@ impl Collector {
         }
         out
     }
+
+    /// The messages, decoded in order, and the templates they defined.
+    fn decoded(&self) -> (Vec<Message>, StdMap<u16, Vec<Spec>>) {
+        let mut templates = StdMap::new();
+        let msgs = self
+            .messages()
+            .iter()
+            .map(|b| decode(b, &mut templates))
+            .collect();
+        (msgs, templates)
+    }
+
+    /// Every data record of the messages, in order.
+    fn records(&self) -> Vec<Decoded> {
+        self.decoded()
+            .0
+            .into_iter()
+            .flat_map(|m| m.records)
+            .collect()
+    }
 }
 
 fn config(collector: SocketAddr, standard_only: bool) -> Config {
@@ -210,12 +230,7 @@ fn each_connection_is_one_two_way_record_the_client_its_source() {
     three_connections(&mut m);
     hand_over(&mut m, &mut x);
     x.exit(&m).expect("exit");
-    let mut templates = StdMap::new();
-    let msgs: Vec<Message> = collector
-        .messages()
-        .iter()
-        .map(|b| decode(b, &mut templates))
-        .collect();
+    let (msgs, _) = collector.decoded();
     assert!(msgs[0].had_templates, "templates first");
     assert!(msgs.iter().all(|m| m.domain == 7));
     // Sequence numbers count the records sent before each message.
@@ -315,12 +330,7 @@ fn the_standard_template_has_no_element_of_tcptracks_own() {
     )]))
     .expect("batch");
     x.exit(&m).expect("exit");
-    let mut templates = StdMap::new();
-    let msgs: Vec<Message> = collector
-        .messages()
-        .iter()
-        .map(|b| decode(b, &mut templates))
-        .collect();
+    let (msgs, templates) = collector.decoded();
     assert!(templates
         .values()
         .flatten()
@@ -359,12 +369,7 @@ fn a_long_connection_sends_interim_records_whose_sums_are_its_totals() {
         x.refresh(&m).expect("refresh");
     }
     x.exit(&m).expect("exit");
-    let mut templates = StdMap::new();
-    let recs: Vec<Decoded> = collector
-        .messages()
-        .iter()
-        .flat_map(|b| decode(b, &mut templates).records)
-        .collect();
+    let recs = collector.records();
     let reasons: Vec<u64> = recs.iter().map(|r| r.num(ie::FLOW_END_REASON, 0)).collect();
     assert_eq!(reasons, [2, 2, 2, 4], "three active timeouts, then the end");
     let sum = |ie, pen| recs.iter().map(|r| r.num(ie, pen)).sum::<u64>();
@@ -545,12 +550,7 @@ fn quiet_after_ten_seconds(offline: bool) -> Vec<Decoded> {
         x.refresh(&m).expect("refresh");
     }
     x.exit(&m).expect("exit");
-    let mut templates = StdMap::new();
-    collector
-        .messages()
-        .iter()
-        .flat_map(|b| decode(b, &mut templates).records)
-        .collect()
+    collector.records()
 }
 
 #[test]
