@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::monitor::locals::Local;
 use crate::monitor::{Flow, Monitor, Sink};
 use crate::output::{Extra, WallClock};
-use crate::table::{Connection, Ended, Ending, State};
+use crate::table::{Connection, Ended, Ending};
 
 /// One connection, as it ended. The field names are those of `--output json`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -307,13 +307,10 @@ impl Sink for FlowLog {
         let mut open: Vec<&Connection> = m.table.connections().collect();
         open.sort_by_key(|c| c.id());
         let clock = m.wall_clock();
-        self.write(open.into_iter().map(|c| {
-            let how = match c.state() {
-                State::Closed | State::Reset => Ending::of(c.state()),
-                _ => Ending::OpenAtExit,
-            };
-            FlowRecord::new(c, how, clock, m.locals.of(c))
-        }))
+        self.write(
+            open.into_iter()
+                .map(|c| FlowRecord::new(c, Ending::at_exit(c.state()), clock, m.locals.of(c))),
+        )
     }
 }
 

@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::monitor::locals::Local;
 use crate::monitor::{Flow, Monitor, Sink};
 use crate::output::{Extra, WallClock};
-use crate::table::{Connection, Counters, Ended, Ending, State};
+use crate::table::{Connection, Counters, Ended, Ending};
 
 /// What `--ipfix` and its options asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,10 +244,7 @@ impl Sink for Ipfix {
         let records = open
             .into_iter()
             .map(|c| {
-                let how = match c.state() {
-                    State::Closed | State::Reset => Ending::of(c.state()),
-                    _ => Ending::OpenAtExit,
-                };
+                let how = Ending::at_exit(c.state());
                 self.record(c, reason(how), clock, m.locals.of(c))
             })
             .collect();

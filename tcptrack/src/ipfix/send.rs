@@ -139,41 +139,35 @@ impl Sender {
     }
 
     /// Hands `records` over; what the queue cannot take is lost, counted, never waited for.
-    pub fn send(&self, mut records: Vec<Record>) {
-        let Some(tx) = &self.tx else {
-            return;
-        };
-        while !records.is_empty() {
-            let rest = records.split_off(records.len().min(BATCH_RECORDS));
-            match tx.try_send(records) {
-                Ok(()) => {}
-                Err(TrySendError::Full(lost)) => {
-                    let n = lost.len() + rest.len();
-                    self.counts
-                        .lose(n, &"the exporter's queue is full", self.say);
-                    return;
-                }
-                Err(TrySendError::Disconnected(lost)) => {
-                    let n = lost.len() + rest.len();
-                    self.counts.lose(n, &"the exporter has stopped", self.say);
-                    return;
-                }
-            }
-            records = rest;
-        }
+    pub fn send(&self, records: Vec<Record>) {
+        self.hand_over(records, false);
     }
 
     /// Hands `records` over, waiting for room in the queue: for a capture file, where there is
     /// no counting to keep up with and every record can go.
-    pub fn send_waiting(&self, mut records: Vec<Record>) {
+    pub fn send_waiting(&self, records: Vec<Record>) {
+        self.hand_over(records, true);
+    }
+
+    /// Hands `records` over in batches, waiting for room when `wait`; what is not taken is
+    /// counted as lost.
+    fn hand_over(&self, mut records: Vec<Record>, wait: bool) {
         let Some(tx) = &self.tx else {
             return;
         };
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(BATCH_RECORDS));
-            if let Err(lost) = tx.send(records) {
-                let n = lost.0.len() + rest.len();
-                self.counts.lose(n, &"the exporter has stopped", self.say);
+            let refused = if wait {
+                tx.send(records)
+                    .map_err(|e| (e.0, "the exporter has stopped"))
+            } else {
+                tx.try_send(records).map_err(|e| match e {
+                    TrySendError::Full(r) => (r, "the exporter's queue is full"),
+                    TrySendError::Disconnected(r) => (r, "the exporter has stopped"),
+                })
+            };
+            if let Err((lost, why)) = refused {
+                self.counts.lose(lost.len() + rest.len(), &why, self.say);
                 return;
             }
             records = rest;

@@ -364,8 +364,8 @@ pub async fn drive(
 ) -> Result<(), Error> {
     let mut source = source;
     let mut result = run(m, &mut source, input, sink, interval).await;
-    // Ended by a key or the terminal: what the kernel counted since its last poll still goes
-    // into the last records.
+    // Ended by a key or the terminal: what was counted since the last refresh still goes into
+    // the last records.
     if result.is_ok() {
         result = last_poll(m, &mut source, sink).await;
     }
@@ -392,9 +392,7 @@ async fn last_poll(
             let Ok(msg) = source.try_recv() else {
                 break;
             };
-            let end = matches!(msg, SourceMsg::End(_));
-            source_msg(m, Some(msg), sink)?;
-            if end {
+            if take_in(m, msg, sink)? {
                 break;
             }
         }
@@ -407,14 +405,30 @@ async fn last_poll(
             // The channel closed: the source had ended (and the sinks were told) already.
             Ok(Some(SourceMsg::LastPoll) | None) | Err(_) => return Ok(()),
             Ok(Some(msg)) => {
-                let end = matches!(msg, SourceMsg::End(_));
-                source_msg(m, Some(msg), sink)?;
-                if end {
+                if take_in(m, msg, sink)? {
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// Takes in one message at the end; whether it was the source's last (its end).
+fn take_in(m: &mut Monitor, msg: SourceMsg, sink: &mut impl Sink) -> Result<bool, Error> {
+    let end = matches!(msg, SourceMsg::End(_));
+    source_msg(m, Some(msg), sink)?;
+    Ok(end)
+}
+
+/// Stopping on SIGINT or SIGTERM: what was counted until now taken in, then the sink's last
+/// word.
+async fn stop(
+    m: &mut Monitor,
+    source: &mut Receiver<SourceMsg>,
+    sink: &mut impl Sink,
+) -> Result<Flow, Error> {
+    last_poll(m, source, sink).await?;
+    finish(m, sink)
 }
 
 async fn run(
@@ -456,14 +470,8 @@ async fn run(
                 Some(ev) => sink.input(m, ev)?,
                 None => Flow::Stop,
             },
-            _ = term.recv() => {
-                last_poll(m, source, sink).await?;
-                finish(m, sink)?
-            }
-            _ = int.recv() => {
-                last_poll(m, source, sink).await?;
-                finish(m, sink)?
-            }
+            _ = term.recv() => stop(m, source, sink).await?,
+            _ = int.recv() => stop(m, source, sink).await?,
             _ = hup.recv() => sink.hangup(m)?,
             () = next_signal(&mut tstp) => {
                 sink.suspend(m)?;

@@ -53,6 +53,16 @@ impl Ending {
         }
     }
 
+    /// How a connection in state `state` still listed when tcptrack stops ended: closed or
+    /// reset if it had (and was lingering), else open at exit.
+    #[must_use]
+    pub const fn at_exit(state: State) -> Self {
+        match state {
+            State::Closed | State::Reset => Self::of(state),
+            _ => Self::OpenAtExit,
+        }
+    }
+
     /// Its place in [`Tally::ended`] (`None` for [`Ending::OpenAtExit`]).
     const fn index(self) -> Option<usize> {
         match self {
