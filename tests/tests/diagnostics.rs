@@ -178,7 +178,15 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
     drop(kernel);
 
     let theirs = tshark_count(&rec, "tcp.analysis.retransmission");
-    assert!(theirs >= 50, "2% of about 5,500 segments lost: {theirs}");
+    let out_of_order = tshark_count(&rec, "tcp.analysis.out_of_order");
+    // Enough loss to compare: the segments sent again, whichever class tshark puts each in
+    // (see `held_to_tshark`). Which class depends on the machine's timing: one machine had
+    // 102 to 126 retransmissions in about 30 runs; a run on another had 48.
+    assert!(
+        theirs + out_of_order >= 50,
+        "2% of about 5,500 segments lost: tshark calls {theirs} retransmissions and \
+         {out_of_order} out of order"
+    );
     let file = tcptrack(["-T", rec.to_str().expect("path"), "--output", "json"]);
     let recs = json_records(&file.stdout);
     let r = to_port(&recs, port).expect("the recording's connection");
@@ -197,14 +205,19 @@ fn retransmissions_under_loss_agree_with_tshark_from_the_recording_live_and_the_
     let socket = to_port(&socket, port)
         .and_then(|r| r.client_retransmits)
         .expect("socket");
-    held_to_tshark(&rec, theirs, from_file, live, socket);
+    held_to_tshark(&rec, (theirs, out_of_order), from_file, live, socket);
     assert_eq!(r.server_retransmits, Some(0));
 }
 
 /// The retransmissions of the client `-T` found in recording `rec` (`from_file`), live libpcap
 /// (`live`) and the socket (`socket`), held to tshark's on the recording (`theirs`).
-fn held_to_tshark(rec: &Path, theirs: u64, from_file: u64, live: u64, socket: u64) {
-    let out_of_order = tshark_count(rec, "tcp.analysis.out_of_order");
+fn held_to_tshark(
+    rec: &Path,
+    (theirs, out_of_order): (u64, u64),
+    from_file: u64,
+    live: u64,
+    socket: u64,
+) {
     let fast = tshark_count(rec, "tcp.analysis.fast_retransmission");
     println!(
         "retransmissions: tshark {theirs} (of them fast {fast}; out of order besides: \
