@@ -43,6 +43,19 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_FLOWS: [&str; 2] = ["FLOWS_0", "FLOWS_1"];
 /// Array of one `u32`: the epoch (0 or 1) whose flow map the programs count into.
 pub const MAP_EPOCH: &str = "EPOCH";
+/// The flow cache in front of the flow maps: an array of [`Slot`]s, [`GLOBAL_CACHE_SLOTS`] for
+/// each epoch and CPU (region `epoch * GLOBAL_CACHE_CPUS + cpu`), where a connection's packets
+/// on one CPU are counted without a hash lookup (the first connection whose key hashes to a
+/// slot in an interval holds it; the others go to the flow map). Memory-mapped by userspace
+/// (`BPF_F_MMAPABLE`), which reads and empties the claimed slots in place at each drain.
+pub const MAP_SLOTS: &str = "SLOTS";
+/// The slots claimed in each region of [`MAP_SLOTS`], as `u64`s: region `r` holds its count at
+/// `r * (GLOBAL_CACHE_SLOTS + 1)`, then the indexes of its claimed slots in claim order.
+pub const MAP_CLAIMED: &str = "CLAIMED";
+/// Load-time globals (`u32`): the cache's slots per region (a power of two; 0 turns the cache
+/// off), and the regions per epoch (the possible CPUs).
+pub const GLOBAL_CACHE_SLOTS: &str = "CACHE_SLOTS";
+pub const GLOBAL_CACHE_CPUS: &str = "CACHE_CPUS";
 /// Ring buffer of [`FlowEvent`]s.
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-CPU array of one `u64`: the packets [`PROGRAM_PROBE`] saw.
@@ -204,6 +217,17 @@ pub struct FlowValue {
     pub _pad: [u8; 6],
 }
 
+/// A slot of the flow cache ([`MAP_SLOTS`]): the connection holding it (all zero: free; a held
+/// key's family is never 0) and this CPU's counts of it in the interval, in one 128-byte piece
+/// (two cache lines).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub key: ConnKey,
+    pub value: FlowValue,
+    pub _pad: [u8; 8],
+}
+
 /// Kinds of [`FlowEvent`].
 pub mod event {
     /// A packet with SYN, FIN or RST (its flags, seq, ack and length are in the event).
@@ -271,6 +295,7 @@ const _: () = assert!(core::mem::size_of::<OpenerEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<Slot>() == 128);
 
 #[cfg(feature = "user")]
 mod user {
@@ -281,4 +306,6 @@ mod user {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Slot {}
 }

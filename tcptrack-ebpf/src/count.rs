@@ -1,5 +1,5 @@
-//! Counting a packet into its connection's entry of the interval's flow map, stage by stage:
-//! parse, key, clock, lookup, update, events. The attached programs run every stage; the
+//! Counting a packet into its connection's slot of the flow cache, or its entry of the
+//! interval's flow map, stage by stage: parse, key, clock, lookup, update, events. The attached programs run every stage; the
 //! benchmarks also load programs that stop after each one (`stage_*` in `main.rs`), so that
 //! what every stage costs can be read off their differences.
 
@@ -11,6 +11,7 @@ use aya_ebpf::{
 };
 use tcptrack_common::{counter, proto::tcp, ConnKey, FlowValue};
 
+use crate::cache::place;
 use crate::events::emit;
 use crate::key::{key, Key};
 use crate::maps::{bump, COARSE_CLOCK, COUNTERS, EPOCH, FLOWS_0, FLOWS_1};
@@ -25,7 +26,8 @@ pub mod stage {
     pub const KEY: u8 = 2;
     /// The clock read.
     pub const CLOCK: u8 = 3;
-    /// The connection's entry looked up in the interval's map.
+    /// The connection's slot looked up in the cache, and where another holds it (or none yet),
+    /// its entry in the interval's map.
     pub const LOOKUP: u8 = 4;
     /// The entry updated, or made.
     pub const UPDATE: u8 = 5;
@@ -101,12 +103,14 @@ fn counted<const UPTO: u8>(h: &Headers, len: usize, segments: u32) {
         return;
     }
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
+    let mut place = place(epoch, &key);
     if UPTO == stage::LOOKUP {
-        let found = if epoch == 0 {
-            FLOWS_0.get_ptr_mut(key.conn()).is_some()
-        } else {
-            FLOWS_1.get_ptr_mut(key.conn()).is_some()
-        };
+        let found = place.as_mut().and_then(|p| p.holding(&key)).is_some()
+            || if epoch == 0 {
+                FLOWS_0.get_ptr_mut(key.conn()).is_some()
+            } else {
+                FLOWS_1.get_ptr_mut(key.conn()).is_some()
+            };
         keep((found, now));
         return;
     }
@@ -118,15 +122,19 @@ fn counted<const UPTO: u8>(h: &Headers, len: usize, segments: u32) {
         segments,
         now,
     };
-    // Two calls rather than one on either map: each call site then knows its map, and the
-    // verifier inlines the lookups.
-    let stored = if epoch == 0 {
-        add(&FLOWS_0, &key, &packet)
+    if let Some(v) = place.as_mut().and_then(|p| p.take(&key)) {
+        add_to(v, &packet);
     } else {
-        add(&FLOWS_1, &key, &packet)
-    };
-    if !stored {
-        bump(&COUNTERS, counter::MAP_FULL);
+        // Two calls rather than one on either map: each call site then knows its map, and the
+        // verifier inlines the lookups.
+        let stored = if epoch == 0 {
+            add(&FLOWS_0, &key, &packet)
+        } else {
+            add(&FLOWS_1, &key, &packet)
+        };
+        if !stored {
+            bump(&COUNTERS, counter::MAP_FULL);
+        }
     }
     if UPTO == stage::UPDATE {
         return;

@@ -1,15 +1,17 @@
 //! tcptrack's kernel side: count bytes, packets and flags per TCP connection and direction into
-//! a per-CPU hash of the refresh interval, and send control packets (SYN, FIN, RST) to
-//! userspace through a ring buffer. Every packet passes unchanged, whatever happens while
-//! looking at it; nothing is logged per packet.
+//! a per-CPU cache of slots and, for a connection whose slot another holds, a per-CPU hash of
+//! the refresh interval; and send control packets (SYN, FIN, RST) to userspace through a ring
+//! buffer. Every packet passes unchanged, whatever happens while looking at it; nothing is
+//! logged per packet.
 //!
 //! The stages of a packet, a module each: [`packet`] (reading headers in place), [`parse`]
-//! (Ethernet to TCP), [`key`] (the connection's key in canonical order), [`count`] (the
-//! interval's flow map), [`events`] (control packets to userspace); the maps in [`maps`]; who
-//! opens a connection in [`openers`]. This file holds the programs.
+//! (Ethernet to TCP), [`key`] (the connection's key in canonical order), [`count`] (into the
+//! flow [`cache`] or the interval's flow map), [`events`] (control packets to userspace); the
+//! maps in [`maps`]; who opens a connection in [`openers`]. This file holds the programs.
 #![no_std]
 #![no_main]
 
+mod cache;
 mod count;
 mod events;
 mod key;

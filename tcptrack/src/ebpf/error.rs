@@ -42,6 +42,8 @@ pub enum KernelError {
     InterfaceGone(String),
     #[error("cannot count the CPUs: {0}")]
     Cpus(#[source] std::io::Error),
+    #[error("cannot map the flow cache into memory: {0}")]
+    Cache(#[source] std::io::Error),
     #[error("cannot drain a flow map: {0}")]
     Batch(#[source] std::io::Error),
     #[error("promiscuous mode on {interface}: {source}")]

@@ -6,6 +6,7 @@
 
 mod attach;
 pub mod batch;
+pub mod cache;
 pub mod cbpf;
 mod error;
 mod sys;
@@ -21,9 +22,9 @@ use aya::{Ebpf, EbpfLoader};
 use cbpf::{Cbpf, Hook};
 use tcptrack_common::{
     counter, ConnKey, FlowValue, COUNT_SLOT, FILTER_SLOT, FN_ACCEPT, FN_CONNECT,
-    GLOBAL_COARSE_CLOCK, MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER_TC, MAP_FILTER_XDP,
-    MAP_FLOWS, MAP_OPENERS, PROGRAM_ACCEPT, PROGRAM_CONNECT, PROGRAM_TC, PROGRAM_TC_FILTER,
-    PROGRAM_XDP, PROGRAM_XDP_FILTER,
+    GLOBAL_COARSE_CLOCK, MAP_CLAIMED, MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER_TC,
+    MAP_FILTER_XDP, MAP_FLOWS, MAP_OPENERS, MAP_SLOTS, PROGRAM_ACCEPT, PROGRAM_CONNECT, PROGRAM_TC,
+    PROGRAM_TC_FILTER, PROGRAM_XDP, PROGRAM_XDP_FILTER,
 };
 
 /// The eBPF object file (ELF) of this build; empty when built without the `ebpf` feature.
@@ -51,6 +52,8 @@ pub struct Kernel {
     filters: Vec<std::os::fd::OwnedFd>,
     /// What the flow maps' batch reads fill, kept between drains.
     drained: batch::Buffers<ConnKey, FlowValue>,
+    /// The flow cache's slots, mapped.
+    cache: cache::Cache,
 }
 
 impl Drop for Kernel {
@@ -82,13 +85,20 @@ impl Kernel {
                 "bpf_xdp_load_bytes (5.18), which --xdp reads packets with",
             ));
         }
-        let ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_FLOWS[0], max_flows)
-            .map_max_entries(MAP_FLOWS[1], max_flows)
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelError::Cpus(e))?;
+        let sizes = cache::Sizes::new(max_flows, cpus);
+        let mut loader = EbpfLoader::new();
+        sizes.apply(&mut loader);
+        let ebpf = loader
             .override_global(GLOBAL_COARSE_CLOCK, &u8::from(features.coarse_clock), true)
             .load(OBJECT)
             .map_err(KernelError::Object)?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelError::Cpus(e))?;
+        let fd = |name| match ebpf.map(name) {
+            Some(aya::maps::Map::Array(d)) => Ok(std::os::fd::AsFd::as_fd(d.fd())),
+            _ => Err(KernelError::Missing(name)),
+        };
+        let cache = cache::Cache::map(sizes, fd(MAP_SLOTS)?, fd(MAP_CLAIMED)?)
+            .map_err(KernelError::Cache)?;
         let hook = if features.tcx {
             TcHook::Tcx
         } else {
@@ -112,6 +122,7 @@ impl Kernel {
             }),
             filters: Vec::new(),
             drained: batch::Buffers::default(),
+            cache,
         };
         let refused = |program| move |source| KernelError::Refused { program, source };
         let mut names = vec![(PROGRAM_TC, "TC")];
@@ -259,22 +270,6 @@ impl Kernel {
             .ok_or(KernelError::Missing("XDP program"))
     }
 
-    /// The flow map of `epoch` (0 or 1).
-    ///
-    /// # Errors
-    /// The map is missing or of another type (cannot happen with the embedded object).
-    pub fn flows(
-        &self,
-        epoch: u32,
-    ) -> Result<PerCpuHashMap<&MapData, ConnKey, FlowValue>, KernelError> {
-        let name = MAP_FLOWS[usize::from(epoch != 0)];
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(KernelError::Missing("flow map"))?;
-        PerCpuHashMap::try_from(map).map_err(map_err(name))
-    }
-
     /// The file descriptor of the flow map of `epoch`, for the batch calls.
     fn flows_fd(&self, epoch: u32) -> Result<std::os::fd::BorrowedFd<'_>, KernelError> {
         self.map_borrowed_fd(MAP_FLOWS[usize::from(epoch != 0)])
@@ -318,7 +313,8 @@ impl Kernel {
     }
 
     /// Takes every entry out of the flow map of `epoch` into `out` (one batch call per 4,096
-    /// entries where the kernel has batch operations, else key by key).
+    /// entries where the kernel has batch operations, else key by key), with the counts of the
+    /// epoch's cache slots added to their connections' CPUs.
     ///
     /// # Errors
     /// The map cannot be read.
@@ -334,7 +330,10 @@ impl Kernel {
             let taken = batch::take_all(self.flows_fd(epoch)?, cpus, &mut drained, out);
             self.drained = drained;
             match taken {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.cache.take(epoch, out);
+                    return Ok(());
+                }
                 Err(e) if batch::unsupported(&e) => self.batch = false,
                 Err(e) => return Err(KernelError::Batch(e)),
             }
@@ -348,6 +347,7 @@ impl Kernel {
                 let _ = flows.remove(&key);
             }
         }
+        self.cache.take(epoch, out);
         Ok(())
     }
 

@@ -1,0 +1,183 @@
+//! The flow cache's slots, mapped into tcptrack's memory: read and emptied in place at each
+//! drain, without a system call (see `tcptrack_common::MAP_SLOTS` and the kernel side's
+//! `cache.rs`).
+//!
+//! The programs claim a slot only for a connection whose entry the interval's flow map holds,
+//! so a drain adds each claimed slot's counts to that entry's CPUs; where the entry is missing
+//! (it cannot be), the slot makes an entry of its own.
+
+use hashbrown::HashMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use aya::EbpfLoader;
+use tcptrack_common::{
+    ConnKey, FlowValue, Slot, GLOBAL_CACHE_CPUS, GLOBAL_CACHE_SLOTS, MAP_CLAIMED, MAP_FLOWS,
+    MAP_SLOTS,
+};
+
+/// Bytes the slots of both epochs may take, whatever the CPUs: a region per CPU and epoch
+/// gets the largest power of two of slots that fits (and no more than the flow map's
+/// capacity). Two CPUs: 32,768 slots each, four megabytes a region.
+const BUDGET_BYTES: usize = 16 << 20;
+
+/// The sizes of the kernel object's maps and the cache's globals for `flows` connections a
+/// flow map and `cpus` possible CPUs: what [`Sizes::apply`] gives a loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub flows: u32,
+    pub cpus: u32,
+    /// Slots per region (a power of two).
+    pub slots: u32,
+}
+
+impl Sizes {
+    #[must_use]
+    pub fn new(flows: u32, cpus: usize) -> Self {
+        let fit = BUDGET_BYTES / (2 * cpus.max(1) * std::mem::size_of::<Slot>());
+        let cap = u32::try_from(fit).unwrap_or(u32::MAX).min(flows).max(1);
+        Self {
+            flows,
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+            // The largest power of two not above the cap.
+            slots: 1 << (31 - cap.leading_zeros()),
+        }
+    }
+
+    /// Elements of the slots' array (both epochs) and of the claimed lists'.
+    const fn elements(&self) -> (u32, u32) {
+        let regions = 2 * self.cpus;
+        (regions * self.slots, regions * (self.slots + 1))
+    }
+
+    /// Sizes the flow maps, the slots and the claimed lists, and sets the cache's globals.
+    pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        let (slots, claimed) = self.elements();
+        loader
+            .map_max_entries(MAP_FLOWS[0], self.flows)
+            .map_max_entries(MAP_FLOWS[1], self.flows)
+            .map_max_entries(MAP_SLOTS, slots)
+            .map_max_entries(MAP_CLAIMED, claimed)
+            .override_global(GLOBAL_CACHE_SLOTS, &self.slots, true)
+            .override_global(GLOBAL_CACHE_CPUS, &self.cpus, true);
+    }
+}
+
+/// An array map mapped into memory, `len` elements of `T`.
+struct Mapped<T> {
+    map: memmap2::MmapMut,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T> Mapped<T> {
+    fn new(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        // SAFETY: a shared mapping of the map's memory (BPF_F_MMAPABLE), no larger than the
+        // kernel made it; its contents change under it (the programs write it), which is why
+        // it is only read and written by volatile accesses below.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len * std::mem::size_of::<T>())
+                .map_mut(fd.as_raw_fd())?
+        };
+        Ok(Self {
+            map,
+            len,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Element `i`, as the programs last wrote it.
+    fn get(&self, i: usize) -> Option<T> {
+        // An array's elements lie one after the other from a page boundary, each the size of
+        // `T` (`Slot` and `u64` are multiples of 8, the kernel's element alignment).
+        let p = self.map.as_ptr().cast::<T>().wrapping_add(i);
+        // SAFETY: within the mapping (i < len) and aligned. The kernel writes other elements
+        // meanwhile, never this one (see `Cache::take`): a volatile read of shared memory.
+        (i < self.len).then(|| unsafe { p.read_volatile() })
+    }
+
+    fn set(&mut self, i: usize, v: T) {
+        let p = self.map.as_mut_ptr().cast::<T>().wrapping_add(i);
+        if i < self.len {
+            // SAFETY: as in `get`.
+            unsafe { p.write_volatile(v) };
+        }
+    }
+}
+
+/// The slots and claimed lists of both epochs, mapped.
+pub struct Cache {
+    sizes: Sizes,
+    slots: Mapped<Slot>,
+    claimed: Mapped<u64>,
+    /// Where each key of a drain is in its output (kept for its allocation).
+    index: HashMap<ConnKey, usize>,
+}
+
+impl Cache {
+    /// Maps the object's slots and claimed lists, sized as `sizes` says.
+    ///
+    /// # Errors
+    /// mmap(2) refused (a kernel whose arrays cannot be mapped: before 5.5).
+    pub fn map(
+        sizes: Sizes,
+        slots: BorrowedFd<'_>,
+        claimed: BorrowedFd<'_>,
+    ) -> std::io::Result<Self> {
+        let (n_slots, n_claimed) = sizes.elements();
+        Ok(Self {
+            sizes,
+            slots: Mapped::new(slots, n_slots as usize)?,
+            claimed: Mapped::new(claimed, n_claimed as usize)?,
+            index: HashMap::new(),
+        })
+    }
+
+    /// Adds the claimed slots of `epoch` to the connections of `out` (the flow map's drain of
+    /// the same epoch), and empties them. The programs count into the other epoch meanwhile.
+    pub fn take(&mut self, epoch: u32, out: &mut Vec<(ConnKey, Vec<FlowValue>)>) {
+        let slots = self.sizes.slots as usize;
+        let cpus = self.sizes.cpus as usize;
+        let mut indexed = false;
+        for cpu in 0..cpus {
+            let region = usize::from(epoch != 0) * cpus + cpu;
+            let list = region * (slots + 1);
+            let claims = self.claimed.get(list).unwrap_or(0);
+            let claims = usize::try_from(claims).unwrap_or(usize::MAX).min(slots);
+            if claims == 0 {
+                continue;
+            }
+            if !indexed {
+                self.index.clear();
+                self.index
+                    .extend(out.iter().enumerate().map(|(i, (key, _))| (*key, i)));
+                indexed = true;
+            }
+            for c in 0..claims {
+                let Some(at) = self.claimed.get(list + 1 + c) else {
+                    break;
+                };
+                // An index out of the region (the kernel writes none) is passed over.
+                let Some(at) = usize::try_from(at).ok().filter(|&at| at < slots) else {
+                    continue;
+                };
+                let at = region * slots + at;
+                let Some(slot) = self.slots.get(at) else {
+                    continue;
+                };
+                self.slots.set(at, Slot::default());
+                if slot.key.family == 0 {
+                    continue;
+                }
+                match self.index.get(&slot.key) {
+                    Some(&i) => out[i].1.push(slot.value),
+                    None => {
+                        self.index.insert(slot.key, out.len());
+                        out.push((slot.key, vec![slot.value]));
+                    }
+                }
+            }
+            self.claimed.set(list, 0);
+        }
+    }
+}
