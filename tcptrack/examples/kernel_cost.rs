@@ -6,10 +6,15 @@
 //!   existing IPv4 connection;
 //! - the whole program on an existing IPv6 connection;
 //! - new connections (an ACK, and a SYN with its event), one run of a packet each;
-//! - 65,536 connections in the map, a packet of each in turn, one run each;
+//! - 65,536 connections in the map, a packet of each in turn, one run each (after one packet
+//!   of each that counted them in);
 //! - the existing connection's packet through a filter of five primitives that selects it
 //!   (libpcap's program, translated), beside the counting program loaded the same way
 //!   (`TCPTRACK_BENCH_FILTER` names another filter).
+//!
+//! The programs are loaded by tcptrack's loader (`Kernel::load`, the flow cache mapped), and
+//! each round is a refresh interval of its own: the maps and the cache's slots are drained
+//! before it, as the poller does at every refresh.
 //!
 //! Prints one JSON object. `cargo xtask bench` runs it. Arguments: repeats of one packet per
 //! round (default 1,000,000), runs per round of the one-run cases (default 4,000), rounds
@@ -18,9 +23,10 @@
 use std::collections::BTreeMap;
 
 use aya::programs::SchedClassifier;
-use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
+use aya::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
-use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY, PROGRAM_STAGES, PROGRAM_TC};
+use tcptrack::ebpf::Kernel;
+use tcptrack_common::{PROGRAM_EMPTY, PROGRAM_STAGES, PROGRAM_TC};
 
 /// Five primitives, all true of [`v4`]'s packets.
 const FILTER: &str =
@@ -85,21 +91,20 @@ fn repeated(prog: &mut SchedClassifier, data: &[u8], repeat: u32) -> f64 {
     r.duration.as_secs_f64() * 1e9
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .expect("program")
-        .try_into()
-        .expect("TC program");
-    if prog.fd().is_err() {
-        prog.load().expect("load program");
-    }
-    prog
+fn program<'a>(k: &'a mut Kernel, name: &str) -> &'a mut SchedClassifier {
+    k.classifier(name).expect("load program")
+}
+
+/// A new refresh interval: the flow map and the cache's slots emptied, as the poller drains
+/// them at every refresh.
+fn interval(k: &mut Kernel) {
+    let mut drained = Vec::new();
+    k.drain(0, &mut drained).expect("drain");
 }
 
 /// Mean ns of one run each of `frames` through `name`.
-fn each(ebpf: &mut Ebpf, name: &str, frames: &[Vec<u8>]) -> f64 {
-    let prog = program(ebpf, name);
+fn each(k: &mut Kernel, name: &str, frames: &[Vec<u8>]) -> f64 {
+    let prog = program(k, name);
     let sum: f64 = frames.iter().map(|f| repeated(prog, f, 1)).sum();
     sum / f64::from(u32::try_from(frames.len()).unwrap_or(u32::MAX).max(1))
 }
@@ -140,19 +145,11 @@ fn main() {
         arg(&args, 2, 4_000),
         arg(&args, 3, 5).max(1),
     );
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_FLOWS[0], 262_144)
-        .map_max_entries(MAP_FLOWS[1], 1)
-        .load(tcptrack::ebpf::OBJECT)
-        .expect("load the eBPF object (root)");
+    // Loaded as tcptrack loads them, with four times its default capacity.
+    let mut k = Kernel::load(262_144, false, false).expect("load the programs (root)");
     let (existing, existing_v6) = (v4(0, false), v6());
-    // The first run makes the entries; the repeats count into them.
-    for frame in [&existing, &existing_v6] {
-        repeated(program(&mut ebpf, PROGRAM_TC), frame, 1);
-    }
     // Clients 1..=MANY for the map of many; new connections after them, one per run.
     let many: Vec<Vec<u8>> = (1..=MANY).map(|n| v4(n, false)).collect();
-    each(&mut ebpf, PROGRAM_TC, &many);
     let mut next_client = MANY + 1;
     let mut fresh = |syn: bool| -> Vec<Vec<u8>> {
         let frames = (next_client..next_client + per_round)
@@ -170,23 +167,31 @@ fn main() {
         c.1.push(empty);
     };
     let mut empty_repeated = Vec::new();
+    // Each round is a refresh interval of its own, its connections new to it.
     for _ in 0..rounds {
-        let empty = repeated(program(&mut ebpf, PROGRAM_EMPTY), &existing, repeat);
+        interval(&mut k);
+        // The first run counts the connection in; the repeats count into its place.
+        for frame in [&existing, &existing_v6] {
+            repeated(program(&mut k, PROGRAM_TC), frame, 1);
+        }
+        let empty = repeated(program(&mut k, PROGRAM_EMPTY), &existing, repeat);
         empty_repeated.push(empty);
         for (i, stage) in STAGES.into_iter().enumerate() {
-            let ns = repeated(program(&mut ebpf, stage_program(i)), &existing, repeat);
+            let ns = repeated(program(&mut k, stage_program(i)), &existing, repeat);
             stage_ns.entry(stage).or_default().push(ns);
         }
-        let ns = repeated(program(&mut ebpf, PROGRAM_TC), &existing_v6, repeat);
-        let empty_v6 = repeated(program(&mut ebpf, PROGRAM_EMPTY), &existing_v6, repeat);
+        let ns = repeated(program(&mut k, PROGRAM_TC), &existing_v6, repeat);
+        let empty_v6 = repeated(program(&mut k, PROGRAM_EMPTY), &existing_v6, repeat);
         push("existing_v6", ns, empty_v6);
         for (case, syn) in [("new_ack", false), ("new_syn", true)] {
             let frames = fresh(syn);
-            let ns = each(&mut ebpf, PROGRAM_TC, &frames);
-            push(case, ns, each(&mut ebpf, PROGRAM_EMPTY, &frames));
+            let ns = each(&mut k, PROGRAM_TC, &frames);
+            push(case, ns, each(&mut k, PROGRAM_EMPTY, &frames));
         }
-        let ns = each(&mut ebpf, PROGRAM_TC, &many);
-        push("many", ns, each(&mut ebpf, PROGRAM_EMPTY, &many));
+        // The many: counted in once, then a packet of each in turn.
+        each(&mut k, PROGRAM_TC, &many);
+        let ns = each(&mut k, PROGRAM_TC, &many);
+        push("many", ns, each(&mut k, PROGRAM_EMPTY, &many));
     }
     let mut fields = vec![
         format!("\"repeat\":{repeat}"),
@@ -215,8 +220,7 @@ fn main() {
 /// one that selects the packet, in alternating rounds: the JSON fields.
 fn filter_cost(existing: &[u8], repeat: u32, rounds: u32) -> [String; 2] {
     let load = |filter: Option<&str>| {
-        let mut k = tcptrack::ebpf::Kernel::load(1024, filter.is_some(), false)
-            .expect("load the programs (root)");
+        let mut k = Kernel::load(1024, filter.is_some(), false).expect("load the programs (root)");
         if let Some(expr) = filter {
             let program = tcptrack::filter::compile(expr, pcap::Linktype::ETHERNET)
                 .expect("libpcap compiles the filter");
