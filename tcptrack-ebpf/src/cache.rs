@@ -1,12 +1,11 @@
 //! The flow cache: a direct-mapped table of slots per epoch and CPU in front of the flow maps.
 //!
 //! A connection's packets on a CPU are counted in its slot there: a dozen instructions of
-//! hashing, an array element and a comparison of five words, no helper call. The first
+//! hashing, an array element and a comparison of five words, no hash-map call. The first
 //! connection to reach a free slot in an interval holds it until userspace drains the epoch;
 //! one whose slot another holds is counted in the flow map, as without the cache (a lookup: a
 //! call, a hash of 40 bytes, its bucket, its entry and this CPU's value, each a cache line; an
-//! insert for a new connection, which costs several times that). The flow map so holds
-//! `--max-connections` connections beyond those in slots. Userspace maps the slots, reads the
+//! insert for a new connection, which costs several times that). Userspace maps the slots, reads the
 //! claimed ones of the epoch it drains (listed in `CLAIMED`) and empties them (see
 //! `tcptrack_common::MAP_SLOTS`).
 
@@ -65,9 +64,14 @@ pub fn place(epoch: u32, key: &Key) -> Option<Place> {
     }
     // SAFETY: a helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
+    // A CPU numbered beyond the regions (possible CPUs numbered with gaps): the flow map
+    // counts, rather than another epoch's region.
+    if cpu >= cpus {
+        return None;
+    }
     let region = epoch.wrapping_mul(cpus).wrapping_add(cpu);
     let index = key.slot(slots);
-    // Out of the array (a CPU beyond those possible cannot be): no slot, the flow map counts.
+    // Out of the array (an epoch other than 0 and 1 cannot be): no slot, the flow map counts.
     let slot = SLOTS.get_ptr_mut(region.wrapping_mul(slots).wrapping_add(index))?;
     Some(Place {
         slot,

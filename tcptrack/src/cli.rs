@@ -146,8 +146,9 @@ pub struct Args {
     #[arg(long)]
     pub verbose: bool,
 
-    /// Connections with packets in one refresh interval the kernel's flow map holds, beyond
-    /// those its per-CPU cache holds; packets beyond both are not counted (and that is shown)
+    /// Connections with packets in one refresh interval the kernel's flow map holds (a per-CPU
+    /// cache in front of it counts more while it has free slots); packets beyond are not
+    /// counted (and that is shown)
     #[arg(long, value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(16..=16_777_216), allow_negative_numbers = true)]
     pub max_connections: u32,
 

@@ -331,19 +331,8 @@ fn drained(k: &mut Kernel, epoch: u32) -> (usize, u64) {
     (out.len(), packets)
 }
 
-/// Keeps the calling thread on the CPU it is on: BPF_PROG_TEST_RUN runs a program there, and
-/// the flow cache's slots are that CPU's.
 fn stay_on_this_cpu() {
-    // SAFETY: sched_getcpu and sched_setaffinity on this thread, with a set made here.
-    unsafe {
-        let cpu = usize::try_from(libc::sched_getcpu()).expect("this CPU");
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set),
-            0
-        );
-    }
+    tcptrack::ebpf::cache::stay_on_this_cpu().expect("stay on this CPU");
 }
 
 fn map_full(k: &Kernel) -> u64 {
@@ -432,6 +421,40 @@ fn reserved_entries_keep_their_place_in_a_full_map() {
         assert_eq!(drained(&mut k, 0), (128, 128), "batch {batch}");
         assert_eq!(k.uses_batch(), batch, "this kernel has batch operations");
     }
+}
+
+#[test]
+fn busy_connections_keep_their_slots_and_entries_in_the_next_interval() {
+    stay_on_this_cpu();
+    let mut k = Kernel::load(64, false, false).expect("load (root)");
+    // 1,000 connections take the 64 slots on this CPU and the map's 64 entries; the rest are
+    // not counted.
+    for i in 0..1000 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert_eq!(map_full(&k), 1000 - 128);
+    assert_eq!(drained(&mut k, 0), (128, 128));
+    // Their places kept in the next interval, a flood of 2,000 new tuples finds none free;
+    // the 128 busy ones are all counted.
+    k.keep_places(1);
+    k.set_epoch(1).expect("epoch 1");
+    let before = map_full(&k);
+    for i in 1000..3000 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert_eq!(map_full(&k) - before, 2000, "the flood finds no place");
+    let mut busy = Vec::new();
+    k.drain(0, &mut busy).expect("drain");
+    assert!(busy.is_empty());
+    for i in 0..1000 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert_eq!(map_full(&k) - before, 2000 + 1000 - 128);
+    assert_eq!(
+        drained(&mut k, 1),
+        (128, 128),
+        "the busy ones, each counted"
+    );
 }
 
 /// A connection's counts, its CPUs' summed: payload, wire bytes and packets each way, and the

@@ -2,9 +2,9 @@
 //! drain, without a system call (see `tcptrack_common::MAP_SLOTS` and the kernel side's
 //! `cache.rs`).
 //!
-//! The programs claim a slot only for a connection whose entry the interval's flow map holds,
-//! so a drain adds each claimed slot's counts to that entry's CPUs; where the entry is missing
-//! (it cannot be), the slot makes an entry of its own.
+//! A drain adds each claimed slot's counts to its connection's entry from the flow map as one
+//! more CPU's values, or makes an entry of its own for a connection the map does not hold (most
+//! of those in slots).
 
 use hashbrown::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -17,7 +17,8 @@ use tcptrack_common::{
 
 /// Bytes the slots of both epochs may take, whatever the CPUs: a region per CPU and epoch
 /// gets the largest power of two of slots that fits (and no more than the flow map's
-/// capacity). Two CPUs: 32,768 slots each, four megabytes a region.
+/// capacity). Two CPUs: 32,768 slots each, four megabytes a region. The claimed lists add an
+/// eighth of that.
 const BUDGET_BYTES: usize = 16 << 20;
 
 /// The sizes of the kernel object's maps and the cache's globals for `flows` connections a
@@ -64,21 +65,19 @@ impl Sizes {
 
 /// An array map mapped into memory, `len` elements of `T`.
 struct Mapped<T> {
-    map: memmap2::MmapMut,
+    map: memmap2::MmapRaw,
     len: usize,
     _t: std::marker::PhantomData<T>,
 }
 
 impl<T> Mapped<T> {
     fn new(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
-        // SAFETY: a shared mapping of the map's memory (BPF_F_MMAPABLE), no larger than the
-        // kernel made it; its contents change under it (the programs write it), which is why
-        // it is only read and written by volatile accesses below.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(len * std::mem::size_of::<T>())
-                .map_mut(fd.as_raw_fd())?
-        };
+        // A shared mapping of the map's memory (BPF_F_MMAPABLE), no larger than the kernel
+        // made it; its contents change under it (the programs write it), which is why it is
+        // reached only through raw pointers, by volatile reads and writes (never a reference).
+        let map = memmap2::MmapOptions::new()
+            .len(len * std::mem::size_of::<T>())
+            .map_raw(fd.as_raw_fd())?;
         Ok(Self {
             map,
             len,
@@ -112,6 +111,9 @@ pub struct Cache {
     claimed: Mapped<u64>,
     /// Where each key of a drain is in its output (kept for its allocation).
     index: HashMap<ConnKey, usize>,
+    /// The slots of the last drain that counted packets: (CPU, slot, connection), held for
+    /// their connections in the next interval (see [`Cache::hold`]).
+    held: Vec<(usize, usize, ConnKey)>,
 }
 
 impl Cache {
@@ -130,6 +132,7 @@ impl Cache {
             slots: Mapped::new(slots, n_slots as usize)?,
             claimed: Mapped::new(claimed, n_claimed as usize)?,
             index: HashMap::new(),
+            held: Vec::new(),
         })
     }
 
@@ -139,6 +142,7 @@ impl Cache {
         let slots = self.sizes.slots as usize;
         let cpus = self.sizes.cpus as usize;
         let mut indexed = false;
+        self.held.clear();
         for cpu in 0..cpus {
             let region = usize::from(epoch != 0) * cpus + cpu;
             let list = region * (slots + 1);
@@ -169,6 +173,9 @@ impl Cache {
                 if slot.key.family == 0 {
                     continue;
                 }
+                if slot.value.dir.iter().any(|d| d.packets > 0) {
+                    self.held.push((cpu, at - region * slots, slot.key));
+                }
                 match self.index.get(&slot.key) {
                     Some(&i) => out[i].1.push(slot.value),
                     None => {
@@ -180,4 +187,60 @@ impl Cache {
             self.claimed.set(list, 0);
         }
     }
+}
+
+impl Cache {
+    /// Gives the connections whose slots counted packets in the last drain the same slots in
+    /// `epoch`, with nothing counted yet, so that a flood of new tuples cannot take them
+    /// first (as [`super::Kernel::reserve`] does for the map's). Only while the programs count
+    /// into the other epoch: the regions are then idle, emptied by their last drain (a slot
+    /// found taken, or a list not empty, after a drain that failed, is left as it is).
+    pub fn hold(&mut self, epoch: u32) {
+        let slots = self.sizes.slots as usize;
+        let cpus = self.sizes.cpus as usize;
+        let held = std::mem::take(&mut self.held);
+        for &(cpu, at, key) in &held {
+            let region = usize::from(epoch != 0) * cpus + cpu;
+            let list = region * (slots + 1);
+            let claims = self.claimed.get(list).unwrap_or(u64::MAX);
+            let Ok(n) = usize::try_from(claims) else {
+                continue;
+            };
+            let slot = region * slots + at;
+            if n >= slots || self.slots.get(slot).is_none_or(|s| s.key.family != 0) {
+                continue;
+            }
+            self.slots.set(
+                slot,
+                Slot {
+                    key,
+                    ..Slot::default()
+                },
+            );
+            self.claimed.set(list + 1 + n, at as u64);
+            self.claimed.set(list, claims + 1);
+        }
+        self.held = held;
+    }
+}
+
+/// Keeps the calling thread on the CPU it is on, for tests and benchmarks that run the
+/// programs with BPF_PROG_TEST_RUN (which runs them on the caller's CPU): the slots a program
+/// counts into are its CPU's.
+///
+/// # Errors
+/// The kernel refused the affinity.
+pub fn stay_on_this_cpu() -> std::io::Result<()> {
+    // SAFETY: sched_getcpu and sched_setaffinity on this thread, with a set made here.
+    unsafe {
+        let cpu =
+            usize::try_from(libc::sched_getcpu()).map_err(|_| std::io::Error::last_os_error())?;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_setaffinity(0, size, &raw const set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

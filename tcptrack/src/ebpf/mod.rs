@@ -54,6 +54,8 @@ pub struct Kernel {
     drained: batch::Buffers<ConnKey, FlowValue>,
     /// The flow cache's slots, mapped.
     cache: cache::Cache,
+    /// The connections the last drain found packets of in the flow map.
+    in_map: Vec<ConnKey>,
 }
 
 impl Drop for Kernel {
@@ -123,6 +125,7 @@ impl Kernel {
             filters: Vec::new(),
             drained: batch::Buffers::default(),
             cache,
+            in_map: Vec::new(),
         };
         let refused = |program| move |source| KernelError::Refused { program, source };
         let mut names = vec![(PROGRAM_TC, "TC")];
@@ -331,7 +334,7 @@ impl Kernel {
             self.drained = drained;
             match taken {
                 Ok(()) => {
-                    self.cache.take(epoch, out);
+                    self.took(epoch, out);
                     return Ok(());
                 }
                 Err(e) if batch::unsupported(&e) => self.batch = false,
@@ -347,8 +350,31 @@ impl Kernel {
                 let _ = flows.remove(&key);
             }
         }
-        self.cache.take(epoch, out);
+        self.took(epoch, out);
         Ok(())
+    }
+
+    /// After the flow map of `epoch` was drained into `out`: the connections that counted
+    /// packets there kept (for [`Kernel::keep_places`]), then the epoch's slots added.
+    fn took(&mut self, epoch: u32, out: &mut Vec<(ConnKey, Vec<FlowValue>)>) {
+        self.in_map.clear();
+        self.in_map.extend(
+            out.iter()
+                .filter(|(_, values)| values.iter().any(|v| v.dir.iter().any(|d| d.packets > 0)))
+                .map(|(key, _)| *key),
+        );
+        self.cache.take(epoch, out);
+    }
+
+    /// Before the programs count into `epoch`: the connections that counted packets in the last
+    /// drain keep their places there, in the map ([`Kernel::reserve`]) for those counted in
+    /// the map, their slots ([`cache::Cache::hold`]) for those counted in slots. So a flood of
+    /// new tuples cannot crowd them out, and the map's room goes to connections in the map.
+    pub fn keep_places(&mut self, epoch: u32) {
+        let in_map = std::mem::take(&mut self.in_map);
+        self.reserve(epoch, &in_map);
+        self.in_map = in_map;
+        self.cache.hold(epoch);
     }
 
     /// Puts `keys` into the flow map of `epoch` with nothing counted yet: their packets then

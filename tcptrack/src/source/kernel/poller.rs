@@ -1,11 +1,13 @@
 //! Reading the kernel's maps at a cost that follows activity.
 //!
-//! The programs count into one of two flow maps, the one the epoch names. At every poll the
-//! poller flips the epoch, waits for the programs still running on the old map to finish, and
-//! drains the old map (batch lookup-and-delete): a poll costs what the interval's active
-//! connections cost, and an idle connection costs nothing (the table knows its last packet).
-//! Before the flip, the connections active in the previous interval get their entries in the
-//! next map already, so that a flood of new tuples filling the map cannot crowd them out.
+//! The programs count into one of two flow maps and flow caches, those the epoch names. At
+//! every poll the poller flips the epoch, waits for the programs still running on the old ones
+//! to finish, and drains them (batch lookup-and-delete for the map, the cache's claimed slots
+//! read in place): a poll costs what the interval's active connections cost, and an idle
+//! connection costs nothing (the table knows its last packet). Before the flip, the
+//! connections active in the previous interval get their places in the next epoch already
+//! (their entries in the map, or their slots), so that a flood of new tuples cannot crowd
+//! them out.
 //! Control events are read between polls, at least every `EVENTS_READ_EVERY_MS` and at once
 //! when the programs find the ring filling (they wake the poller thread, which waits on the
 //! ring's descriptor, only then: a wakeup per event would cost each packet more than its
@@ -66,8 +68,6 @@ pub struct Poller {
     opened: Vec<Opened>,
     /// The epoch the programs count into.
     epoch: u32,
-    /// Connections with packets in the last interval drained.
-    active: Vec<ConnKey>,
     /// Events read since the last poll.
     pending: Vec<FlowUpdate>,
     /// The last drain (kept for its allocation).
@@ -154,7 +154,6 @@ impl Poller {
             openers,
             opened: Vec::new(),
             epoch: 0,
-            active: Vec::new(),
             pending: Vec::new(),
             drained: Vec::new(),
             interfaces,
@@ -224,7 +223,7 @@ impl Poller {
     pub fn poll(&mut self) -> Result<Polled, KernelError> {
         self.follow_interfaces()?;
         let (old, next) = (self.epoch, 1 - self.epoch);
-        self.kernel.reserve(next, &self.active);
+        self.kernel.keep_places(next);
         self.kernel.set_epoch(next)?;
         self.epoch = next;
         std::thread::sleep(GRACE);
@@ -234,17 +233,17 @@ impl Poller {
         // packet (a FIN whose ACK is already counted), as the table needs them in order.
         self.read_events();
         let mut counts = Vec::with_capacity(self.drained.len() * 2);
-        self.active.clear();
+        let mut active = 0u64;
         for (key, per_cpu) in &self.drained {
             if count_updates(key, per_cpu, &mut counts) {
-                self.active.push(*key);
+                active += 1;
             }
         }
         let c = self.kernel.counters()?;
         self.stats = KernelStats {
             uncounted: c[counter::MAP_FULL as usize],
             events_lost: c[counter::EVENTS_LOST as usize],
-            active: self.active.len() as u64,
+            active,
             poll_time: Duration::ZERO,
         };
         Ok(Polled {
