@@ -267,19 +267,74 @@ pub fn flow_records(text: &str) -> Vec<FlowRecord> {
         .collect()
 }
 
-/// tshark (numeric) on `file` with `args`: its standard output; fails the test if it fails.
-#[must_use]
-pub fn tshark(file: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("run tshark");
+/// `cmd`'s standard output; fails the test, saying `what`, if it cannot run or fails.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
-        "tshark failed: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// tshark's output on `file` (numeric, `-n`) with `args`; fails the test if tshark fails.
+#[must_use]
+pub fn tshark(file: &std::path::Path, args: &[&str]) -> String {
+    stdout_of(
+        Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(file)
+            .args(args),
+        "tshark",
+    )
+}
+
+/// An endpoint as tshark's fields give it (an address, a port) and as tcptrack writes it:
+/// `addr:port`, `[addr]:port` for IPv6.
+#[must_use]
+pub fn endpoint(addr: &str, port: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// A packet of a recording as tshark reads it: its sender's and receiver's endpoints (IPv4 or
+/// IPv6, and the TCP ports), and the fields asked for, in their order.
+pub struct TsharkPacket {
+    pub src: String,
+    pub dst: String,
+    pub fields: Vec<String>,
+}
+
+/// Every packet of `file` tshark shows with `args` (a display filter, say), with `fields`.
+#[must_use]
+pub fn tshark_packets(file: &std::path::Path, args: &[&str], fields: &[&str]) -> Vec<TsharkPacket> {
+    const ENDS: [&str; 6] = [
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.dstport",
+    ];
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-T", "fields", "-E", "separator=,"]);
+    for f in ENDS.iter().chain(fields) {
+        all.extend(["-e", f]);
+    }
+    tshark(file, &all)
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f.len(), ENDS.len() + fields.len(), "tshark line {line:?}");
+            TsharkPacket {
+                src: endpoint(if f[0].is_empty() { f[1] } else { f[0] }, f[2]),
+                dst: endpoint(if f[3].is_empty() { f[4] } else { f[3] }, f[5]),
+                fields: f[ENDS.len()..].iter().map(|&v| v.to_owned()).collect(),
+            }
+        })
+        .collect()
 }

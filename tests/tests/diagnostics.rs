@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tcptrack_tests::live::{headless, last_refresh, serial, start_said, wait_refresh};
 use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, A4, B4, DRAIN};
+use tcptrack_tests::run::{stdout_of, tshark};
 use tcptrack_tests::{json_records, tcptrack, Record};
 
 /// Sends SIZE bytes to ADDR:PORT, 8 KiB a millisecond (about 8 MB/s, which a capture through
@@ -58,26 +59,9 @@ while c.recv(65536):
     pass
 ";
 
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// tshark's count of `filter` on `file`.
 fn tshark_count(file: &Path, filter: &str) -> u64 {
-    let out = run(
-        Command::new("tshark")
-            .arg("-r")
-            .arg(file)
-            .args(["-Y", filter]),
-        "tshark",
-    );
-    out.lines().count() as u64
+    tshark(file, &["-Y", filter]).lines().count() as u64
 }
 
 /// Whether `ours` is within 5% of `theirs`.
@@ -116,7 +100,7 @@ fn send(hosts: &HostPair, size: &str, told: &Path) -> (Background, Background) {
 /// Segmentation offload off on host a's side; 2% of the segments to port 5301 dropped at host
 /// b's input.
 fn lose_2_percent(hosts: &HostPair) {
-    run(
+    stdout_of(
         HostPair::cmd(&hosts.a, "ethtool").args(["-K", &hosts.a_if, "tso", "off", "gso", "off"]),
         "ethtool",
     );
@@ -127,7 +111,7 @@ fn lose_2_percent(hosts: &HostPair) {
     ] {
         let mut nft = HostPair::cmd(&hosts.b, "nft");
         nft.args(rule.split(' '));
-        run(&mut nft, rule);
+        stdout_of(&mut nft, rule);
     }
 }
 
@@ -407,11 +391,11 @@ fn delay_line(hosts: &HostPair, ms: [&str; 2]) -> Background {
         (&hosts.a, "dla", "198.18.1.1", "198.18.1.2"),
         (&hosts.b, "dlb", "198.18.1.2", "198.18.1.1"),
     ] {
-        run(
+        stdout_of(
             Command::new("ip").args(["-n", ns, "addr", "add", local, "peer", peer, "dev", dev]),
             "ip addr",
         );
-        run(
+        stdout_of(
             Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]),
             "ip link",
         );
@@ -498,7 +482,7 @@ fn the_round_trip_through_20_ms_one_way_and_30_the_other_is_50_ms_from_socket_an
 
 /// `ss -tnpi` in `ns`: its line(s) for the connection from `local` to `remote`.
 fn ss(ns: &str, local: &str, remote: &str) -> String {
-    let out = run(
+    let out = stdout_of(
         HostPair::cmd(ns, "ss").args(["-tnpi", "state", "established"]),
         "ss",
     );
@@ -512,7 +496,7 @@ fn ss(ns: &str, local: &str, remote: &str) -> String {
 
 /// `ss -tnpi`'s lines of the established connections in `ns`, the header left out.
 fn ss_established(ns: &str) -> String {
-    run(
+    stdout_of(
         HostPair::cmd(ns, "ss").args(["-Htnpi", "state", "established"]),
         "ss",
     )

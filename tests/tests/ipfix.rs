@@ -12,7 +12,7 @@ use std::time::Duration;
 use tcptrack_tests::live::{serial, start_headless};
 use tcptrack_tests::netns::{wait_until, Background, HostPair, Recorder, B4, B6, SERVER};
 use tcptrack_tests::on_capture::merged;
-use tcptrack_tests::run::tshark;
+use tcptrack_tests::run::{stdout_of, tshark_packets};
 use tcptrack_tests::{tcptrack, CaptureSpec, Format, Link, Session, Side, EPOCH_BASE};
 
 /// The collector's port, on host a's loopback (not the link tcptrack watches).
@@ -48,49 +48,15 @@ struct Counts {
 /// What the recording holds, by (sender, receiver): packets and IP bytes (IPv4 total length,
 /// IPv6 payload length and its 40-byte header), read by tshark.
 fn recorded(file: &Path) -> BTreeMap<Ends, (u64, u64)> {
-    let out = tshark(
-        file,
-        &[
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "ip.src",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "ip.dst",
-            "-e",
-            "ipv6.dst",
-            "-e",
-            "tcp.dstport",
-            "-e",
-            "ip.len",
-            "-e",
-            "ipv6.plen",
-        ],
-    );
     let mut by = BTreeMap::<Ends, (u64, u64)>::new();
-    for line in out.lines() {
-        let f: Vec<&str> = line.split(',').collect();
-        let end = |v4: &str, v6: &str, port: &str| {
-            if v4.is_empty() {
-                format!("[{v6}]:{port}")
-            } else {
-                format!("{v4}:{port}")
-            }
-        };
-        let len: u64 = if f[6].is_empty() {
-            40 + f[7].parse::<u64>().expect("ipv6.plen")
+    for p in tshark_packets(file, &[], &["ip.len", "ipv6.plen"]) {
+        let f = &p.fields;
+        let len: u64 = if f[0].is_empty() {
+            40 + f[1].parse::<u64>().expect("ipv6.plen")
         } else {
-            f[6].parse().expect("ip.len")
+            f[0].parse().expect("ip.len")
         };
-        let e = by
-            .entry((end(f[0], f[1], f[2]), end(f[3], f[4], f[5])))
-            .or_default();
+        let e = by.entry((p.src, p.dst)).or_default();
         e.0 += 1;
         e.1 += len;
     }
@@ -108,19 +74,14 @@ struct Flow {
 /// `nfdump -o FORMAT` on the files in `dir` (times in UTC): its standard output; fails the
 /// test if it fails.
 fn nfdump_as(dir: &Path, format: &str) -> String {
-    let out = Command::new("nfdump")
-        .env("TZ", "UTC")
-        .arg("-R")
-        .arg(dir)
-        .args(["-o", format])
-        .output()
-        .expect("run nfdump");
-    assert!(
-        out.status.success(),
-        "nfdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(
+        Command::new("nfdump")
+            .env("TZ", "UTC")
+            .arg("-R")
+            .arg(dir)
+            .args(["-o", format]),
+        "nfdump",
+    )
 }
 
 fn nfdump(dir: &Path) -> Vec<Flow> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use tcptrack_tests::netns::{HostPair, Recorder, A4, A6, B4, B6};
-use tcptrack_tests::run::{json_of, tshark};
+use tcptrack_tests::run::{endpoint, json_of, tshark, tshark_packets};
 
 /// Per connection, as tshark counts it: frames, frame bytes, payload per sender.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -16,15 +16,6 @@ struct Tally {
     payload_by_sender: BTreeMap<String, u64>,
     /// Whether any packet carried RST.
     reset: bool,
-}
-
-/// `a.b.c.d:port` or `[v6]:port`, as tcptrack writes endpoints.
-fn endpoint(addr: &str, port: &str) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    }
 }
 
 fn conversation_key(a: &str, b: &str) -> (String, String) {
@@ -37,46 +28,19 @@ fn conversation_key(a: &str, b: &str) -> (String, String) {
 
 /// tshark's per-packet fields summed per connection (exact bytes, where `-z conv` rounds).
 fn tshark_fields(file: &Path) -> BTreeMap<(String, String), Tally> {
-    let out = tshark(
+    let packets = tshark_packets(
         file,
-        &[
-            "-Y",
-            "tcp",
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "ip.src",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "ip.dst",
-            "-e",
-            "ipv6.dst",
-            "-e",
-            "tcp.dstport",
-            "-e",
-            "frame.len",
-            "-e",
-            "tcp.len",
-            "-e",
-            "tcp.flags.reset",
-        ],
+        &["-Y", "tcp"],
+        &["frame.len", "tcp.len", "tcp.flags.reset"],
     );
     let mut convs: BTreeMap<(String, String), Tally> = BTreeMap::new();
-    for line in out.lines() {
-        let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f.len(), 9, "tshark line {line:?}");
-        let src = endpoint(if f[0].is_empty() { f[1] } else { f[0] }, f[2]);
-        let dst = endpoint(if f[3].is_empty() { f[4] } else { f[3] }, f[5]);
-        let t = convs.entry(conversation_key(&src, &dst)).or_default();
+    for p in packets {
+        let f = &p.fields;
+        let t = convs.entry(conversation_key(&p.src, &p.dst)).or_default();
         t.frames += 1;
-        t.bytes += f[6].parse::<u64>().expect("frame.len");
-        *t.payload_by_sender.entry(src).or_default() += f[7].parse::<u64>().expect("tcp.len");
-        t.reset |= matches!(f[8], "1" | "True");
+        t.bytes += f[0].parse::<u64>().expect("frame.len");
+        *t.payload_by_sender.entry(p.src).or_default() += f[1].parse::<u64>().expect("tcp.len");
+        t.reset |= matches!(f[2].as_str(), "1" | "True");
     }
     convs
 }

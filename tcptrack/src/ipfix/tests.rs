@@ -339,19 +339,31 @@ fn the_standard_template_has_no_element_of_tcptracks_own() {
     assert_eq!(msgs.iter().map(|m| m.records.len()).sum::<usize>(), 1);
 }
 
-#[test]
-fn a_long_connection_sends_interim_records_whose_sums_are_its_totals() {
+/// The client and server of [`handshake_then`]'s connection.
+const CLIENT: &str = "198.18.0.1:40000";
+const SERVER: &str = "198.18.0.2:80";
+
+/// An exporter with a 10 s active timeout (`offline`: for a capture) to a collector, and a
+/// monitor that took a handshake at 0 s, then the packets `after`.
+fn handshake_then(offline: bool, after: Vec<FlowUpdate>) -> (Collector, Ipfix, Monitor) {
     let collector = Collector::new();
     let mut cfg = config(collector.addr(), false);
     cfg.active_timeout = Duration::from_secs(10);
-    let mut x = Ipfix::start(&cfg, 14, false, false).expect("start");
+    let x = Ipfix::start(&cfg, 14, offline, false).expect("start");
     let mut m = monitor();
-    let (c, s) = ("198.18.0.1:40000", "198.18.0.2:80");
-    m.handle(SourceMsg::Batch(vec![
-        pkt(c, s, 0, SYN, 0, 0, 0),
-        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
-    ]))
-    .expect("batch");
+    let mut batch = vec![
+        pkt(CLIENT, SERVER, 0, SYN, 0, 0, 0),
+        pkt(SERVER, CLIENT, 1, SYN | ACK, 0, 1, 0),
+    ];
+    batch.extend(after);
+    m.handle(SourceMsg::Batch(batch)).expect("batch");
+    (collector, x, m)
+}
+
+#[test]
+fn a_long_connection_sends_interim_records_whose_sums_are_its_totals() {
+    let (collector, mut x, mut m) = handshake_then(false, Vec::new());
+    let (c, s) = (CLIENT, SERVER);
     // 100 bytes each second for 35 seconds, a refresh after each.
     for i in 0..35u32 {
         let ms = 1_000 * u64::from(i + 1);
@@ -533,18 +545,8 @@ fn a_stalled_collector_costs_the_records_it_does_not_take_and_never_holds_the_se
 /// One connection: a handshake at 0 s and 100 bytes at 10.5 s, refreshed every second to
 /// 20 s, then the end; the records `x` sent.
 fn quiet_after_ten_seconds(offline: bool) -> Vec<Decoded> {
-    let collector = Collector::new();
-    let mut cfg = config(collector.addr(), false);
-    cfg.active_timeout = Duration::from_secs(10);
-    let mut x = Ipfix::start(&cfg, 14, offline, false).expect("start");
-    let mut m = monitor();
-    let (c, s) = ("198.18.0.1:40000", "198.18.0.2:80");
-    m.handle(SourceMsg::Batch(vec![
-        pkt(c, s, 0, SYN, 0, 0, 0),
-        pkt(s, c, 1, SYN | ACK, 0, 1, 0),
-        pkt(c, s, 10_500, ACK, 1, 1, 100),
-    ]))
-    .expect("batch");
+    let data = pkt(CLIENT, SERVER, 10_500, ACK, 1, 1, 100);
+    let (collector, mut x, mut m) = handshake_then(offline, vec![data]);
     for sec in 1..=20 {
         m.advance_to(Duration::from_secs(sec), false);
         x.refresh(&m).expect("refresh");
