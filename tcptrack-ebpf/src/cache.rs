@@ -81,47 +81,57 @@ pub fn place(epoch: u32, key: &Key) -> Option<Place> {
     })
 }
 
+/// Whether `slot` holds `key`.
+#[inline(always)]
+fn holds(slot: &Slot, key: &Key) -> bool {
+    // SAFETY: `Slot` starts with the key, 40 bytes at an 8-aligned offset (elements are 128
+    // bytes): read as the five words `Key` is made of.
+    let held = unsafe { &*(&raw const slot.key).cast::<[u64; 5]>() };
+    same(held, key.words())
+}
+
 impl Place {
+    /// The slot.
+    #[inline(always)]
+    fn slot(&mut self) -> &mut Slot {
+        // SAFETY: an element of the slots' array, written only by this CPU's programs, one at
+        // a time (as a per-CPU map's value is), and by userspace only in the other epoch.
+        unsafe { &mut *self.slot }
+    }
+
     /// This CPU's counts of `key` in its slot, if the slot holds it.
     #[inline(always)]
     pub fn holding(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        // SAFETY: an element of the slots' array, written only by this CPU's programs, one at
-        // a time (as a per-CPU map's value is), and by userspace only in the other epoch.
-        let slot = unsafe { &mut *self.slot };
-        // SAFETY: `Slot` starts with the key, 40 bytes at an 8-aligned offset (elements are
-        // 128 bytes): read as the five words `Key` is made of.
-        let held = unsafe { &*(&raw const slot.key).cast::<[u64; 5]>() };
-        same(held, key.words()).then_some(&mut slot.value)
+        let slot = self.slot();
+        holds(slot, key).then_some(&mut slot.value)
     }
 
     /// This CPU's counts of `key` in its slot: the slot holds it, or held nothing and is
     /// claimed for it now (nothing counted yet). `None`: another connection holds it.
     #[inline(always)]
     pub fn take(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        // SAFETY: as in `holding`.
-        let slot = unsafe { &mut *self.slot };
-        // SAFETY: as in `holding`.
-        let held = unsafe { &*(&raw const slot.key).cast::<[u64; 5]>() };
-        if same(held, key.words()) {
+        let (claimed, index, slots) = (self.claimed, self.index, self.slots);
+        let slot = self.slot();
+        if holds(slot, key) {
             return Some(&mut slot.value);
         }
         if slot.key.family != 0 {
             return None;
         }
-        let count = CLAIMED.get_ptr_mut(self.claimed)?;
-        // SAFETY: an element of `CLAIMED`, this CPU's region's count (see `holding`).
+        let count = CLAIMED.get_ptr_mut(claimed)?;
+        // SAFETY: an element of `CLAIMED`, this CPU's region's count (see `slot`).
         let n = unsafe { *count };
         // Never more claims than slots, unless userspace failed to empty the region: then
         // the list would run into the next region's.
-        if n >= u64::from(self.slots) {
+        if n >= u64::from(slots) {
             return None;
         }
         #[expect(clippy::cast_possible_truncation, reason = "below `slots`, a u32")]
-        let at = self.claimed.wrapping_add(1).wrapping_add(n as u32);
+        let at = claimed.wrapping_add(1).wrapping_add(n as u32);
         let entry = CLAIMED.get_ptr_mut(at)?;
         // SAFETY: as above.
         unsafe {
-            *entry = u64::from(self.index);
+            *entry = u64::from(index);
             *count = n + 1;
         }
         slot.key = *key.conn();

@@ -136,6 +136,14 @@ impl Cache {
         })
     }
 
+    /// Where the region of `epoch` and `cpu` starts, as the programs lay them out: its first
+    /// slot in `SLOTS`, and its count of claims in `CLAIMED` (the list of them follows).
+    fn region(&self, epoch: u32, cpu: usize) -> (usize, usize) {
+        let slots = self.sizes.slots as usize;
+        let region = usize::from(epoch != 0) * self.sizes.cpus as usize + cpu;
+        (region * slots, region * (slots + 1))
+    }
+
     /// Adds the claimed slots of `epoch` to the connections of `out` (the flow map's drain of
     /// the same epoch), and empties them. The programs count into the other epoch meanwhile.
     pub fn take(&mut self, epoch: u32, out: &mut Vec<(ConnKey, Vec<FlowValue>)>) {
@@ -144,8 +152,7 @@ impl Cache {
         let mut indexed = false;
         self.held.clear();
         for cpu in 0..cpus {
-            let region = usize::from(epoch != 0) * cpus + cpu;
-            let list = region * (slots + 1);
+            let (first, list) = self.region(epoch, cpu);
             let claims = self.claimed.get(list).unwrap_or(0);
             let claims = usize::try_from(claims).unwrap_or(usize::MAX).min(slots);
             if claims == 0 {
@@ -165,16 +172,15 @@ impl Cache {
                 let Some(at) = usize::try_from(at).ok().filter(|&at| at < slots) else {
                     continue;
                 };
-                let at = region * slots + at;
-                let Some(slot) = self.slots.get(at) else {
+                let Some(slot) = self.slots.get(first + at) else {
                     continue;
                 };
-                self.slots.set(at, Slot::default());
+                self.slots.set(first + at, Slot::default());
                 if slot.key.family == 0 {
                     continue;
                 }
                 if slot.value.dir.iter().any(|d| d.packets > 0) {
-                    self.held.push((cpu, at - region * slots, slot.key));
+                    self.held.push((cpu, at, slot.key));
                 }
                 match self.index.get(&slot.key) {
                     Some(&i) => out[i].1.push(slot.value),
@@ -187,9 +193,7 @@ impl Cache {
             self.claimed.set(list, 0);
         }
     }
-}
 
-impl Cache {
     /// Gives the connections whose slots counted packets in the last drain the same slots in
     /// `epoch`, with nothing counted yet, so that a flood of new tuples cannot take them
     /// first (as [`super::Kernel::reserve`] does for the map's). Only while the programs count
@@ -197,16 +201,14 @@ impl Cache {
     /// found taken, or a list not empty, after a drain that failed, is left as it is).
     pub fn hold(&mut self, epoch: u32) {
         let slots = self.sizes.slots as usize;
-        let cpus = self.sizes.cpus as usize;
         let held = std::mem::take(&mut self.held);
         for &(cpu, at, key) in &held {
-            let region = usize::from(epoch != 0) * cpus + cpu;
-            let list = region * (slots + 1);
+            let (first, list) = self.region(epoch, cpu);
             let claims = self.claimed.get(list).unwrap_or(u64::MAX);
             let Ok(n) = usize::try_from(claims) else {
                 continue;
             };
-            let slot = region * slots + at;
+            let slot = first + at;
             if n >= slots || self.slots.get(slot).is_none_or(|s| s.key.family != 0) {
                 continue;
             }
