@@ -45,8 +45,9 @@ pub const MAP_FLOWS: [&str; 2] = ["FLOWS_0", "FLOWS_1"];
 pub const MAP_EPOCH: &str = "EPOCH";
 /// The flow cache in front of the flow maps: an array of [`Slot`]s, [`GLOBAL_CACHE_SLOTS`] for
 /// each epoch and CPU (region `epoch * GLOBAL_CACHE_CPUS + cpu`), where a connection's packets
-/// on one CPU are counted without a hash lookup (the first connection whose key hashes to a
-/// slot in an interval holds it; the others go to the flow map). Memory-mapped by userspace
+/// on one CPU are counted without a hash lookup (in the slot its key hashes to or that slot's
+/// neighbour, index xor 1: the first connection to reach a free one in an interval holds it;
+/// those that find both held go to the flow map). Memory-mapped by userspace
 /// (`BPF_F_MMAPABLE`), which reads and empties the claimed slots in place at each drain.
 pub const MAP_SLOTS: &str = "SLOTS";
 /// The slots claimed in each region of [`MAP_SLOTS`], as `u64`s: region `r` holds its count at
@@ -186,6 +187,48 @@ pub struct ConnKey {
     pub port: [u16; 2],
     pub family: u8,
     pub _pad: [u8; 3],
+}
+
+impl ConnKey {
+    /// The key as five 64-bit words, as the programs read it (BPF is little-endian here).
+    #[must_use]
+    pub fn words(&self) -> [u64; 5] {
+        let mut words = [0u64; 5];
+        let (a, b) = (self.addr[0], self.addr[1]);
+        let mut tail = [0u8; 8];
+        tail[..2].copy_from_slice(&self.port[0].to_le_bytes());
+        tail[2..4].copy_from_slice(&self.port[1].to_le_bytes());
+        tail[4] = self.family;
+        tail[5..].copy_from_slice(&self._pad);
+        for (i, half) in [&a[..8], &a[8..], &b[..8], &b[8..], &tail[..]]
+            .into_iter()
+            .enumerate()
+        {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(half);
+            words[i] = u64::from_le_bytes(w);
+        }
+        words
+    }
+}
+
+/// The first of a key's two slots in a flow-cache region of `slots` (a power of two; the
+/// other is its neighbour, index xor 1): the key's five words folded into one, then mixed as
+/// MurmurHash3's finalizer mixes (every input bit reaches every output bit, so keys that
+/// differ in any bits spread over the low ones taken), a dozen instructions where the flow
+/// map's hash of 40 bytes is a call and three rounds of mixing.
+#[must_use]
+#[inline(always)]
+pub const fn cache_slot(w: &[u64; 5], slots: u32) -> u32 {
+    let mut h = w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(43) ^ w[4];
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    #[expect(clippy::cast_possible_truncation, reason = "the low bits are taken")]
+    let low = h as u32;
+    low & slots.wrapping_sub(1)
 }
 
 /// What one direction of a connection carried (direction 0: from endpoint 0 to endpoint 1).

@@ -1,9 +1,10 @@
-//! The flow cache: a direct-mapped table of slots per epoch and CPU in front of the flow maps.
+//! The flow cache: a two-way table of slots per epoch and CPU in front of the flow maps.
 //!
-//! A connection's packets on a CPU are counted in its slot there: a dozen instructions of
-//! hashing, an array element and a comparison of five words, no hash-map call. The first
-//! connection to reach a free slot in an interval holds it until userspace drains the epoch;
-//! one whose slot another holds is counted in the flow map, as without the cache (a lookup: a
+//! A connection's packets on a CPU are counted in one of its two slots there: a dozen
+//! instructions of hashing, an array element and a comparison of five words (two where the
+//! neighbour holds it), no hash-map call. The first connection to reach a free slot in an
+//! interval holds it until userspace drains the epoch; one whose two slots others hold is
+//! counted in the flow map, as without the cache (a lookup: a
 //! call, a hash of 40 bytes, its bucket, its entry and this CPU's value, each a cache line; an
 //! insert for a new connection, which costs several times that). Userspace maps the slots, reads the
 //! claimed ones of the epoch it drains (listed in `CLAIMED`) and empties them (see
@@ -38,17 +39,21 @@ const fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
 
-/// A connection's slot on this CPU in the epoch's region.
+/// A connection's two slots on this CPU in the epoch's region: the one its key hashes to and
+/// its neighbour (the other half of the same 256 bytes, on the same page). Either may hold it;
+/// with two ways a new connection finds a free slot where one way alone would have sent it to
+/// the flow map's insert, which costs several times a slot (while a region fills to a
+/// quarter, one in nine new connections with one way, one in thirty-three with two).
 pub struct Place {
-    slot: *mut Slot,
+    ways: [*mut Slot; 2],
     /// The region's first element in `CLAIMED`.
     claimed: u32,
-    /// The slot's index in its region.
-    index: u32,
+    /// The slots' indexes in their region.
+    index: [u32; 2],
     slots: u32,
 }
 
-/// The slot of `key` on this CPU in `epoch`, whoever holds it; `None` without a cache.
+/// The slots of `key` on this CPU in `epoch`, whoever holds them; `None` without a cache.
 #[inline(always)]
 pub fn place(epoch: u32, key: &Key) -> Option<Place> {
     // SAFETY: reads of globals the loader set; volatile, so that the compiler does not fold
@@ -59,7 +64,8 @@ pub fn place(epoch: u32, key: &Key) -> Option<Place> {
             core::ptr::read_volatile(&raw const CACHE_CPUS),
         )
     };
-    if slots == 0 {
+    // A region of one slot has no neighbour: no cache (the loader never makes one).
+    if slots < 2 {
         return None;
     }
     // SAFETY: a helper without arguments.
@@ -70,11 +76,16 @@ pub fn place(epoch: u32, key: &Key) -> Option<Place> {
         return None;
     }
     let region = epoch.wrapping_mul(cpus).wrapping_add(cpu);
+    let first = region.wrapping_mul(slots);
     let index = key.slot(slots);
+    let index = [index, index ^ 1];
     // Out of the array (an epoch other than 0 and 1 cannot be): no slot, the flow map counts.
-    let slot = SLOTS.get_ptr_mut(region.wrapping_mul(slots).wrapping_add(index))?;
+    let ways = [
+        SLOTS.get_ptr_mut(first.wrapping_add(index[0]))?,
+        SLOTS.get_ptr_mut(first.wrapping_add(index[1]))?,
+    ];
     Some(Place {
-        slot,
+        ways,
         claimed: region.wrapping_mul(slots.wrapping_add(1)),
         index,
         slots,
@@ -91,49 +102,61 @@ fn holds(slot: &Slot, key: &Key) -> bool {
 }
 
 impl Place {
-    /// The slot.
+    /// One of the two slots.
     #[inline(always)]
-    fn slot(&mut self) -> &mut Slot {
+    fn way(&mut self, way: usize) -> &mut Slot {
         // SAFETY: an element of the slots' array, written only by this CPU's programs, one at
         // a time (as a per-CPU map's value is), and by userspace only in the other epoch.
-        unsafe { &mut *self.slot }
+        unsafe { &mut *self.ways[way & 1] }
     }
 
-    /// This CPU's counts of `key` in its slot, if the slot holds it.
+    /// This CPU's counts of `key` in one of its slots, if one holds it.
     #[inline(always)]
     pub fn holding(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        let slot = self.slot();
-        holds(slot, key).then_some(&mut slot.value)
+        let way = if holds(self.way(0), key) {
+            0
+        } else if holds(self.way(1), key) {
+            1
+        } else {
+            return None;
+        };
+        Some(&mut self.way(way).value)
     }
 
-    /// This CPU's counts of `key` in its slot: the slot holds it, or held nothing and is
-    /// claimed for it now (nothing counted yet). `None`: another connection holds it.
+    /// This CPU's counts of `key` in one of its slots: one holds it, or one held nothing and
+    /// is claimed for it now (nothing counted yet). `None`: others hold both.
     #[inline(always)]
     pub fn take(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        let (claimed, index, slots) = (self.claimed, self.index, self.slots);
-        let slot = self.slot();
-        if holds(slot, key) {
-            return Some(&mut slot.value);
+        if holds(self.way(0), key) {
+            return Some(&mut self.way(0).value);
         }
-        if slot.key.family != 0 {
+        if holds(self.way(1), key) {
+            return Some(&mut self.way(1).value);
+        }
+        let way = if self.way(0).key.family == 0 {
+            0
+        } else if self.way(1).key.family == 0 {
+            1
+        } else {
             return None;
-        }
-        let count = CLAIMED.get_ptr_mut(claimed)?;
-        // SAFETY: an element of `CLAIMED`, this CPU's region's count (see `slot`).
+        };
+        let count = CLAIMED.get_ptr_mut(self.claimed)?;
+        // SAFETY: an element of `CLAIMED`, this CPU's region's count (see `way`).
         let n = unsafe { *count };
         // Never more claims than slots, unless userspace failed to empty the region: then
         // the list would run into the next region's.
-        if n >= u64::from(slots) {
+        if n >= u64::from(self.slots) {
             return None;
         }
         #[expect(clippy::cast_possible_truncation, reason = "below `slots`, a u32")]
-        let at = claimed.wrapping_add(1).wrapping_add(n as u32);
+        let at = self.claimed.wrapping_add(1).wrapping_add(n as u32);
         let entry = CLAIMED.get_ptr_mut(at)?;
         // SAFETY: as above.
         unsafe {
-            *entry = u64::from(index);
+            *entry = u64::from(self.index[way & 1]);
             *count = n + 1;
         }
+        let slot = self.way(way);
         slot.key = *key.conn();
         slot.value = FlowValue::default();
         Some(&mut slot.value)

@@ -2,7 +2,7 @@
 //! (`ConnKey`: endpoint 0 is the lower, comparing address bytes, then port), built as five
 //! 64-bit words rather than byte by byte.
 
-use tcptrack_common::ConnKey;
+use tcptrack_common::{cache_slot, ConnKey};
 
 use crate::parse::Headers;
 
@@ -20,23 +20,10 @@ impl Key {
         &self.words
     }
 
-    /// Its slot in a cache region of `slots` (a power of two): the words folded into one, then
-    /// mixed as MurmurHash3's finalizer mixes (every input bit reaches every output bit, so
-    /// keys that differ in any bits spread over the low ones taken), a dozen instructions
-    /// where the flow map's hash of 40 bytes is a call and three rounds of mixing.
+    /// Its first slot in a cache region of `slots` (see `tcptrack_common::cache_slot`).
     #[inline(always)]
     pub const fn slot(&self, slots: u32) -> u32 {
-        let w = &self.words;
-        let mut h =
-            w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(43) ^ w[4];
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        #[expect(clippy::cast_possible_truncation, reason = "the low bits are taken")]
-        let low = h as u32;
-        low & slots.wrapping_sub(1)
+        cache_slot(&self.words, slots)
     }
 
     pub const fn conn(&self) -> &ConnKey {

@@ -1,5 +1,5 @@
 //! tcptrack's kernel side: count bytes, packets and flags per TCP connection and direction into
-//! a per-CPU cache of slots and, for a connection whose slot another holds, a per-CPU hash of
+//! a per-CPU cache of slots and, for a connection whose slots others hold, a per-CPU hash of
 //! the refresh interval; and send control packets (SYN, FIN, RST) to userspace through a ring
 //! buffer. Every packet passes unchanged, whatever happens while looking at it; nothing is
 //! logged per packet.

@@ -3,7 +3,8 @@
 //! differences), so that whatever else the machine does falls on both alike:
 //! - the ablation: the TC counting program stopped after each of its stages (`stage_*`: parse,
 //!   key, clock, lookup, update) and whole (`tcptrack_tc`, with events), on a packet of an
-//!   existing IPv4 connection;
+//!   existing IPv4 connection (`stages`), on new connections (`stages_new`, an ACK each) and
+//!   on the 65,536 below (`stages_many`);
 //! - the whole program on an existing IPv6 connection;
 //! - new connections (an ACK, and a SYN with its event), one run of a packet each;
 //! - 65,536 connections in the interval (in slots of the flow cache where theirs was free, the
@@ -139,6 +140,88 @@ fn arg(args: &[String], i: usize, default: u32) -> u32 {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
 
+/// Each case's figures and the empty program's on the same packets, a pair per round; the
+/// ablation's under the case's name and the stage's.
+#[derive(Default)]
+struct Figures(BTreeMap<String, (Vec<f64>, Vec<f64>)>);
+
+impl Figures {
+    fn push(&mut self, case: &str, ours: f64, empty: f64) {
+        let c = self.0.entry(case.to_string()).or_default();
+        c.0.push(ours);
+        c.1.push(empty);
+    }
+
+    fn take(&mut self, case: &str) -> Paired {
+        let (ours, empty) = self.0.remove(case).unwrap_or_default();
+        Paired::new(ours, empty)
+    }
+}
+
+/// The packets of the one-run cases.
+struct Packets {
+    many: Vec<Vec<u8>>,
+    next_client: u32,
+    per_round: u32,
+}
+
+impl Packets {
+    /// `per_round` new connections, a packet each (SYNs or ACKs).
+    fn fresh(&mut self, syn: bool) -> Vec<Vec<u8>> {
+        let n = self.next_client;
+        self.next_client += self.per_round;
+        (n..self.next_client).map(|n| v4(n, syn)).collect()
+    }
+}
+
+/// One round, a refresh interval of its own, its connections new to it.
+fn round(k: &mut Kernel, p: &mut Packets, repeat: u32, f: &mut Figures) {
+    let (existing, existing_v6) = (v4(0, false), v6());
+    interval(k);
+    // The first run counts the connection in; the repeats count into its place.
+    for frame in [&existing, &existing_v6] {
+        repeated(program(k, PROGRAM_TC), frame, 1);
+    }
+    let empty = repeated(program(k, PROGRAM_EMPTY), &existing, repeat);
+    for (i, stage) in STAGES.iter().enumerate() {
+        let ns = repeated(program(k, stage_program(i)), &existing, repeat);
+        f.push(&format!("stages/{stage}"), ns, empty);
+    }
+    let ns = repeated(program(k, PROGRAM_TC), &existing_v6, repeat);
+    let empty_v6 = repeated(program(k, PROGRAM_EMPTY), &existing_v6, repeat);
+    f.push("existing_v6", ns, empty_v6);
+    for (case, syn) in [("new_ack", false), ("new_syn", true)] {
+        let frames = p.fresh(syn);
+        let ns = each(k, PROGRAM_TC, &frames);
+        f.push(case, ns, each(k, PROGRAM_EMPTY, &frames));
+    }
+    // The many: counted in once, then a packet of each in turn, through the whole program
+    // and through each stage.
+    each(k, PROGRAM_TC, &p.many);
+    let ns = each(k, PROGRAM_TC, &p.many);
+    f.push("many", ns, each(k, PROGRAM_EMPTY, &p.many));
+    for (i, stage) in STAGES.iter().enumerate() {
+        let ns = each(k, stage_program(i), &p.many);
+        f.push(
+            &format!("stages_many/{stage}"),
+            ns,
+            each(k, PROGRAM_EMPTY, &p.many),
+        );
+    }
+    // The ablation on new connections (ACKs): fresh ones for each stage, each in an interval
+    // of its own, as `new_ack` is.
+    for (i, stage) in STAGES.iter().enumerate() {
+        interval(k);
+        let frames = p.fresh(false);
+        let ns = each(k, stage_program(i), &frames);
+        f.push(
+            &format!("stages_new/{stage}"),
+            ns,
+            each(k, PROGRAM_EMPTY, &frames),
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (repeat, per_round, rounds) = (
@@ -151,51 +234,15 @@ fn main() {
     tcptrack::ebpf::cache::stay_on_this_cpu().expect("stay on this CPU");
     // Loaded as tcptrack loads them, with four times its default capacity.
     let mut k = Kernel::load(262_144, false, false).expect("load the programs (root)");
-    let (existing, existing_v6) = (v4(0, false), v6());
     // Clients 1..=MANY for the map of many; new connections after them, one per run.
-    let many: Vec<Vec<u8>> = (1..=MANY).map(|n| v4(n, false)).collect();
-    let mut next_client = MANY + 1;
-    let mut fresh = |syn: bool| -> Vec<Vec<u8>> {
-        let frames = (next_client..next_client + per_round)
-            .map(|n| v4(n, syn))
-            .collect();
-        next_client += per_round;
-        frames
+    let mut packets = Packets {
+        many: (1..=MANY).map(|n| v4(n, false)).collect(),
+        next_client: MANY + 1,
+        per_round,
     };
-
-    let mut stage_ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut cases: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    let mut push = |case: &'static str, ours: f64, empty: f64| {
-        let c = cases.entry(case).or_default();
-        c.0.push(ours);
-        c.1.push(empty);
-    };
-    let mut empty_repeated = Vec::new();
-    // Each round is a refresh interval of its own, its connections new to it.
+    let mut figures = Figures::default();
     for _ in 0..rounds {
-        interval(&mut k);
-        // The first run counts the connection in; the repeats count into its place.
-        for frame in [&existing, &existing_v6] {
-            repeated(program(&mut k, PROGRAM_TC), frame, 1);
-        }
-        let empty = repeated(program(&mut k, PROGRAM_EMPTY), &existing, repeat);
-        empty_repeated.push(empty);
-        for (i, stage) in STAGES.into_iter().enumerate() {
-            let ns = repeated(program(&mut k, stage_program(i)), &existing, repeat);
-            stage_ns.entry(stage).or_default().push(ns);
-        }
-        let ns = repeated(program(&mut k, PROGRAM_TC), &existing_v6, repeat);
-        let empty_v6 = repeated(program(&mut k, PROGRAM_EMPTY), &existing_v6, repeat);
-        push("existing_v6", ns, empty_v6);
-        for (case, syn) in [("new_ack", false), ("new_syn", true)] {
-            let frames = fresh(syn);
-            let ns = each(&mut k, PROGRAM_TC, &frames);
-            push(case, ns, each(&mut k, PROGRAM_EMPTY, &frames));
-        }
-        // The many: counted in once, then a packet of each in turn.
-        each(&mut k, PROGRAM_TC, &many);
-        let ns = each(&mut k, PROGRAM_TC, &many);
-        push("many", ns, each(&mut k, PROGRAM_EMPTY, &many));
+        round(&mut k, &mut packets, repeat, &mut figures);
     }
     let mut fields = vec![
         format!("\"repeat\":{repeat}"),
@@ -203,20 +250,20 @@ fn main() {
         format!("\"rounds\":{rounds}"),
         format!("\"many_connections\":{MANY}"),
     ];
-    let stages: Vec<String> = STAGES
-        .iter()
-        .map(|stage| {
-            let ns = stage_ns.remove(stage).unwrap_or_default();
-            let p = Paired::new(ns, empty_repeated.clone());
-            format!("{{\"stage\":\"{stage}\",\"cost\":{}}}", p.json())
-        })
-        .collect();
-    fields.push(format!("\"stages\":[{}]", stages.join(",")));
-    for (case, (ours, empty)) in cases {
-        fields.push(format!("\"{case}\":{}", Paired::new(ours, empty).json()));
+    for name in ["stages", "stages_new", "stages_many"] {
+        let stages: Vec<String> = STAGES
+            .iter()
+            .map(|stage| {
+                let p = figures.take(&format!("{name}/{stage}"));
+                format!("{{\"stage\":\"{stage}\",\"cost\":{}}}", p.json())
+            })
+            .collect();
+        fields.push(format!("\"{name}\":[{}]", stages.join(",")));
     }
-
-    fields.extend(filter_cost(&existing, repeat, rounds));
+    for case in ["existing_v6", "many", "new_ack", "new_syn"] {
+        fields.push(format!("\"{case}\":{}", figures.take(case).json()));
+    }
+    fields.extend(filter_cost(&v4(0, false), repeat, rounds));
     println!("{{{}}}", fields.join(","));
 }
 

@@ -10,7 +10,8 @@ use etherparse::{
 };
 use tcptrack::ebpf::Kernel;
 use tcptrack_common::{
-    counter, event, ConnKey, FlowEvent, FlowValue, FAMILY_IPV4, FAMILY_IPV6, PROGRAM_PROBE_COPIED,
+    cache_slot, counter, event, ConnKey, FlowEvent, FlowValue, FAMILY_IPV4, FAMILY_IPV6,
+    PROGRAM_PROBE_COPIED,
 };
 
 /// `TC_ACT_UNSPEC` (-1, which tcx calls `TCX_NEXT`) and `XDP_PASS`: every packet goes on, to
@@ -455,6 +456,51 @@ fn busy_connections_keep_their_slots_and_entries_in_the_next_interval() {
         (128, 128),
         "the busy ones, each counted"
     );
+}
+
+#[test]
+fn a_connection_takes_the_neighbour_of_a_held_slot_and_the_map_only_when_both_are_held() {
+    stay_on_this_cpu();
+    // 64 slots a region on this CPU.
+    let mut k = Kernel::load(64, false, false).expect("load (root)");
+    // Each tuple's key, from a drain of its packet alone; grouped by the pair of slots its key
+    // picks.
+    let mut by_pair: std::collections::BTreeMap<u32, Vec<(u32, ConnKey)>> = Default::default();
+    for i in 0..200 {
+        run_tc(&mut k, &conn_frame(i));
+        let mut out = Vec::new();
+        k.drain(0, &mut out).expect("drain");
+        let [(key, _)] = out.as_slice() else {
+            panic!("one connection a drain: {out:?}");
+        };
+        by_pair
+            .entry(cache_slot(&key.words(), 64) >> 1)
+            .or_default()
+            .push((i, *key));
+    }
+    // Two tuples that pick the same slot, and a third that picks either of that pair.
+    let three = by_pair
+        .values()
+        .find_map(|v| {
+            let slot = |key: &ConnKey| cache_slot(&key.words(), 64);
+            let (a, b) = v.iter().enumerate().find_map(|(n, a)| {
+                v[n + 1..]
+                    .iter()
+                    .find(|b| slot(&b.1) == slot(&a.1))
+                    .map(|b| (a, b))
+            })?;
+            let c = v.iter().find(|c| c.0 != a.0 && c.0 != b.0)?;
+            Some([*a, *b, *c])
+        })
+        .expect("200 tuples over 64 slots: two in one, a third in its pair");
+    // The first takes the slot both pick, the second its neighbour; the third finds both held
+    // and is counted in the map.
+    for (i, _) in three {
+        run_tc(&mut k, &conn_frame(i));
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert_eq!(drained(&mut k, 0), (3, 6));
+    assert_eq!(k.counted_in_map(), &[three[2].1]);
 }
 
 /// A connection's counts, its CPUs' summed: payload, wire bytes and packets each way, and the

@@ -35,7 +35,7 @@ impl Sizes {
     #[must_use]
     pub fn new(flows: u32, cpus: usize) -> Self {
         let fit = BUDGET_BYTES / (2 * cpus.max(1) * std::mem::size_of::<Slot>());
-        let cap = u32::try_from(fit).unwrap_or(u32::MAX).min(flows).max(1);
+        let cap = u32::try_from(fit).unwrap_or(u32::MAX).min(flows).max(2);
         Self {
             flows,
             cpus: u32::try_from(cpus).unwrap_or(u32::MAX),

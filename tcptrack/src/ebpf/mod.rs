@@ -366,6 +366,13 @@ impl Kernel {
         self.cache.take(epoch, out);
     }
 
+    /// The connections of the last drain that counted packets in the flow map: the others
+    /// counted only in slots of the flow cache.
+    #[must_use]
+    pub fn counted_in_map(&self) -> &[ConnKey] {
+        &self.in_map
+    }
+
     /// Before the programs count into `epoch`: the connections that counted packets in the last
     /// drain keep their places there, in the map ([`Kernel::reserve`]) for those counted in
     /// the map, their slots ([`cache::Cache::hold`]) for those counted in slots. So a flood of

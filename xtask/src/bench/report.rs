@@ -186,6 +186,12 @@ pub struct KernelCost {
     /// the whole program (existing IPv4 connection, repeats).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageCost>,
+    /// The same stages on new connections (a packet with data each, one run each) and on the
+    /// many connections (one run each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages_new: Vec<StageCost>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages_many: Vec<StageCost>,
     /// The whole program on an existing IPv6 connection (repeats).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_v6: Option<Paired>,
@@ -558,6 +564,7 @@ impl Report {
             )?;
             before = c.above_ns;
         }
+        Self::one_run_ablation_md(f, k)?;
         writeln!(
             f,
             "\n### Against the targets (ns above the empty program)\n"
@@ -607,6 +614,40 @@ impl Report {
                 "| {name} | {:.0} | {:.0} | {:.0} | {target} |",
                 c.ns, c.empty_ns, c.above_ns
             )?;
+        }
+        Ok(())
+    }
+
+    /// The ablation on packets run once each, whose connection's place is cold: new
+    /// connections and the many (results that have them).
+    fn one_run_ablation_md(f: &mut fmt::Formatter<'_>, k: &KernelCost) -> fmt::Result {
+        if k.stages_new.is_empty() || k.stages_many.is_empty() {
+            return Ok(());
+        }
+        let many = thousands(u64::from(k.many_connections.unwrap_or(0)));
+        writeln!(
+            f,
+            "\n### The same stages on packets run once each (ns above the empty program): new \
+             connections ({} a round, an ACK each, each stage in an interval of its own) and \
+             {many} connections counted in, a packet of each in turn\n",
+            k.new_connections
+        )?;
+        writeln!(
+            f,
+            "| stage | new: above empty | this stage | {many}: above empty | this stage |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        let (mut new_before, mut many_before) = (0.0, 0.0);
+        for (n, m) in k.stages_new.iter().zip(&k.stages_many) {
+            let (a, b) = (n.cost.above_ns, m.cost.above_ns);
+            writeln!(
+                f,
+                "| {} | {a:.0} | {:+.0} | {b:.0} | {:+.0} |",
+                n.stage,
+                a - new_before,
+                b - many_before
+            )?;
+            (new_before, many_before) = (a, b);
         }
         Ok(())
     }

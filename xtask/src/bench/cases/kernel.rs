@@ -50,6 +50,33 @@ fn paired(runs: &[Value], path: &[&str]) -> Paired {
     }
 }
 
+/// The ablation listed under `name` (`stages`: an existing connection's, `stages_new`,
+/// `stages_many`): each stage's figures, the median over `runs`.
+fn staged(runs: &[Value], name: &str) -> Result<Vec<StageCost>> {
+    let first = runs.first().context("no run")?;
+    let names: Vec<String> = first[name]
+        .as_array()
+        .with_context(|| format!("{name} in kernel_cost's output"))?
+        .iter()
+        .filter_map(|s| s["stage"].as_str().map(str::to_owned))
+        .collect();
+    Ok(names
+        .into_iter()
+        .enumerate()
+        .map(|(i, stage)| {
+            let pick = |field: &'static str| median(runs, |r| r[name][i]["cost"][field].as_f64());
+            StageCost {
+                stage,
+                cost: Paired {
+                    ns: pick("ns"),
+                    empty_ns: pick("empty_ns"),
+                    above_ns: pick("above_ns"),
+                },
+            }
+        })
+        .collect())
+}
+
 /// Each figure is the median, over the profile's runs, of that figure.
 pub fn measure(b: &Bench) -> Result<KernelCost> {
     step("kernel cost per packet (BPF_PROG_TEST_RUN)");
@@ -62,28 +89,8 @@ pub fn measure(b: &Bench) -> Result<KernelCost> {
         .map(|_| kernel_cost(&b.kernel_cost, repeat, per_round, rounds))
         .collect::<Result<Vec<_>>>()?;
     let first = runs.first().context("no run")?;
-    let names: Vec<String> = first["stages"]
-        .as_array()
-        .context("stages")?
-        .iter()
-        .filter_map(|s| s["stage"].as_str().map(str::to_owned))
-        .collect();
-    let stages: Vec<StageCost> = names
-        .iter()
-        .enumerate()
-        .map(|(i, stage)| {
-            let pick =
-                |field: &'static str| median(&runs, |r| r["stages"][i]["cost"][field].as_f64());
-            StageCost {
-                stage: stage.clone(),
-                cost: Paired {
-                    ns: pick("ns"),
-                    empty_ns: pick("empty_ns"),
-                    above_ns: pick("above_ns"),
-                },
-            }
-        })
-        .collect();
+    let stages = staged(&runs, "stages")?;
+    let (stages_new, stages_many) = (staged(&runs, "stages_new")?, staged(&runs, "stages_many")?);
     let whole = stages.last().map(|s| s.cost).context("no stage")?;
     let (new_ack, filtered) = (paired(&runs, &["new_ack"]), paired(&runs, &["filtered"]));
     Ok(KernelCost {
@@ -99,6 +106,8 @@ pub fn measure(b: &Bench) -> Result<KernelCost> {
         repeat,
         rounds: Some(rounds),
         stages,
+        stages_new,
+        stages_many,
         existing_v6: Some(paired(&runs, &["existing_v6"])),
         new_ack: Some(new_ack),
         new_syn: Some(paired(&runs, &["new_syn"])),
