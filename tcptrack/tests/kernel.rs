@@ -503,6 +503,32 @@ fn a_connection_takes_the_neighbour_of_a_held_slot_and_the_map_only_when_both_ar
     assert_eq!(k.counted_in_map(), &[three[2].1]);
 }
 
+#[test]
+fn new_connections_filling_the_cache_call_for_a_drain_and_a_busy_set_held_over_does_not() {
+    stay_on_this_cpu();
+    // 64 slots a region on this CPU: a quarter is 16.
+    let mut k = Kernel::load(64, false, false).expect("load (root)");
+    for i in 0..8 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert!(!k.filling(0), "8 new connections");
+    for i in 8..1000 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert!(k.filling(0), "1,000 new connections");
+    // The 64 in slots held over into the next epoch fill it, but are no churn; nor are the
+    // flood's others, which find no slot free there.
+    assert_eq!(drained(&mut k, 0).0, 128);
+    k.keep_places(1);
+    k.set_epoch(1).expect("epoch 1");
+    assert!(!k.filling(1), "a busy set held over");
+    for i in 0..1000 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    assert!(!k.filling(1), "the busy set and a flood that finds no slot");
+    assert_eq!(drained(&mut k, 1).0, 128);
+}
+
 /// A connection's counts, its CPUs' summed: payload, wire bytes and packets each way, and the
 /// flags each way (the clocks left out: they differ between two runs).
 type Summed = (ConnKey, [(u64, u64, u64); 2], [u8; 2]);

@@ -366,6 +366,15 @@ impl Kernel {
         self.cache.take(epoch, out);
     }
 
+    /// Whether connections new to `epoch` have claimed a quarter of the flow cache on some CPU:
+    /// a churn of connections claims slots faster than the refreshes free them, and a drain
+    /// now (before the refresh) keeps the next new ones out of the map's insert, which costs
+    /// several times a slot. Each such drain takes at least a quarter of a region's slots.
+    #[must_use]
+    pub fn filling(&self, epoch: u32) -> bool {
+        self.cache.filling(epoch)
+    }
+
     /// The connections of the last drain that counted packets in the flow map: the others
     /// counted only in slots of the flow cache.
     #[must_use]

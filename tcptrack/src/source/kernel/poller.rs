@@ -184,6 +184,13 @@ impl Poller {
         self.read_events();
     }
 
+    /// Whether new connections fill the flow cache the programs count into: a poll now,
+    /// before the refresh, empties it (see [`Kernel::filling`]).
+    #[must_use]
+    pub fn filling(&self) -> bool {
+        self.kernel.filling(self.epoch)
+    }
+
     /// Why the processes of connections are not told by the kernel's probes, if they are not.
     #[must_use]
     pub fn openers_refused(&self) -> Option<&str> {
