@@ -81,9 +81,12 @@ pub const MAP_OPENERS: &str = "OPENERS";
 /// Bytes of the openers' ring buffer: 4,096 connections opened between two reads.
 pub const OPENERS_BYTES: u32 = 1 << 18;
 
-/// Name of the load-time global that says the kernel has `bpf_ktime_get_coarse_ns` (`u8`, 1:
-/// it has).
-pub const GLOBAL_COARSE_CLOCK: &str = "COARSE_CLOCK";
+/// Name of a TC program that writes the kernel's clocks into [`MAP_CLOCKS`] (run by userspace
+/// with BPF_PROG_TEST_RUN at each poll, never attached).
+pub const PROGRAM_CLOCKS: &str = "tcptrack_clocks";
+/// Array of three `u64`: the monotonic clock in ns, the tick count (jiffies) the programs stamp
+/// packets with, and the monotonic clock again, read in that order by [`PROGRAM_CLOCKS`].
+pub const MAP_CLOCKS: &str = "CLOCKS";
 /// The protocol numbers and bits both packet parsers use: the kernel programs' and userspace's
 /// (`tcptrack::decode`). One definition, so that the two agree on what they read.
 pub mod proto {
@@ -248,10 +251,12 @@ pub struct DirCounters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub dir: [DirCounters; 2],
-    /// Monotonic time (`bpf_ktime_get_ns`) of the first packet seen on this CPU; 0: none.
-    pub first_seen_ns: u64,
-    /// Monotonic time of the last packet seen on this CPU.
-    pub last_seen_ns: u64,
+    /// The kernel's tick count (jiffies) at the first packet seen on this CPU; 0: none (the
+    /// count starts five minutes short of wrapping 32 bits, never at 0). Userspace reads it as
+    /// the monotonic clock (see [`MAP_CLOCKS`]).
+    pub first_seen: u64,
+    /// The tick count at the last packet seen on this CPU.
+    pub last_seen: u64,
     /// The acknowledgment number of the last packet with ACK in each direction, on this CPU
     /// (userspace matches it against FINs: no lookup per packet in the kernel).
     pub ack: [u32; 2],

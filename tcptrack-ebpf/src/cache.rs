@@ -43,7 +43,7 @@ const fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
 /// its neighbour (the other half of the same 256 bytes, on the same page). Either may hold it;
 /// with two ways a new connection finds a free slot where one way alone would have sent it to
 /// the flow map's insert, which costs several times a slot (while a region fills to a
-/// quarter, one in nine new connections with one way, one in thirty-three with two).
+/// quarter, about one new connection in nine with one way, one in thirty with two).
 pub struct Place {
     ways: [*mut Slot; 2],
     /// The region's first element in `CLAIMED`.
@@ -102,12 +102,15 @@ fn holds(slot: &Slot, key: &Key) -> bool {
 }
 
 impl Place {
-    /// One of the two slots.
+    /// One of the two slots (0: the one the key picks, else its neighbour). Chosen by a
+    /// branch, not an index: a pointer read at a variable offset of the stack would not pass
+    /// the verifier.
     #[inline(always)]
     fn way(&mut self, way: usize) -> &mut Slot {
+        let slot = if way == 0 { self.ways[0] } else { self.ways[1] };
         // SAFETY: an element of the slots' array, written only by this CPU's programs, one at
         // a time (as a per-CPU map's value is), and by userspace only in the other epoch.
-        unsafe { &mut *self.ways[way & 1] }
+        unsafe { &mut *slot }
     }
 
     /// This CPU's counts of `key` in one of its slots, if one holds it.
@@ -153,7 +156,11 @@ impl Place {
         let entry = CLAIMED.get_ptr_mut(at)?;
         // SAFETY: as above.
         unsafe {
-            *entry = u64::from(self.index[way & 1]);
+            *entry = u64::from(if way == 0 {
+                self.index[0]
+            } else {
+                self.index[1]
+            });
             *count = n + 1;
         }
         let slot = self.way(way);

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     maps::PerCpuHashMap,
     programs::{TcContext, XdpContext},
 };
@@ -14,7 +14,7 @@ use tcptrack_common::{counter, proto::tcp, ConnKey, FlowValue};
 use crate::cache::place;
 use crate::events::emit;
 use crate::key::{key, Key};
-use crate::maps::{bump, COARSE_CLOCK, COUNTERS, EPOCH, FLOWS_0, FLOWS_1};
+use crate::maps::{bump, CLOCKS, COUNTERS, EPOCH, FLOWS_0, FLOWS_1};
 use crate::packet::{Copied, Frame, Packet};
 use crate::parse::{parse, Headers};
 
@@ -26,7 +26,7 @@ pub mod stage {
     pub const KEY: u8 = 2;
     /// The clock read.
     pub const CLOCK: u8 = 3;
-    /// The connection's slot looked up in the cache, and where another holds it (or none yet),
+    /// The connection's slots looked up in the cache, and where another holds it (or none yet),
     /// its entry in the interval's map.
     pub const LOOKUP: u8 = 4;
     /// The entry updated, or made.
@@ -144,18 +144,32 @@ fn counted<const UPTO: u8>(h: &Headers, len: usize, segments: u32) {
     }
 }
 
-/// The monotonic clock: the coarse one (a tick's resolution, a fraction of the precise one's
-/// cost) where the kernel has it.
+/// The packets' clock: the kernel's tick count (jiffies), a tick's resolution as the coarse
+/// monotonic clock has, but a load from memory the verifier puts in place of the helper call,
+/// where the coarse clock is a call into the timekeeping code (10 ns a packet, 25 when that
+/// code is not in the CPU's caches). Userspace reads ticks as the monotonic clock: see
+/// [`clocks`].
 #[inline(always)]
 fn clock() -> u64 {
-    // SAFETY: a read of a global the loader set; volatile, so the compiler keeps both branches.
-    let coarse = unsafe { core::ptr::read_volatile(&raw const COARSE_CLOCK) } == 1;
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_jiffies64() }
+}
+
+/// Writes the monotonic clock, the tick count and the monotonic clock again into `CLOCKS`, for
+/// userspace, which finds where ticks begin from readings taken across one (see
+/// `tcptrack_common::MAP_CLOCKS`).
+#[inline(always)]
+pub fn clocks() {
     // SAFETY: helpers without arguments.
-    unsafe {
-        if coarse {
-            bpf_ktime_get_coarse_ns()
-        } else {
-            bpf_ktime_get_ns()
+    let before = unsafe { bpf_ktime_get_ns() };
+    let ticks = clock();
+    // SAFETY: as above.
+    let after = unsafe { bpf_ktime_get_ns() };
+    for (i, v) in [before, ticks, after].into_iter().enumerate() {
+        #[expect(clippy::cast_possible_truncation, reason = "0 to 2")]
+        if let Some(p) = CLOCKS.get_ptr_mut(i as u32) {
+            // SAFETY: an element of an array map; userspace reads it only after the run.
+            unsafe { *p = v };
         }
     }
 }
@@ -212,8 +226,8 @@ fn add_to(v: &mut FlowValue, pk: &Counted) {
     if pk.h.flags & tcp::ACK != 0 {
         v.ack[d] = pk.h.ack;
     }
-    if v.first_seen_ns == 0 {
-        v.first_seen_ns = pk.now;
+    if v.first_seen == 0 {
+        v.first_seen = pk.now;
     }
-    v.last_seen_ns = pk.now;
+    v.last_seen = pk.now;
 }

@@ -67,6 +67,14 @@ pub fn tcptrack_xdp_f(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Reads the kernel's clocks for userspace (run with BPF_PROG_TEST_RUN at each poll, never
+/// attached): see `count::clocks`.
+#[classifier]
+pub fn tcptrack_clocks(_ctx: TcContext) -> i32 {
+    count::clocks();
+    TC_CONTINUE
+}
+
 /// Does nothing but pass the packet: the baseline the benchmarks measure the counting program
 /// against (never attached by tcptrack).
 #[classifier]

@@ -44,15 +44,13 @@ pub static FILTER_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
 #[map(name = "FILTER_XDP")]
 pub static FILTER_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
+/// The clocks `tcptrack_clocks` reads (see `tcptrack_common::MAP_CLOCKS`).
+#[map(name = "CLOCKS")]
+pub static CLOCKS: Array<u64> = Array::with_max_entries(3, 0);
+
 /// What `probe_count` counts.
 #[map(name = "PROBE")]
 pub static PROBE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// 1 where the kernel has `bpf_ktime_get_coarse_ns` (5.11 on). Set by userspace at load time,
-/// read-only after: the verifier then knows it, never visits the other branch, and drops it, so
-/// an older kernel never sees the helper it lacks.
-#[unsafe(no_mangle)]
-pub static COARSE_CLOCK: u8 = 1;
 
 /// Adds one to this CPU's counter `slot` of `map`.
 #[inline(always)]

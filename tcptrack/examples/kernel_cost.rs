@@ -7,7 +7,7 @@
 //!   on the 65,536 below (`stages_many`);
 //! - the whole program on an existing IPv6 connection;
 //! - new connections (an ACK, and a SYN with its event), one run of a packet each;
-//! - 65,536 connections in the interval (in slots of the flow cache where theirs was free, the
+//! - 65,536 connections in the interval (in slots of the flow cache where one of their two was free, the
 //!   rest in the map), a packet of each in turn, one run each (after one packet of each that
 //!   counted them in);
 //! - the existing connection's packet through a filter of five primitives that selects it
@@ -209,7 +209,7 @@ fn round(k: &mut Kernel, p: &mut Packets, repeat: u32, f: &mut Figures) {
         );
     }
     // The ablation on new connections (ACKs): fresh ones for each stage, each in an interval
-    // of its own, as `new_ack` is.
+    // of its own (as `new_ack`'s come first in theirs, after two connections).
     for (i, stage) in STAGES.iter().enumerate() {
         interval(k);
         let frames = p.fresh(false);

@@ -22,8 +22,6 @@ use super::{Kernel, KernelError};
 pub struct Features {
     /// tcx links (6.6): else TC filters through netlink.
     pub tcx: bool,
-    /// `bpf_ktime_get_coarse_ns` (5.11).
-    pub coarse_clock: bool,
     /// `bpf_xdp_load_bytes` (5.18): the XDP program reads headers with it.
     pub xdp_load_bytes: bool,
 }
@@ -35,7 +33,6 @@ impl Features {
         let at_least = |major, minor| version >= KernelVersion::new(major, minor, 0);
         Self {
             tcx: at_least(6, 6),
-            coarse_clock: at_least(5, 11),
             xdp_load_bytes: at_least(5, 18),
         }
     }
@@ -279,7 +276,6 @@ mod tests {
             v(5, 10),
             Features {
                 tcx: false,
-                coarse_clock: false,
                 xdp_load_bytes: false
             }
         );
@@ -287,7 +283,6 @@ mod tests {
             v(6, 1),
             Features {
                 tcx: false,
-                coarse_clock: true,
                 xdp_load_bytes: true
             }
         );

@@ -114,9 +114,6 @@ pub struct Cache {
     /// The slots of the last drain that counted packets: (CPU, slot, connection), held for
     /// their connections in the next interval (see [`Cache::hold`]).
     held: Vec<(usize, usize, ConnKey)>,
-    /// The epoch [`Cache::hold`] last held slots over into, and each CPU's claims there after
-    /// it.
-    base: Option<(u32, Vec<u64>)>,
 }
 
 impl Cache {
@@ -136,7 +133,6 @@ impl Cache {
             claimed: Mapped::new(claimed, n_claimed as usize)?,
             index: HashMap::new(),
             held: Vec::new(),
-            base: None,
         })
     }
 
@@ -198,31 +194,6 @@ impl Cache {
         }
     }
 
-    /// Whether connections new to `epoch` (not held over into it) have claimed a quarter of a
-    /// CPU's region or more: past that, more and more of the next ones find both their slots
-    /// held and go to the flow map (see [`super::Kernel::filling`]). A busy set held over does
-    /// not count: only a churn of new connections fills a region between two drains. Reads one
-    /// count per CPU through the mapping.
-    #[must_use]
-    pub fn filling(&self, epoch: u32) -> bool {
-        let quarter = u64::from(self.sizes.slots / 4);
-        (0..self.sizes.cpus as usize).any(|cpu| {
-            let (_, list) = self.region(epoch, cpu);
-            let held = self.held_over(epoch, cpu);
-            self.claimed
-                .get(list)
-                .is_some_and(|n| n.saturating_sub(held) >= quarter)
-        })
-    }
-
-    /// The claims in the region of `epoch` and `cpu` as [`Cache::hold`] left it.
-    fn held_over(&self, epoch: u32, cpu: usize) -> u64 {
-        match &self.base {
-            Some((e, counts)) if *e == epoch => counts.get(cpu).copied().unwrap_or(0),
-            _ => 0,
-        }
-    }
-
     /// Gives the connections whose slots counted packets in the last drain the same slots in
     /// `epoch`, with nothing counted yet, so that a flood of new tuples cannot take them
     /// first (as [`super::Kernel::reserve`] does for the map's). Only while the programs count
@@ -252,13 +223,6 @@ impl Cache {
             self.claimed.set(list, claims + 1);
         }
         self.held = held;
-        let counts = (0..self.sizes.cpus as usize)
-            .map(|cpu| {
-                let (_, list) = self.region(epoch, cpu);
-                self.claimed.get(list).unwrap_or(0)
-            })
-            .collect();
-        self.base = Some((epoch, counts));
     }
 }
 

@@ -42,6 +42,8 @@ pub enum KernelError {
     InterfaceGone(String),
     #[error("cannot count the CPUs: {0}")]
     Cpus(#[source] std::io::Error),
+    #[error("cannot read the kernel's clocks: {0}")]
+    Clocks(#[source] std::io::Error),
     #[error("cannot map the flow cache into memory: {0}")]
     Cache(#[source] std::io::Error),
     #[error("cannot drain a flow map: {0}")]

@@ -8,6 +8,7 @@ mod attach;
 pub mod batch;
 pub mod cache;
 pub mod cbpf;
+pub mod clocks;
 mod error;
 mod sys;
 
@@ -18,12 +19,12 @@ pub use error::KernelError;
 
 use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{FEntry, FExit, SchedClassifier, Xdp};
-use aya::{Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use cbpf::{Cbpf, Hook};
 use tcptrack_common::{
-    counter, ConnKey, FlowValue, COUNT_SLOT, FILTER_SLOT, FN_ACCEPT, FN_CONNECT,
-    GLOBAL_COARSE_CLOCK, MAP_CLAIMED, MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER_TC,
-    MAP_FILTER_XDP, MAP_FLOWS, MAP_OPENERS, MAP_SLOTS, PROGRAM_ACCEPT, PROGRAM_CONNECT, PROGRAM_TC,
+    counter, ConnKey, FlowValue, COUNT_SLOT, FILTER_SLOT, FN_ACCEPT, FN_CONNECT, MAP_CLAIMED,
+    MAP_CLOCKS, MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER_TC, MAP_FILTER_XDP, MAP_FLOWS,
+    MAP_OPENERS, MAP_SLOTS, PROGRAM_ACCEPT, PROGRAM_CLOCKS, PROGRAM_CONNECT, PROGRAM_TC,
     PROGRAM_TC_FILTER, PROGRAM_XDP, PROGRAM_XDP_FILTER,
 };
 
@@ -54,6 +55,8 @@ pub struct Kernel {
     drained: batch::Buffers<ConnKey, FlowValue>,
     /// The flow cache's slots, mapped.
     cache: cache::Cache,
+    /// Where a tick began (see [`Kernel::ticks`]), once found.
+    ticks: Option<clocks::Ticks>,
     /// The connections the last drain found packets of in the flow map.
     in_map: Vec<ConnKey>,
 }
@@ -91,10 +94,7 @@ impl Kernel {
         let sizes = cache::Sizes::new(max_flows, cpus);
         let mut loader = EbpfLoader::new();
         sizes.apply(&mut loader);
-        let ebpf = loader
-            .override_global(GLOBAL_COARSE_CLOCK, &u8::from(features.coarse_clock), true)
-            .load(OBJECT)
-            .map_err(KernelError::Object)?;
+        let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
         let fd = |name| match ebpf.map(name) {
             Some(aya::maps::Map::Array(d)) => Ok(std::os::fd::AsFd::as_fd(d.fd())),
             _ => Err(KernelError::Missing(name)),
@@ -126,9 +126,10 @@ impl Kernel {
             drained: batch::Buffers::default(),
             cache,
             in_map: Vec::new(),
+            ticks: None,
         };
         let refused = |program| move |source| KernelError::Refused { program, source };
-        let mut names = vec![(PROGRAM_TC, "TC")];
+        let mut names = vec![(PROGRAM_TC, "TC"), (PROGRAM_CLOCKS, "clock")];
         if xdp {
             names.push((PROGRAM_XDP, "XDP"));
         }
@@ -366,17 +367,59 @@ impl Kernel {
         self.cache.take(epoch, out);
     }
 
-    /// Whether connections new to `epoch` have claimed a quarter of the flow cache on some CPU:
-    /// a churn of connections claims slots faster than the refreshes free them, and a drain
-    /// now (before the refresh) keeps the next new ones out of the map's insert, which costs
-    /// several times a slot. Each such drain takes at least a quarter of a region's slots.
-    #[must_use]
-    pub fn filling(&self, epoch: u32) -> bool {
-        self.cache.filling(epoch)
+    /// How the programs' tick counts read as the monotonic clock: where a tick began, found
+    /// the first time from readings across one (three ticks of system calls at most), then
+    /// checked with one reading each time and found again where it does not agree (after a
+    /// suspend). Where no reading showed the count move (this thread kept off the CPU that
+    /// long), the last finding stays, or the first time, the reading's own tick is taken to
+    /// have begun a tick before it (a tick early at most).
+    ///
+    /// # Errors
+    /// The clocks' program cannot run, or its map cannot be read.
+    pub fn ticks(&mut self) -> Result<clocks::Ticks, KernelError> {
+        let now = self.read_clocks()?;
+        if let Some(t) = self.ticks.filter(|t| t.agrees(now)) {
+            return Ok(t);
+        }
+        let tick = clocks::tick().map_err(KernelError::Clocks)?;
+        let t = match clocks::find(tick, || self.read_clocks())? {
+            Some(t) => t,
+            None => self
+                .ticks
+                .unwrap_or_else(|| clocks::Ticks::about(now, tick)),
+        };
+        self.ticks = Some(t);
+        Ok(t)
     }
 
-    /// The connections of the last drain that counted packets in the flow map: the others
-    /// counted only in slots of the flow cache.
+    /// One reading of the kernel's clocks, by `tcptrack_clocks`.
+    fn read_clocks(&mut self) -> Result<clocks::Reading, KernelError> {
+        // The smallest frame a TC program runs on: an Ethernet header.
+        let frame = [0u8; 14];
+        self.classifier(PROGRAM_CLOCKS)?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| KernelError::Refused {
+                program: "clock",
+                source,
+            })?;
+        let map = self
+            .ebpf
+            .map(MAP_CLOCKS)
+            .ok_or(KernelError::Missing("clock map"))?;
+        let a: Array<_, u64> = Array::try_from(map).map_err(map_err(MAP_CLOCKS))?;
+        let mut r = [0u64; 3];
+        for (i, v) in (0u32..).zip(r.iter_mut()) {
+            *v = a.get(&i, 0).map_err(map_err(MAP_CLOCKS))?;
+        }
+        Ok(r)
+    }
+
+    /// The connections of the last drain that counted packets in the flow map (on some CPU;
+    /// they may have counted in slots on others). Those not listed counted only in slots, or
+    /// nothing (an entry reserved for them).
     #[must_use]
     pub fn counted_in_map(&self) -> &[ConnKey] {
         &self.in_map

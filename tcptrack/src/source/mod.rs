@@ -579,9 +579,6 @@ fn spawn_kernel_poller(
         let lead = POLL_LEAD.min(interval / 4);
         let mut due = origin + interval - lead;
         loop {
-            // Also polls between two refreshes when the flow cache fills (a churn of
-            // connections); the refreshes' grid stays as it is.
-            let mut early = false;
             while let Some(left) = due.checked_duration_since(Instant::now()) {
                 // The monitor gone (tcptrack is ending): take the programs off now.
                 if tx.is_closed() {
@@ -591,15 +588,9 @@ fn spawn_kernel_poller(
                     break;
                 }
                 poller.wait_events(left.min(STOP_CHECK));
-                if poller.filling() {
-                    early = true;
-                    break;
-                }
             }
             let final_poll = last.load(Ordering::Relaxed);
-            if !early {
-                due += interval;
-            }
+            due += interval;
             let started = Instant::now();
             let msg = match poller.poll() {
                 Ok(p) => SourceMsg::Kernel(p),

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::flow::Timestamp;
 
-/// The monotonic clock the kernel stamps packets with (`bpf_ktime_get_ns`), now.
+/// The monotonic clock the kernel stamps events with (`bpf_ktime_get_ns`), and the packets'
+/// tick counts are read as (see [`crate::ebpf::clocks`]), now.
 #[must_use]
 pub fn monotonic_now() -> Timestamp {
     let mut ts = libc::timespec {

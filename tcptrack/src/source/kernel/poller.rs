@@ -19,6 +19,7 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use tcptrack_common::{counter, event, ConnKey, FlowEvent, FlowValue, OpenerEvent};
 
+use crate::ebpf::clocks::Ticks;
 use crate::ebpf::{interface_exists, interface_index, Attachment, Kernel, KernelError};
 use crate::flow::{FlowKey, FlowUpdate, Opened, Polled, TcpFlags};
 
@@ -33,7 +34,7 @@ pub struct KernelStats {
     pub uncounted: u64,
     /// Control events lost (the ring buffer was full).
     pub events_lost: u64,
-    /// Connections with packets in the last interval.
+    /// Connections with packets since the poll before.
     pub active: u64,
     /// How long the poll these numbers follow took (wall time: the flip of the maps, its
     /// grace, the drain, the events), as the poller's thread measured it.
@@ -96,10 +97,15 @@ fn event_update(e: &FlowEvent) -> FlowUpdate {
 /// The counting updates of one drained connection: one per direction that carried packets,
 /// with the newest acknowledgment number over the CPUs and only the ACK flag (SYN, FIN and RST
 /// come as events). Nothing for an entry reserved but idle.
-fn count_updates(key: &ConnKey, per_cpu: &[FlowValue], out: &mut Vec<FlowUpdate>) -> bool {
+fn count_updates(
+    key: &ConnKey,
+    per_cpu: &[FlowValue],
+    ticks: &Ticks,
+    out: &mut Vec<FlowUpdate>,
+) -> bool {
     let conn = FlowKey::from(key);
     let mut any = false;
-    let last_seen = per_cpu.iter().map(|v| v.last_seen_ns).max().unwrap_or(0);
+    let last_seen = ticks.ns(per_cpu.iter().map(|v| v.last_seen).max().unwrap_or(0));
     for d in 0..2u8 {
         let i = usize::from(d);
         let (mut payload, mut wire, mut packets) = (0u64, 0u64, 0u64);
@@ -184,13 +190,6 @@ impl Poller {
         self.read_events();
     }
 
-    /// Whether new connections fill the flow cache the programs count into: a poll now,
-    /// before the refresh, empties it (see [`Kernel::filling`]).
-    #[must_use]
-    pub fn filling(&self) -> bool {
-        self.kernel.filling(self.epoch)
-    }
-
     /// Why the processes of connections are not told by the kernel's probes, if they are not.
     #[must_use]
     pub fn openers_refused(&self) -> Option<&str> {
@@ -239,10 +238,12 @@ impl Poller {
         // The map first, then the ring: an event is then never behind the counts of a later
         // packet (a FIN whose ACK is already counted), as the table needs them in order.
         self.read_events();
+        // After the drain: every tick count drained is at most the pair's.
+        let ticks = self.kernel.ticks()?;
         let mut counts = Vec::with_capacity(self.drained.len() * 2);
         let mut active = 0u64;
         for (key, per_cpu) in &self.drained {
-            if count_updates(key, per_cpu, &mut counts) {
+            if count_updates(key, per_cpu, &ticks, &mut counts) {
                 active += 1;
             }
         }
