@@ -113,16 +113,22 @@ impl Place {
         unsafe { &mut *slot }
     }
 
+    /// Which of the two slots holds `key`, if one does.
+    #[inline(always)]
+    fn way_of(&mut self, key: &Key) -> Option<usize> {
+        if holds(self.way(0), key) {
+            Some(0)
+        } else if holds(self.way(1), key) {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
     /// This CPU's counts of `key` in one of its slots, if one holds it.
     #[inline(always)]
     pub fn holding(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        let way = if holds(self.way(0), key) {
-            0
-        } else if holds(self.way(1), key) {
-            1
-        } else {
-            return None;
-        };
+        let way = self.way_of(key)?;
         Some(&mut self.way(way).value)
     }
 
@@ -130,11 +136,8 @@ impl Place {
     /// is claimed for it now (nothing counted yet). `None`: others hold both.
     #[inline(always)]
     pub fn take(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        if holds(self.way(0), key) {
-            return Some(&mut self.way(0).value);
-        }
-        if holds(self.way(1), key) {
-            return Some(&mut self.way(1).value);
+        if let Some(way) = self.way_of(key) {
+            return Some(&mut self.way(way).value);
         }
         let way = if self.way(0).key.family == 0 {
             0

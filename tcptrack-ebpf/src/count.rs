@@ -1,7 +1,7 @@
 //! Counting a packet into its connection's slot of the flow cache, or its entry of the
-//! interval's flow map, stage by stage: parse, key, clock, lookup, update, events. The attached programs run every stage; the
-//! benchmarks also load programs that stop after each one (`stage_*` in `main.rs`), so that
-//! what every stage costs can be read off their differences.
+//! interval's flow map, stage by stage: parse, key, clock, lookup, update, events. The attached
+//! programs run every stage; the benchmarks also load programs that stop after each one
+//! (`stage_*` in `main.rs`), so that what every stage costs can be read off their differences.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
