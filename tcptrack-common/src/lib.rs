@@ -84,8 +84,8 @@ pub const OPENERS_BYTES: u32 = 1 << 18;
 /// Name of a TC program that writes the kernel's clocks into [`MAP_CLOCKS`] (run by userspace
 /// with BPF_PROG_TEST_RUN at each poll, never attached).
 pub const PROGRAM_CLOCKS: &str = "tcptrack_clocks";
-/// Array of three `u64`: the monotonic clock in ns, the tick count (jiffies) the programs stamp
-/// packets with, and the monotonic clock again, read in that order by [`PROGRAM_CLOCKS`].
+/// Array of one `[u64; 3]`: the monotonic clock in ns, the tick count (jiffies) the programs
+/// stamp packets with, and the monotonic clock again, read in that order by [`PROGRAM_CLOCKS`].
 pub const MAP_CLOCKS: &str = "CLOCKS";
 /// The protocol numbers and bits both packet parsers use: the kernel programs' and userspace's
 /// (`tcptrack::decode`). One definition, so that the two agree on what they read.

@@ -46,7 +46,7 @@ pub static FILTER_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// The clocks `tcptrack_clocks` reads (see `tcptrack_common::MAP_CLOCKS`).
 #[map(name = "CLOCKS")]
-pub static CLOCKS: Array<u64> = Array::with_max_entries(3, 0);
+pub static CLOCKS: Array<[u64; 3]> = Array::with_max_entries(1, 0);
 
 /// What `probe_count` counts.
 #[map(name = "PROBE")]

@@ -409,12 +409,8 @@ impl Kernel {
             .ebpf
             .map(MAP_CLOCKS)
             .ok_or(KernelError::Missing("clock map"))?;
-        let a: Array<_, u64> = Array::try_from(map).map_err(map_err(MAP_CLOCKS))?;
-        let mut r = [0u64; 3];
-        for (i, v) in (0u32..).zip(r.iter_mut()) {
-            *v = a.get(&i, 0).map_err(map_err(MAP_CLOCKS))?;
-        }
-        Ok(r)
+        let a: Array<_, clocks::Reading> = Array::try_from(map).map_err(map_err(MAP_CLOCKS))?;
+        a.get(&0, 0).map_err(map_err(MAP_CLOCKS))
     }
 
     /// The connections of the last drain that counted packets in the flow map (on some CPU;

@@ -238,7 +238,7 @@ impl Poller {
         // The map first, then the ring: an event is then never behind the counts of a later
         // packet (a FIN whose ACK is already counted), as the table needs them in order.
         self.read_events();
-        // After the drain: every tick count drained is at most the pair's.
+        // After the drain, so that every tick count drained is at most the one read now.
         let ticks = self.kernel.ticks()?;
         let mut counts = Vec::with_capacity(self.drained.len() * 2);
         let mut active = 0u64;
