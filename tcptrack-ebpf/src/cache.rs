@@ -125,13 +125,6 @@ impl Place {
         }
     }
 
-    /// This CPU's counts of `key` in one of its slots, if one holds it.
-    #[inline(always)]
-    pub fn holding(&mut self, key: &Key) -> Option<&mut FlowValue> {
-        let way = self.way_of(key)?;
-        Some(&mut self.way(way).value)
-    }
-
     /// This CPU's counts of `key` in one of its slots: one holds it, or one held nothing and
     /// is claimed for it now (nothing counted yet). `None`: others hold both.
     #[inline(always)]

@@ -26,8 +26,8 @@ pub mod stage {
     pub const KEY: u8 = 2;
     /// The clock read.
     pub const CLOCK: u8 = 3;
-    /// The connection's slots looked up in the cache, and where another holds it (or none yet),
-    /// its entry in the interval's map.
+    /// The connection's place found: its slot in the cache (claimed if it had none and one is
+    /// free), or where others hold both, its entry in the interval's map (made by the update).
     pub const LOOKUP: u8 = 4;
     /// The entry updated, or made.
     pub const UPDATE: u8 = 5;
@@ -105,7 +105,7 @@ fn counted<const UPTO: u8>(h: &Headers, len: usize, segments: u32) {
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     let mut place = place(epoch, &key);
     if UPTO == stage::LOOKUP {
-        let found = place.as_mut().and_then(|p| p.holding(&key)).is_some()
+        let found = place.as_mut().and_then(|p| p.take(&key)).is_some()
             || if epoch == 0 {
                 FLOWS_0.get_ptr_mut(key.conn()).is_some()
             } else {

@@ -7,22 +7,34 @@
 //!
 //! `{"egress":[{"id":7,"name":"tcptrack_tc","run_cnt":10,"run_time_ns":900},...],"ingress":[...]}`
 //!
+//! With a second argument, a TC program of tcptrack's object (`stage_parse` ... `stage_update`,
+//! `tcptrack_tc`: the live ablation), it also attaches that program ahead of the empty one,
+//! from an object loaded as tcptrack loads it (its flow maps and cache sized alike), and
+//! stands in for tcptrack's poller: every second it flips the epoch and drains the other
+//! one, and it reads the event ring, so that the program counts as it does under tcptrack.
+//!
 //! Its programs are detached when its input ends (or it is killed). Run it in the interface's
 //! network namespace (`ip netns exec NS`); `cargo xtask bench --only kernel-live` does, beside
-//! tcptrack on the same interface.
+//! tcptrack on the same interface, and alone for the ablation.
 
 use std::io::{BufRead as _, Write as _};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::EbpfLoader;
 use serde_json::{json, Value};
-use tcptrack_common::{MAP_FLOWS, PROGRAM_EMPTY};
+use tcptrack::ebpf::Kernel;
+use tcptrack_common::{DEFAULT_MAX_FLOWS, MAP_FLOWS, PROGRAM_EMPTY};
 
 const HOOKS: [(TcAttachType, &str); 2] = [
     (TcAttachType::Ingress, "ingress"),
     (TcAttachType::Egress, "egress"),
 ];
+
+/// How often the stand-in poller drains an epoch: tcptrack's default refresh.
+const POLL: Duration = Duration::from_secs(1);
 
 /// The programs of both chains of `interface`, with their run statistics.
 fn chains(interface: &str) -> Value {
@@ -46,36 +58,82 @@ fn chains(interface: &str) -> Value {
     Value::Object(all)
 }
 
-fn main() {
-    let interface = std::env::args().nth(1).expect("usage: tcx_empty INTERFACE");
-    let mut ebpf = EbpfLoader::new()
-        // The empty program has no use for tcptrack's flow maps: keep them small.
-        .map_max_entries(MAP_FLOWS[0], 1)
-        .map_max_entries(MAP_FLOWS[1], 1)
-        .load(tcptrack::ebpf::OBJECT)
-        .expect("load the eBPF object (root)");
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROGRAM_EMPTY)
-        .expect("the empty program")
-        .try_into()
-        .expect("a TC program");
-    prog.load().expect("load the empty program");
+/// Attaches `prog` to both hooks of `interface`, at `order`.
+fn attach(prog: &mut SchedClassifier, interface: &str, order: fn() -> LinkOrder) {
     for (hook, _) in HOOKS {
-        prog.attach_with_options(
-            &interface,
-            hook,
-            TcAttachOptions::TcxOrder(LinkOrder::last()),
-        )
-        .expect("attach the empty program with tcx");
+        prog.attach_with_options(interface, hook, TcAttachOptions::TcxOrder(order()))
+            .expect("attach with tcx");
     }
+}
+
+/// Prints the chains for every line of standard input until it ends, running `poll` every
+/// [`POLL`] meanwhile.
+fn serve(interface: &str, mut poll: impl FnMut()) {
+    let (lines, asked) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() || lines.send(()).is_err() {
+                break;
+            }
+        }
+    });
     let mut out = std::io::stdout().lock();
     let mut say = || {
-        writeln!(out, "{}", chains(&interface)).expect("write to standard output");
+        writeln!(out, "{}", chains(interface)).expect("write to standard output");
         out.flush().expect("flush standard output");
     };
     say();
-    for line in std::io::stdin().lock().lines() {
-        line.expect("read standard input");
-        say();
+    let mut next = Instant::now() + POLL;
+    loop {
+        match asked.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(()) => say(),
+            Err(RecvTimeoutError::Timeout) => {
+                poll();
+                next += POLL;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let interface = args.next().expect("usage: tcx_empty INTERFACE [PROGRAM]");
+    let Some(stage) = args.next() else {
+        let mut ebpf = EbpfLoader::new()
+            // The empty program has no use for tcptrack's flow maps: keep them small.
+            .map_max_entries(MAP_FLOWS[0], 1)
+            .map_max_entries(MAP_FLOWS[1], 1)
+            .load(tcptrack::ebpf::OBJECT)
+            .expect("load the eBPF object (root)");
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM_EMPTY)
+            .expect("the empty program")
+            .try_into()
+            .expect("a TC program");
+        prog.load().expect("load the empty program");
+        attach(prog, &interface, LinkOrder::last);
+        serve(&interface, || {});
+        return;
+    };
+    let mut k = Kernel::load(DEFAULT_MAX_FLOWS, false, false).expect("load the programs (root)");
+    let mut events = k.take_events().expect("the event ring");
+    attach(
+        k.classifier(&stage).expect("the program to measure"),
+        &interface,
+        LinkOrder::first,
+    );
+    attach(
+        k.classifier(PROGRAM_EMPTY).expect("the empty program"),
+        &interface,
+        LinkOrder::last,
+    );
+    let (mut epoch, mut drained) = (0, Vec::new());
+    serve(&interface, || {
+        while events.next().is_some() {}
+        k.set_epoch(epoch ^ 1).expect("flip the epoch");
+        drained.clear();
+        k.drain(epoch, &mut drained).expect("drain the epoch");
+        epoch ^= 1;
+    });
 }

@@ -249,11 +249,23 @@ impl KernelCost {
 /// hooks of one veth, under each load; and what tcptrack takes from a small-packet load.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelLive {
+    /// The live ablation: each stage of the TC program alone (without tcptrack), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ablation: Vec<LiveStage>,
     /// Per load, established first.
     pub loads: Vec<LiveLoadCost>,
     /// How long each load (and each run of `small_packets`) was measured.
     pub seconds: u64,
     pub small_packets: SmallPackets,
+}
+
+/// One stage of the live ablation: the TC program stopped after it, under each load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveStage {
+    pub churn: LiveLoadCost,
+    pub established: LiveLoadCost,
+    /// The stage's name (each includes those before it).
+    pub stage: String,
 }
 
 /// The programs' cost under one load: nanoseconds per run, Δrun_time_ns ÷ Δrun_cnt over the
@@ -279,6 +291,12 @@ pub struct LiveLoadCost {
     pub packets_per_second: f64,
     /// tcptrack's ns per run over the empty program's.
     pub ratio: f64,
+    /// Where the row is the median of rounds: every round's `added_ns`, in the order they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub round_added_ns: Vec<f64>,
+    /// ... and every round's `ratio`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub round_ratios: Vec<f64>,
     pub tcptrack_ns: f64,
     pub tcptrack_runs: u64,
 }
@@ -306,6 +324,8 @@ impl LiveLoadCost {
             monitor_cpu_percent: f64::NAN,
             packets_per_second: f64::NAN,
             ratio: tcptrack_ns / empty_ns,
+            round_added_ns: Vec::new(),
+            round_ratios: Vec::new(),
             tcptrack_ns,
             tcptrack_runs: tcptrack.1,
         }
@@ -370,6 +390,17 @@ pub struct IdleScreen {
 }
 
 /// `x` rounded to a whole number (0 for what is not a finite, positive number).
+/// `v`'s figures with `decimals` decimals, comma-separated; `-` for none.
+fn listed(v: &[f64], decimals: usize) -> String {
+    if v.is_empty() {
+        return "-".to_owned();
+    }
+    v.iter()
+        .map(|x| format!("{x:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn whole(x: f64) -> u64 {
     #[expect(
         clippy::cast_possible_truncation,
@@ -662,9 +693,10 @@ impl Report {
         writeln!(
             f,
             "| load | packets/s through the hooks | tcptrack_tc, ns per run | tcptrack_empty, ns \
-             per run | ratio | difference, ns | tcptrack's process, % of a core |"
+             per run | ratio | difference, ns | tcptrack's process, % of a core | every round's \
+             ratio |"
         )?;
-        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---|")?;
         for l in &k.loads {
             let load = match l.connections_per_second {
                 Some(c) => format!(
@@ -680,13 +712,14 @@ impl Report {
             };
             writeln!(
                 f,
-                "| {load} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.1} |",
+                "| {load} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.1} | {} |",
                 thousands(whole(l.packets_per_second)),
                 l.tcptrack_ns,
                 l.empty_ns,
                 l.ratio,
                 l.added_ns,
-                l.monitor_cpu_percent
+                l.monitor_cpu_percent,
+                listed(&l.round_ratios, 2)
             )?;
         }
         writeln!(
@@ -694,9 +727,54 @@ impl Report {
             "\nns per run: Δrun_time_ns ÷ Δrun_cnt over the window, each program run once per \
              packet on its hook. The empty program's figure is mostly the kernel's own timing of \
              a run, which tcptrack's includes too: the difference is what tcptrack adds per \
-             packet."
+             packet. Each row is the round of the median difference, of {} round(s) with both \
+             programs attached throughout (the same program's rounds differ by a fifth and more: \
+             where the load's threads ran, what else the host did).",
+            k.loads.first().map_or(1, |l| l.round_ratios.len().max(1))
         )?;
-        Self::small_packets_md(f, k)
+        Self::small_packets_md(f, k)?;
+        Self::live_ablation_md(f, k)
+    }
+
+    /// The part of [`Self::kernel_live_md`] on the live ablation.
+    fn live_ablation_md(f: &mut fmt::Formatter<'_>, k: &KernelLive) -> fmt::Result {
+        if k.ablation.is_empty() {
+            return Ok(());
+        }
+        let rounds = k.ablation[0].established.round_added_ns.len().max(1);
+        writeln!(
+            f,
+            "\n### Where a live packet's nanoseconds go: the TC program stopped after each stage, \
+             without tcptrack (loaded and drained every second as tcptrack does), beside the \
+             empty program; median of {rounds} round(s), each stage under each load once a \
+             round\n"
+        )?;
+        writeln!(
+            f,
+            "| stage (each includes those above) | established: ns above empty | this stage | \
+             rounds | churn: ns above empty | this stage | rounds |"
+        )?;
+        writeln!(f, "|---|---:|---:|---|---:|---:|---|")?;
+        let mut before = (0.0, 0.0);
+        for s in &k.ablation {
+            let (e, c) = (s.established.added_ns, s.churn.added_ns);
+            writeln!(
+                f,
+                "| {} | {e:.0} | {:+.0} | {} | {c:.0} | {:+.0} | {} |",
+                s.stage,
+                e - before.0,
+                listed(&s.established.round_added_ns, 0),
+                c - before.1,
+                listed(&s.churn.round_added_ns, 0),
+            )?;
+            before = (e, c);
+        }
+        writeln!(
+            f,
+            "\nA stage's own cost is the difference of two medians, each of rounds that differ \
+             by tens of nanoseconds: only differences larger than the rounds' spread say much."
+        )?;
+        Ok(())
     }
 
     /// The part of [`Self::kernel_live_md`] on the small-packet load without and with tcptrack.

@@ -7,7 +7,8 @@
 //! bare loop, met or not) and `concurrent` added when the case grew a second capture.
 
 use super::{
-    pps, Cost, KernelLive, LiveLoadCost, Memory, Report, SmallPackets, Throughput, WithAndWithout,
+    pps, Cost, KernelLive, LiveLoadCost, LiveStage, Memory, Report, SmallPackets, Throughput,
+    WithAndWithout,
 };
 
 const MD: &str = include_str!("quick.md");
@@ -95,7 +96,25 @@ fn kernel_live() -> KernelLive {
     churn.packets_per_second = 74_587.4;
     churn.monitor_cpu_percent = 19.46;
     churn.connections_per_second = Some(12_430.1);
+    let stage = |name: &str, ns: u64| {
+        let mut churn = LiveLoadCost::new("churn", (ns * 20_000, 10_000), (750_000, 10_000));
+        churn.connections_per_second = Some(13_000.0);
+        churn.packets_per_second = 78_000.0;
+        churn.monitor_cpu_percent = 1.0;
+        churn.round_added_ns = vec![churn.added_ns, churn.added_ns + 30.4];
+        let mut established =
+            LiveLoadCost::new("established", (ns * 10_000, 10_000), (800_000, 10_000));
+        established.round_added_ns = vec![established.added_ns - 4.0, established.added_ns];
+        established.packets_per_second = 180_000.0;
+        established.monitor_cpu_percent = 0.1;
+        LiveStage {
+            stage: name.to_owned(),
+            established,
+            churn,
+        }
+    };
     KernelLive {
+        ablation: vec![stage("parse", 90), stage("key", 100)],
         loads: vec![established, churn],
         seconds: 3,
         small_packets: SmallPackets {
@@ -148,11 +167,14 @@ fn the_live_kernel_cost_is_per_run_beside_the_empty_program() {
     let md = only.to_string();
     assert!(md.starts_with("## Kernel cost on live packets"), "{md}");
     for row in [
-        "| established: 200 connections held open, 64-byte segments | 177,854 | 645 | 74 | 8.72 | 571 | 0.0 |",
-        "| churn: 12,430 connections/s (connect, 64 bytes, RST) | 74,587 | 2700 | 75 | 36.00 | 2625 | 19.5 |",
+        "| established: 200 connections held open, 64-byte segments | 177,854 | 645 | 74 | 8.72 | 571 | 0.0 | - |",
+        "| churn: 12,430 connections/s (connect, 64 bytes, RST) | 74,587 | 2700 | 75 | 36.00 | 2625 | 19.5 | - |",
         "| without tcptrack | 193,152 | 273,087 |",
         "| with tcptrack | 167,527 | 227,469 |",
         "| with ÷ without | 0.867 | 0.833 |",
+        // The ablation: above the empty program, and each stage above the one before.
+        "| parse | 10 | +10 | 6, 10 | 105 | +105 | 105, 135 |",
+        "| key | 20 | +10 | 16, 20 | 125 | +20 | 125, 155 |",
     ] {
         assert!(md.contains(row), "no `{row}` in:\n{md}");
     }
