@@ -152,10 +152,34 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// 58,000 events of 72 bytes (with the ring's header), a burst of 100,000 new connections a
 /// second (a SYN and a SYN/ACK each) for 290 ms with the reader away.
 pub const EVENTS_BYTES: u32 = 1 << 22;
-/// The programs wake the events' reader only when the ring holds this much (an eighth of it,
+/// The programs wake the events' reader only when the ring may hold this much (an eighth of it,
 /// about 7,000 events); otherwise the reader reads it on its own clock, at least every
 /// [`EVENTS_READ_EVERY_MS`]. A wakeup per event costs the packet more than all the rest.
 pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
+/// Bytes an event takes in the ring: the event and the ring's 8-byte header.
+pub const EVENT_RECORD_BYTES: u64 = core::mem::size_of::<FlowEvent>() as u64 + 8;
+/// The load-time global (u32) of how many events a CPU sends between two wakeups of the reader
+/// (see [`events_wakeup_every`]).
+pub const GLOBAL_EVENTS_WAKEUP_EVERY: &str = "EVENTS_WAKEUP_EVERY";
+
+/// How many events each of `cpus` CPUs sends between two wakeups of the events' reader: as
+/// many as fill [`EVENTS_WAKEUP_BYTES`] of the ring when every CPU has sent that many but one
+/// since the reader was last woken (at least 1). Each CPU counts its own (`counter::EVENTS`),
+/// so that no packet asks the ring how full it is (a helper call).
+#[must_use]
+pub const fn events_wakeup_every(cpus: u32) -> u32 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "an eighth of the ring in records: 7,281"
+    )]
+    let most = (EVENTS_WAKEUP_BYTES / EVENT_RECORD_BYTES) as u32;
+    let every = most / if cpus == 0 { 1 } else { cpus };
+    if every == 0 {
+        1
+    } else {
+        every
+    }
+}
 /// How often, at most, userspace leaves the event ring unread (milliseconds).
 pub const EVENTS_READ_EVERY_MS: u64 = 100;
 
@@ -171,8 +195,10 @@ pub mod counter {
     pub const EVENTS_LOST: u32 = 3;
     /// Packets the kernel filter left out (it runs before anything else: any packet).
     pub const FILTERED_OUT: u32 = 4;
+    /// Events sent to the ring buffer (each CPU's count decides when it wakes the reader).
+    pub const EVENTS: u32 = 5;
     /// Number of slots.
-    pub const SLOTS: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }
 
 /// Address families in [`ConnKey::family`].
@@ -344,6 +370,19 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<Slot>() == 128);
+// Every CPU one event short of its next wakeup: never more than the wakeup's fill.
+const _: () = {
+    let mut cpus = 1;
+    while cpus <= 512 {
+        let every = events_wakeup_every(cpus) as u64;
+        assert!(every >= 1);
+        assert!((every - 1) * cpus as u64 * EVENT_RECORD_BYTES <= EVENTS_WAKEUP_BYTES);
+        cpus += 1;
+    }
+};
+const _: () = assert!(events_wakeup_every(2) == 3_640);
+const _: () = assert!(events_wakeup_every(0) == events_wakeup_every(1));
+const _: () = assert!(events_wakeup_every(100_000) == 1);
 
 #[cfg(feature = "user")]
 mod user {

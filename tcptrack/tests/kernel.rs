@@ -12,8 +12,8 @@ use etherparse::{
 use tcptrack::ebpf::Kernel;
 use tcptrack::source::kernel::monotonic_now;
 use tcptrack_common::{
-    cache_slot, counter, event, ConnKey, FlowEvent, FlowValue, FAMILY_IPV4, FAMILY_IPV6,
-    PROGRAM_PROBE_COPIED,
+    cache_slot, counter, event, events_wakeup_every, ConnKey, FlowEvent, FlowValue, FAMILY_IPV4,
+    FAMILY_IPV6, PROGRAM_PROBE_COPIED,
 };
 
 /// `TC_ACT_UNSPEC` (-1, which tcx calls `TCX_NEXT`) and `XDP_PASS`: every packet goes on, to
@@ -503,6 +503,84 @@ fn a_connection_takes_the_neighbour_of_a_held_slot_and_the_map_only_when_both_ar
     }
     assert_eq!(drained(&mut k, 0), (3, 6));
     assert_eq!(k.counted_in_map(), &[three[2].1]);
+}
+
+/// Whether thread `tid` of this process is asleep in poll(2) (its state and where it waits).
+fn asleep_in_poll(tid: i32) -> bool {
+    let task = format!("/proc/self/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
+    // The state follows the command's closing parenthesis.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+        && wchan.contains("poll")
+}
+
+#[test]
+fn a_reader_asleep_on_the_ring_is_woken_when_this_cpu_has_sent_its_share_of_an_eighth() {
+    stay_on_this_cpu();
+    let mut k = Kernel::load(1024, false, false).expect("load the programs (root)");
+    let mut rb = k.take_events().expect("ring buffer");
+    let cpus = u32::try_from(aya::util::nr_cpus().expect("possible CPUs")).expect("CPUs");
+    let every = events_wakeup_every(cpus);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&rb);
+    let (tx, woke) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        // SAFETY: a system call without arguments.
+        tx.send(unsafe { libc::gettid() }).expect("send");
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, ours.
+        let n = unsafe { libc::poll(&raw mut p, 1, 60_000) };
+        tx.send(n).expect("send");
+    });
+    let tid = woke.recv().expect("the waiter's thread id");
+    // Asleep before the first event: poll(2) returns at once while the ring holds any.
+    for _ in 0..10_000 {
+        if asleep_in_poll(tid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(asleep_in_poll(tid), "the waiter never slept in poll(2)");
+    let syn = v4(true, "S", 100, 0, 0, false);
+    let mut sent = |n: u32| {
+        k.tc()
+            .expect("tc program")
+            .test_run(TestRunOptions {
+                data_in: Some(&syn),
+                repeat: n,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+    };
+    sent(every - 1);
+    // Nothing wakes it before: no wakeup is due, however long one waits.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        woke.try_recv().is_err(),
+        "woken by fewer than {every} events of one CPU"
+    );
+    sent(1);
+    assert_eq!(
+        woke.recv_timeout(Duration::from_secs(30)),
+        Ok(1),
+        "the {every}th event of this CPU wakes the reader"
+    );
+    waiter.join().expect("the waiter");
+    let got = events(&mut rb);
+    assert_eq!(got.len(), every as usize);
+    let c = k.counters().expect("counters");
+    assert_eq!(
+        (
+            c[counter::EVENTS as usize],
+            c[counter::EVENTS_LOST as usize]
+        ),
+        (u64::from(every), 0)
+    );
 }
 
 #[test]

@@ -22,10 +22,11 @@ use aya::programs::{FEntry, FExit, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use cbpf::{Cbpf, Hook};
 use tcptrack_common::{
-    counter, ConnKey, FlowValue, COUNT_SLOT, FILTER_SLOT, FN_ACCEPT, FN_CONNECT, MAP_CLAIMED,
-    MAP_CLOCKS, MAP_COUNTERS, MAP_EPOCH, MAP_EVENTS, MAP_FILTER_TC, MAP_FILTER_XDP, MAP_FLOWS,
-    MAP_OPENERS, MAP_SLOTS, PROGRAM_ACCEPT, PROGRAM_CLOCKS, PROGRAM_CONNECT, PROGRAM_TC,
-    PROGRAM_TC_FILTER, PROGRAM_XDP, PROGRAM_XDP_FILTER,
+    counter, events_wakeup_every, ConnKey, FlowValue, COUNT_SLOT, FILTER_SLOT, FN_ACCEPT,
+    FN_CONNECT, GLOBAL_EVENTS_WAKEUP_EVERY, MAP_CLAIMED, MAP_CLOCKS, MAP_COUNTERS, MAP_EPOCH,
+    MAP_EVENTS, MAP_FILTER_TC, MAP_FILTER_XDP, MAP_FLOWS, MAP_OPENERS, MAP_SLOTS, PROGRAM_ACCEPT,
+    PROGRAM_CLOCKS, PROGRAM_CONNECT, PROGRAM_TC, PROGRAM_TC_FILTER, PROGRAM_XDP,
+    PROGRAM_XDP_FILTER,
 };
 
 /// The eBPF object file (ELF) of this build; empty when built without the `ebpf` feature.
@@ -92,8 +93,10 @@ impl Kernel {
         }
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelError::Cpus(e))?;
         let sizes = cache::Sizes::new(max_flows, cpus);
+        let wakeup_every = events_wakeup_every(sizes.cpus);
         let mut loader = EbpfLoader::new();
         sizes.apply(&mut loader);
+        loader.override_global(GLOBAL_EVENTS_WAKEUP_EVERY, &wakeup_every, true);
         let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
         let fd = |name| match ebpf.map(name) {
             Some(aya::maps::Map::Array(d)) => Ok(std::os::fd::AsFd::as_fd(d.fd())),

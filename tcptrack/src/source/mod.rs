@@ -546,8 +546,8 @@ fn open_kernel(
 }
 
 /// How often the kernel poller reads the event ring and looks whether tcptrack is ending,
-/// between two polls: the programs wake it only when the ring fills (see
-/// `tcptrack_common::EVENTS_WAKEUP_BYTES`).
+/// between two polls: the programs wake it only when the ring may have filled an eighth of it
+/// (see `tcptrack_common::events_wakeup_every`).
 const STOP_CHECK: std::time::Duration =
     std::time::Duration::from_millis(tcptrack_common::EVENTS_READ_EVERY_MS);
 

@@ -9,9 +9,10 @@
 //! (their entries in the map, or their slots), so that a flood of new tuples cannot crowd
 //! them out.
 //! Control events are read between polls, at least every `EVENTS_READ_EVERY_MS` and at once
-//! when the programs find the ring filling (they wake the poller thread, which waits on the
-//! ring's descriptor, only then: a wakeup per event would cost each packet more than its
-//! counting), so that a burst of them does not wait a whole interval in a ring that can fill.
+//! when the programs may have filled an eighth of the ring (each CPU wakes the poller thread,
+//! which waits on the ring's descriptor, at every so many events it sent: a wakeup per event
+//! would cost each packet more than its counting), so that a burst of them does not wait a
+//! whole interval in a ring that can fill.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
