@@ -460,6 +460,74 @@ fn busy_connections_keep_their_slots_and_entries_in_the_next_interval() {
     );
 }
 
+/// A segment of connection `i` (as [`conn_frame`]'s) with `flags`, from the client or the
+/// server.
+fn segment(i: u32, from_client: bool, flags: &str) -> Vec<u8> {
+    let b = i.to_be_bytes();
+    let (client, port) = ([198, 18, b[2], b[3]], 1024 + u16::from(b[1]));
+    let ip = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let mut tcp = if from_client {
+        ip.ipv4(client, S, 64).tcp(port, 80, 1, 1024)
+    } else {
+        ip.ipv4(S, client, 64).tcp(80, port, 1, 1024)
+    }
+    .ack(1);
+    for flag in flags.chars() {
+        tcp = match flag {
+            'F' => tcp.fin(),
+            'R' => tcp.rst(),
+            _ => panic!("flag {flag}"),
+        };
+    }
+    let mut v = Vec::new();
+    tcp.write(&mut v, &[]).expect("build frame");
+    v
+}
+
+#[test]
+fn connections_that_ended_keep_no_place_in_the_next_interval() {
+    stay_on_this_cpu();
+    // 100 connections in 64 slots and the map; 50 reset (by either end), 10 closed both ways,
+    // 10 half-closed, 30 open.
+    let mut k = Kernel::load(64, false, false).expect("load (root)");
+    for i in 0..100 {
+        run_tc(&mut k, &conn_frame(i));
+    }
+    for i in 0..50 {
+        run_tc(&mut k, &segment(i, i % 2 == 0, "R"));
+    }
+    for i in 50..60 {
+        run_tc(&mut k, &segment(i, true, "F"));
+        run_tc(&mut k, &segment(i, false, "F"));
+    }
+    for i in 60..70 {
+        run_tc(&mut k, &segment(i, false, "F"));
+    }
+    assert_eq!(map_full(&k), 0);
+    let in_map = {
+        let mut out = Vec::new();
+        k.drain(0, &mut out).expect("drain");
+        assert_eq!(out.len(), 100);
+        k.counted_in_map().len()
+    };
+    assert!(in_map > 0, "some counted in the map");
+    // Kept: the 40 half-closed or open ones, in their slots or map entries, nothing counted.
+    k.keep_places(1);
+    let mut kept = Vec::new();
+    k.drain(1, &mut kept).expect("drain");
+    let mut kept: Vec<u32> = kept
+        .iter()
+        .map(|(key, values)| {
+            assert!(values.iter().all(|v| v.dir.iter().all(|d| d.packets == 0)));
+            // The client's end: 198.18.0.i, port 1024 (the server's is port 80).
+            let client = usize::from(key.port[0] == 80);
+            u32::from(key.addr[client][3])
+        })
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(kept, (60..100).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_connection_takes_the_neighbour_of_a_held_slot_and_the_map_only_when_both_are_held() {
     stay_on_this_cpu();

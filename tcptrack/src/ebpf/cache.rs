@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use aya::EbpfLoader;
 use tcptrack_common::{
-    ConnKey, FlowValue, Slot, GLOBAL_CACHE_CPUS, GLOBAL_CACHE_SLOTS, MAP_CLAIMED, MAP_FLOWS,
-    MAP_SLOTS,
+    proto::tcp, ConnKey, FlowValue, Slot, GLOBAL_CACHE_CPUS, GLOBAL_CACHE_SLOTS, MAP_CLAIMED,
+    MAP_FLOWS, MAP_SLOTS,
 };
 
 /// Bytes the slots of both epochs may take, whatever the CPUs: a region per CPU and epoch
@@ -192,6 +192,14 @@ impl Cache {
             }
             self.claimed.set(list, 0);
         }
+        // A connection that ended keeps no slot (see `ended`), whichever CPU saw it end.
+        let index = &self.index;
+        self.held.retain(|(_, _, key)| {
+            index
+                .get(key)
+                .and_then(|&i| out.get(i))
+                .is_none_or(|(_, values)| !ended(values))
+        });
     }
 
     /// Gives the connections whose slots counted packets in the last drain the same slots in
@@ -224,6 +232,18 @@ impl Cache {
         }
         self.held = held;
     }
+}
+
+/// Whether a connection's counts of an interval (one value per CPU that counted it) show it
+/// ended: a reset either way, or a FIN each way. Its place is not kept for the next interval
+/// (see [`Cache::hold`], `Kernel::reserve`): under a churn of short connections, the places
+/// of those gone would otherwise fill the cache and the map, and send the new ones to the
+/// map's insert. A packet after the end (the last ACK, a reset ignored) takes a place anew.
+#[must_use]
+pub fn ended(values: &[FlowValue]) -> bool {
+    let seen = |d: usize| values.iter().fold(0, |f, v| f | v.flags[d]);
+    let (a, b) = (seen(0), seen(1));
+    (a | b) & tcp::RST != 0 || (a & b & tcp::FIN) != 0
 }
 
 /// Keeps the calling thread on the CPU it is on, for tests and benchmarks that run the

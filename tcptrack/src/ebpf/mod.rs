@@ -361,13 +361,20 @@ impl Kernel {
     /// After the flow map of `epoch` was drained into `out`: the connections that counted
     /// packets there kept (for [`Kernel::keep_places`]), then the epoch's slots added.
     fn took(&mut self, epoch: u32, out: &mut Vec<(ConnKey, Vec<FlowValue>)>) {
-        self.in_map.clear();
-        self.in_map.extend(
-            out.iter()
-                .filter(|(_, values)| values.iter().any(|v| v.dir.iter().any(|d| d.packets > 0)))
-                .map(|(key, _)| *key),
-        );
+        // The map's entries come first in `out`; the slots' counts are added to them, or
+        // after them.
+        let in_map: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].1.iter().any(|v| v.dir.iter().any(|d| d.packets > 0)))
+            .collect();
         self.cache.take(epoch, out);
+        self.in_map.clear();
+        // Those that ended (on any CPU, in the map or a slot) keep no place.
+        self.in_map.extend(
+            in_map
+                .into_iter()
+                .filter(|&i| !cache::ended(&out[i].1))
+                .map(|i| out[i].0),
+        );
     }
 
     /// How the programs' tick counts read as the monotonic clock: where a tick began, found
@@ -417,15 +424,16 @@ impl Kernel {
     }
 
     /// The connections of the last drain that counted packets in the flow map (on some CPU;
-    /// they may have counted in slots on others). Those not listed counted only in slots, or
-    /// nothing (an entry reserved for them).
+    /// they may have counted in slots on others) and did not end (see [`cache::ended`]): those
+    /// whose entries [`Kernel::keep_places`] reserves. Those not listed counted only in slots,
+    /// nothing (an entry reserved for them), or ended.
     #[must_use]
     pub fn counted_in_map(&self) -> &[ConnKey] {
         &self.in_map
     }
 
     /// Before the programs count into `epoch`: the connections that counted packets in the last
-    /// drain keep their places there, in the map ([`Kernel::reserve`]) for those counted in
+    /// drain, and did not end there (a reset, or a FIN each way), keep their places there, in the map ([`Kernel::reserve`]) for those counted in
     /// the map, their slots ([`cache::Cache::hold`]) for those counted in slots. So a flood of
     /// new tuples cannot crowd them out, and the map's room goes to connections in the map.
     pub fn keep_places(&mut self, epoch: u32) {
