@@ -433,9 +433,10 @@ impl Kernel {
     }
 
     /// Before the programs count into `epoch`: the connections that counted packets in the last
-    /// drain, and did not end there (a reset, or a FIN each way), keep their places there, in the map ([`Kernel::reserve`]) for those counted in
-    /// the map, their slots ([`cache::Cache::hold`]) for those counted in slots. So a flood of
-    /// new tuples cannot crowd them out, and the map's room goes to connections in the map.
+    /// drain, and did not end there (a reset, or a FIN each way), keep their places there, in
+    /// the map ([`Kernel::reserve`]) for those counted in the map, their slots
+    /// ([`cache::Cache::hold`]) for those counted in slots. So a flood of new tuples cannot
+    /// crowd them out, and the map's room goes to connections in the map.
     pub fn keep_places(&mut self, epoch: u32) {
         let in_map = std::mem::take(&mut self.in_map);
         self.reserve(epoch, &in_map);

@@ -389,7 +389,6 @@ pub struct IdleScreen {
     pub tcptrack_cpu_percent: f64,
 }
 
-/// `x` rounded to a whole number (0 for what is not a finite, positive number).
 /// `v`'s figures with `decimals` decimals, comma-separated; `-` for none.
 fn listed(v: &[f64], decimals: usize) -> String {
     if v.is_empty() {
@@ -401,6 +400,7 @@ fn listed(v: &[f64], decimals: usize) -> String {
         .join(", ")
 }
 
+/// `x` rounded to a whole number (0 for what is not a finite, positive number).
 fn whole(x: f64) -> u64 {
     #[expect(
         clippy::cast_possible_truncation,
@@ -728,8 +728,8 @@ impl Report {
              packet on its hook. The empty program's figure is mostly the kernel's own timing of \
              a run, which tcptrack's includes too: the difference is what tcptrack adds per \
              packet. Each row is the round of the median difference, of {} round(s) with both \
-             programs attached throughout (the same program's rounds differ by a fifth and more: \
-             where the load's threads ran, what else the host did).",
+             programs attached throughout; every round's ratio is beside it (rounds of the same \
+             program differ with where the load's threads ran and what else the host did).",
             k.loads.first().map_or(1, |l| l.round_ratios.len().max(1))
         )?;
         Self::small_packets_md(f, k)?;
@@ -771,8 +771,8 @@ impl Report {
         }
         writeln!(
             f,
-            "\nA stage's own cost is the difference of two medians, each of rounds that differ \
-             by tens of nanoseconds: only differences larger than the rounds' spread say much."
+            "\nA stage's own cost is the difference of two medians: only differences larger \
+             than the rounds' spread (beside each median) say much."
         )?;
         Ok(())
     }
