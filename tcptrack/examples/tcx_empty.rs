@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
-use aya::EbpfLoader;
 use serde_json::{json, Value};
-use tcptrack::ebpf::Kernel;
-use tcptrack_common::{DEFAULT_MAX_FLOWS, MAP_FLOWS, PROGRAM_EMPTY};
+use tcptrack::ebpf::{load_alone, Kernel};
+use tcptrack_common::{DEFAULT_MAX_FLOWS, PROGRAM_EMPTY};
 
 const HOOKS: [(TcAttachType, &str); 2] = [
     (TcAttachType::Ingress, "ingress"),
@@ -100,18 +99,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let interface = args.next().expect("usage: tcx_empty INTERFACE [PROGRAM]");
     let Some(stage) = args.next() else {
-        let mut ebpf = EbpfLoader::new()
-            // The empty program has no use for tcptrack's flow maps: keep them small.
-            .map_max_entries(MAP_FLOWS[0], 1)
-            .map_max_entries(MAP_FLOWS[1], 1)
-            .load(tcptrack::ebpf::OBJECT)
-            .expect("load the eBPF object (root)");
+        let mut ebpf = load_alone(PROGRAM_EMPTY).expect("load the empty program (root)");
         let prog: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM_EMPTY)
             .expect("the empty program")
             .try_into()
             .expect("a TC program");
-        prog.load().expect("load the empty program");
         attach(prog, &interface, LinkOrder::last);
         serve(&interface, || {});
         return;

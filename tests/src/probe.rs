@@ -6,8 +6,8 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::PerCpuArray;
 use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
-use aya::{Ebpf, EbpfLoader};
-use tcptrack_common::{MAP_FLOWS, MAP_PROBE, PROGRAM_PROBE};
+use aya::Ebpf;
+use tcptrack_common::{MAP_PROBE, PROGRAM_PROBE};
 
 /// Where in the chain a probe goes.
 #[derive(Clone, Copy, Debug)]
@@ -47,18 +47,13 @@ impl TcxProbe {
     #[must_use]
     pub fn attach(ns: &str, interface: &str, hook: TcAttachType, order: Order) -> Self {
         let ebpf = in_namespace(ns, || {
-            let mut ebpf = EbpfLoader::new()
-                // The probe has no use for tcptrack's flow map: keep it small.
-                .map_max_entries(MAP_FLOWS[0], 1)
-                .map_max_entries(MAP_FLOWS[1], 1)
-                .load(tcptrack::ebpf::OBJECT)
-                .expect("load the eBPF object (root)");
+            let mut ebpf =
+                tcptrack::ebpf::load_alone(PROGRAM_PROBE).expect("load the probe (root)");
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(PROGRAM_PROBE)
                 .expect("the probe program")
                 .try_into()
                 .expect("a TC program");
-            prog.load().expect("load the probe");
             let order = match order {
                 Order::First => LinkOrder::first(),
                 Order::Last => LinkOrder::last(),

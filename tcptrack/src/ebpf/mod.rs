@@ -544,3 +544,30 @@ impl Kernel {
         Ok(out)
     }
 }
+
+/// The object with its TC program `name` loaded and nothing else, its flow maps at one entry
+/// each: for a program that counts nothing of tcptrack's and has no use for them (the
+/// benchmarks' empty program, the tests' probes). The program is then `program_mut(name)`.
+///
+/// # Errors
+/// The build has no kernel programs, no such TC program, no privilege, or the kernel refused
+/// it.
+pub fn load_alone(name: &str) -> Result<Ebpf, KernelError> {
+    if OBJECT.is_empty() {
+        return Err(KernelError::NotBuilt);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_FLOWS[0], 1)
+        .map_max_entries(MAP_FLOWS[1], 1)
+        .load(OBJECT)
+        .map_err(KernelError::Object)?;
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(KernelError::Missing("TC program"))?;
+    p.load().map_err(|source| KernelError::Refused {
+        program: "TC",
+        source,
+    })?;
+    Ok(ebpf)
+}
